@@ -1,0 +1,92 @@
+"""Nox sessions for the TAROT monorepo.
+
+Sessions
+--------
+tests-<pkg>   run one package's test suite in its own virtualenv (only that package, tarot-core and its test extras)
+lint          ruff over every package
+docs          build the docs site strictly
+bench         selection-step benchmark on synthetic features (``nox -s bench -- --full`` for the large sizes)
+demo          the README's main job on the embedded real default
+
+Torch pins live here, not in the packages' ``pyproject.toml`` (users elsewhere have other builds). On this project's
+machines pip is configured with a local wheel directory and a cap of torch<=2.14.1; see shared/ENVIRONMENT.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "lint"]
+
+TORCH_CPU = ["torch==2.13.0"]
+TORCH_VISION = ["torch==2.14.1", "torchvision==0.29.1"]
+
+# package name -> (pins installed first, extras of the package installed for its tests)
+PACKAGES: dict[str, dict] = {
+    "core": {"path": "packages/tarot-core", "pins": TORCH_CPU, "extras": "test"},
+    "vision": {"path": "packages/tarot-vision", "pins": TORCH_VISION, "extras": "test"},
+    "motion": {"path": "packages/tarot-motion", "pins": TORCH_CPU, "extras": "test"},
+    "llm": {"path": "packages/tarot-llm", "pins": TORCH_CPU, "extras": "test"},
+}
+
+TEST_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "MPLBACKEND": "Agg",
+}
+
+
+def _install_package(session: nox.Session, name: str) -> None:
+    spec = PACKAGES[name]
+    if spec["pins"]:
+        session.install(*spec["pins"])
+    session.install("-e", "packages/tarot-core")
+    extras = f"[{spec['extras']}]" if spec.get("extras") else ""
+    session.install("-e", f"{spec['path']}{extras}")
+    for cmd in spec.get("post_install", []):
+        session.run(*cmd)
+
+
+@nox.session
+@nox.parametrize("package", list(PACKAGES))
+def tests(session: nox.Session, package: str) -> None:
+    """Run one package's tests offline on the CPU."""
+    _install_package(session, package)
+    args = session.posargs or ["-q"]
+    session.run("pytest", f"{PACKAGES[package]['path']}/tests", *args, env=TEST_ENV)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check + format check over all packages and the noxfile."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "packages", "noxfile.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Selection-step benchmark (prints a table and writes benchmarks/results/)."""
+    _install_package(session, "core")
+    session.run("python", "-m", "tarot.bench", *session.posargs, env={"MPLBACKEND": "Agg"})
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job on the embedded default, writing an HTML report under runs/demo."""
+    _install_package(session, "core")
+    session.run("tarot", "demo", "--out", "runs/demo", *session.posargs, env={"MPLBACKEND": "Agg"})
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the docs site with --strict."""
+    session.install("mkdocs>=1.6", "mkdocs-material>=9")
+    session.run("mkdocs", "build", "--strict", "-f", "mkdocs.yml", "-d", os.environ.get("DOCS_SITE", "site"))

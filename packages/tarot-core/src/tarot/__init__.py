@@ -1,0 +1,3 @@
+"""TAROT: targeted data selection via optimal transport."""
+
+__version__ = "0.1.0"
