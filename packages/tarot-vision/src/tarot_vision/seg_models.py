@@ -1,0 +1,240 @@
+"""Plain-torch segmenters, the vmap-safe per-sample segmentation loss, training and mIoU (no mmcv needed).
+
+The loss of one sample is ``CE(out) + 0.4 · CE(aux)`` where ``CE`` sums the pixel cross-entropy over non-ignored pixels
+and divides by *all* label pixels (mmseg's ``avg_non_ignore=False`` default; specs/vision.md §4.4, §6).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .labels import IGNORE_INDEX, NUM_CLASSES
+
+log = logging.getLogger(__name__)
+
+AUX_WEIGHT = 0.4
+
+
+def pixel_ce(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over non-ignored pixels, divided by the number of label pixels (vmap-safe).
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        [B, C, H, W] at the label's resolution.
+    label : torch.Tensor
+        [B, H, W] integer trainIds (255 = ignore).
+    """
+    valid = label != IGNORE_INDEX
+    safe = torch.where(valid, label, torch.zeros_like(label))
+    logp = F.log_softmax(logits, dim=1)
+    nll = -torch.gather(logp, 1, safe.unsqueeze(1)).squeeze(1)
+    return (nll * valid.to(nll.dtype)).sum() / label.numel()
+
+
+def _upsample(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def build_torch_deeplabv3(num_classes: int = NUM_CLASSES) -> nn.Module:
+    """torchvision's DeepLabV3-ResNet50 with an auxiliary FCN head, randomly initialised (nothing is downloaded)."""
+    from torchvision.models.segmentation import deeplabv3_resnet50
+
+    return deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=True)
+
+
+class TinySegmenter(nn.Module):
+    """A small conv encoder with a decode and an auxiliary head; returns ``{"out", "aux"}`` like torchvision.
+
+    Output stride 4; used by tests and ``--quick`` runs. Parameter names: ``encoder.*``, ``classifier.*`` (decode head)
+    and ``aux_classifier.*``, mirroring torchvision's DeepLabV3 naming so the same parameter filter applies.
+    """
+
+    def __init__(self, num_classes: int = NUM_CLASSES, width: int = 16) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.encoder = nn.Sequential(block(3, width, 2), block(width, width * 2, 2), block(width * 2, width * 2, 1))
+        self.classifier = nn.Sequential(block(width * 2, width, 1), nn.Conv2d(width, num_classes, 1))
+        self.aux_classifier = nn.Sequential(nn.Conv2d(width * 2, num_classes, 1))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        size = x.shape[-2:]
+        feats = self.encoder(x)
+        return {"out": _upsample(self.classifier(feats), size), "aux": _upsample(self.aux_classifier(feats), size)}
+
+
+def build_torch_segmenter(arch: str, num_classes: int = NUM_CLASSES) -> nn.Module:
+    """``deeplabv3_resnet50`` (torchvision, random init) or ``tiny`` (:class:`TinySegmenter`)."""
+    if arch == "deeplabv3_resnet50":
+        return build_torch_deeplabv3(num_classes)
+    if arch == "tiny":
+        return TinySegmenter(num_classes)
+    raise ValueError(f"unknown torch segmenter {arch!r}; expected 'deeplabv3_resnet50' or 'tiny'")
+
+
+def seg_loss_from_outputs(out: dict[str, torch.Tensor], label: torch.Tensor, aux_weight: float = AUX_WEIGHT):
+    """``CE(out) + aux_weight · CE(aux)`` with logits upsampled to the label size."""
+    loss = pixel_ce(_upsample(out["out"], label.shape[-2:]), label)
+    if "aux" in out and out["aux"] is not None and aux_weight:
+        loss = loss + aux_weight * pixel_ce(_upsample(out["aux"], label.shape[-2:]), label)
+    return loss
+
+
+class TorchSegLoss:
+    """tarot ``LossAdapter`` for torch segmenters returning ``{"out", "aux"}``; sample = ``{"image", "label"}``."""
+
+    def __init__(self, aux_weight: float = AUX_WEIGHT) -> None:
+        self.aux_weight = aux_weight
+
+    def loss(self, model: nn.Module, params: dict, buffers: dict, sample: dict) -> torch.Tensor:
+        x = sample["image"].unsqueeze(0)
+        y = sample["label"].unsqueeze(0)
+        out = torch.func.functional_call(model, {**params, **buffers}, (x,))
+        return seg_loss_from_outputs(out, y, self.aux_weight)
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+def poly_lr(base: float, it: int, max_iters: int, power: float = 0.9, eta_min: float = 1e-4) -> float:
+    """mmseg's PolyLR: ``(base − eta_min)·(1 − it/max)^power + eta_min``."""
+    return (base - eta_min) * (1 - it / max(1, max_iters)) ** power + eta_min
+
+
+def train_torch_segmenter(
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    iters: int,
+    batch_size: int = 2,
+    lr: float = 0.01,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    aux_weight: float = AUX_WEIGHT,
+    progress: bool = True,
+) -> list[float]:
+    """SGD (momentum 0.9) with PolyLR for ``iters`` steps over an infinitely reshuffled, seeded loader.
+
+    Returns the per-step training losses. ``batch_size`` must be ≥ 2 (BatchNorm in train mode).
+    """
+    if batch_size < 2:
+        raise ValueError("batch_size must be >= 2: BatchNorm in train mode needs more than one sample")
+    if len(dataset) == 0:
+        raise ValueError("cannot train on an empty dataset")
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    model.train()
+    losses: list[float] = []
+    it = 0
+    bar = tqdm(total=iters, desc="train segmenter", disable=not progress)
+    while it < iters:
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, generator=gen, drop_last=True
+        )
+        if len(loader) == 0:
+            raise ValueError(f"dataset of {len(dataset)} samples is smaller than batch_size={batch_size}")
+        for batch in loader:
+            if it >= iters:
+                break
+            for g in opt.param_groups:
+                g["lr"] = poly_lr(lr, it, iters)
+            out = model(batch["image"])
+            loss = seg_loss_from_outputs(out, batch["label"], aux_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            it += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if hasattr(dataset, "epoch"):
+            dataset.epoch += 1
+    bar.close()
+    model.eval()
+    return losses
+
+
+# ---------------------------------------------------------------------------------------------------- mIoU
+
+
+class IoUAccumulator:
+    """Per-class intersection/union over a whole evaluation set (ignore 255), as mmseg's ``IoUMetric``."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+        self.num_classes = num_classes
+        self.intersection = np.zeros(num_classes, dtype=np.int64)
+        self.pred_area = np.zeros(num_classes, dtype=np.int64)
+        self.gt_area = np.zeros(num_classes, dtype=np.int64)
+
+    def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        """Add one prediction/label pair (same shape; label 255 pixels are skipped)."""
+        pred = np.asarray(pred).ravel()
+        gt = np.asarray(gt).ravel()
+        if pred.shape != gt.shape:
+            raise ValueError(f"prediction has {pred.size} pixels but the label has {gt.size}")
+        keep = gt != IGNORE_INDEX
+        pred, gt = pred[keep].astype(np.int64), gt[keep].astype(np.int64)
+        n = self.num_classes
+        self.intersection += np.bincount(gt[pred == gt], minlength=n)[:n]
+        self.pred_area += np.bincount(pred, minlength=n)[:n]
+        self.gt_area += np.bincount(gt, minlength=n)[:n]
+
+    def per_class_iou(self) -> np.ndarray:
+        """IoU per class; NaN where the union is 0."""
+        union = self.pred_area + self.gt_area - self.intersection
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, self.intersection / np.maximum(union, 1), np.nan)
+
+    def miou(self) -> float:
+        """NaN-mean of the per-class IoU (classes with union 0 are skipped), as a fraction in [0, 1]."""
+        iou = self.per_class_iou()
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else math.nan
+
+
+@torch.no_grad()
+def evaluate_torch_segmenter(
+    model: nn.Module,
+    records: Iterable,
+    scale: tuple[int, int] = (512, 1024),
+    progress: bool = True,
+) -> dict:
+    """mIoU of a torch segmenter on records (e.g. Cityscapes val).
+
+    Each image is resized keeping its aspect ratio to fit ``scale`` (H, W), predicted in ``whole`` mode, and the logits
+    are resized back to the label's original size before the comparison (specs/vision.md §5).
+    """
+    from PIL import Image
+
+    from .labels import CLASSES, read_rgb
+    from .segdata import load_train_ids, normalize
+
+    model.eval()
+    acc = IoUAccumulator()
+    records = list(records)
+    for rec in tqdm(records, desc="evaluate mIoU", disable=not progress):
+        img = read_rgb(rec.image)
+        gt = load_train_ids(rec)
+        h, w = img.shape[:2]
+        s = min(scale[0] / h, scale[1] / w)
+        img_r = np.asarray(Image.fromarray(img).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR))
+        logits = model(normalize(img_r).unsqueeze(0))["out"]
+        pred = _upsample(logits, gt.shape).argmax(1)[0].numpy()
+        acc.update(pred, gt)
+    iou = acc.per_class_iou()
+    return {
+        "mIoU": acc.miou(),
+        "per_class_iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(CLASSES, iou)},
+        "images": len(records),
+    }
