@@ -1,0 +1,593 @@
+r"""Per-sample gradient features: :math:`\phi(z) = \sum_c w_c\, P\, \Gamma_c(\nabla_\theta L(z; \theta_c))`.
+
+The featurizer differentiates the loss of every sample of a batch separately with respect to a chosen set of
+parameters (all ``requires_grad`` parameters by default, or those matching globs), optionally preconditions the
+per-sample gradients (:math:`\Gamma_c`), and projects them with a seeded Johnson–Lindenstrauss projector :math:`P`
+(:mod:`tarot.projection`). :func:`featurize_to_store` runs it over data sets and checkpoints and writes a resumable
+:class:`tarot.store.FeatureStore`.
+
+Parameter order
+---------------
+Differentiated parameters are taken in ``model.named_parameters()`` order (module registration order), after the
+filter; each parameter tensor is one projector chunk (flattened row-major). This order is recorded in
+:meth:`GradientFeaturizer.config` and is part of the projection's definition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch.utils._pytree import tree_map
+
+from tarot.projection import Projector
+from tarot.store import FeatureStore, check_labels, check_split_name
+
+__all__ = ["LossAdapter", "Checkpoint", "GradientFeaturizer", "Preconditioner", "featurize_to_store", "shard_rows"]
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class LossAdapter(Protocol):
+    """Per-sample loss of a domain model.
+
+    ``loss(model, params, buffers, sample)`` returns the 0-d loss of ONE sample (``sample`` is a pytree of tensors
+    without the batch dimension). Implementations re-add the batch dimension and call
+    ``torch.func.functional_call(model, {**params, **buffers}, args)``; they must be vmap-safe (no ``.item()``,
+    no data-dependent shapes, no in-place writes to captured tensors, no Python branching on tensor values).
+    ``params`` holds the differentiated parameters, ``buffers`` every other parameter and buffer of the model.
+    """
+
+    def loss(
+        self, model: torch.nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], sample: Any
+    ) -> torch.Tensor: ...
+
+
+@dataclass
+class Checkpoint:
+    """One model state :math:`\\theta_c` used for featurisation, with its weight :math:`w_c \\ge 0`.
+
+    Parameters
+    ----------
+    name : str
+        Unique label (recorded in the feature store manifest).
+    path : str, optional
+        A ``torch.save``'d state dict, loaded with ``torch.load(path, weights_only=True)``; a dict with a
+        ``"state_dict"`` entry is unwrapped.
+    state_dict : dict, optional
+        The state dict itself (takes precedence over ``path``).
+    weight : float
+        :math:`w_c` in :math:`\\phi = \\sum_c w_c P \\Gamma_c`.
+    extra : dict, optional
+        Anything a preconditioner needs (e.g. Adam moments).
+    strict : bool
+        Passed to ``model.load_state_dict`` (False for partial states such as adapters only).
+    """
+
+    name: str
+    path: str | None = None
+    state_dict: dict[str, Any] | None = None
+    weight: float = 1.0
+    extra: dict[str, Any] | None = field(default=None, repr=False)
+    strict: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Checkpoint: name must be a non-empty string, got {self.name!r}")
+        w = float(self.weight)
+        if not w >= 0.0 or w == float("inf"):
+            raise ValueError(f"Checkpoint {self.name!r}: weight must be finite and >= 0, got {self.weight!r}")
+        self.weight = w
+
+    def load(self) -> dict[str, Any] | None:
+        """The state dict to load (None when neither ``state_dict`` nor ``path`` is given: use current weights)."""
+        if self.state_dict is not None:
+            return self.state_dict
+        if self.path is None:
+            return None
+        obj = torch.load(self.path, map_location="cpu", weights_only=True)
+        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict):
+            raise ValueError(
+                f"Checkpoint {self.name!r}: {self.path} holds a {type(obj).__name__}, expected a state dict"
+            )
+        return obj
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable summary for manifests."""
+        return {"name": self.name, "weight": self.weight, "path": None if self.path is None else str(self.path)}
+
+
+Preconditioner = Callable[[dict[str, torch.Tensor], Checkpoint], dict[str, torch.Tensor]]
+
+
+def _select_params(model: torch.nn.Module, globs: Sequence[str] | None) -> list[str]:
+    """Names of differentiated parameters: requires_grad ones, filtered by ``globs``, in named_parameters order."""
+    names = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if globs is None or any(fnmatch.fnmatchcase(name, g) for g in globs):
+            names.append(name)
+    if not names:
+        what = "requires_grad parameters" if globs is None else f"requires_grad parameters matching {list(globs)}"
+        raise ValueError(f"GradientFeaturizer: the model has no {what}")
+    return names
+
+
+class GradientFeaturizer:
+    r"""Projected per-sample gradients of a model.
+
+    For a batch :math:`z_1..z_B` returns :math:`P\,\Gamma(\nabla_\theta L(z_i;\theta)) \in \mathbb{R}^k` per sample,
+    with :math:`\theta` the selected parameters, :math:`\Gamma` an optional preconditioner and :math:`P` the projector.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Moved to ``device``; put in ``eval()`` mode during featurisation (training flag restored afterwards).
+    adapter : LossAdapter
+        Per-sample loss.
+    proj_dim : int
+        :math:`k`.
+    seed : int
+        Projection seed.
+    projector : {"rademacher", "gaussian"} or Projector
+        Entry distribution, or a ready projector whose chunk layout must match the selected parameters.
+    params : list of str, optional
+        Globs (``fnmatch``) over ``named_parameters()`` names; None = all. Parameters with
+        ``requires_grad=False`` are always excluded.
+    mode : {"auto", "vmap", "loop"}
+        ``vmap``: ``torch.func.vmap(grad(loss), in_dims=(None, None, 0), randomness="different")``; ``loop``: one
+        ``torch.autograd.grad`` per sample; ``auto``: vmap, falling back to loop (with a warning) if the first vmap
+        batch raises.
+    device : str or torch.device
+        Compute device (projection blocks are generated on the CPU and moved there).
+    precondition : callable, optional
+        ``precondition(grads: dict[name, Tensor[B, *shape]], checkpoint) -> dict`` applied before projection.
+    scale : bool
+        Scale :math:`P` by :math:`1/\sqrt{k}`.
+    allow_half : bool
+        Allow non-fp32 parameters (gradients are cast to fp32 before projection either way).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        adapter: LossAdapter,
+        proj_dim: int,
+        seed: int = 0,
+        projector: str | Projector = "rademacher",
+        params: Sequence[str] | None = None,
+        mode: str = "auto",
+        device: str | torch.device = "cpu",
+        precondition: Preconditioner | None = None,
+        scale: bool = False,
+        allow_half: bool = False,
+    ) -> None:
+        if mode not in ("auto", "vmap", "loop"):
+            raise ValueError(f"GradientFeaturizer: mode must be 'auto', 'vmap' or 'loop', got {mode!r}")
+        if not callable(getattr(adapter, "loss", None)):
+            raise TypeError(f"GradientFeaturizer: adapter {type(adapter).__name__} has no callable .loss()")
+        if isinstance(params, str):
+            params = [params]
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.adapter = adapter
+        self.mode = mode
+        self.precondition = precondition
+        self.param_names = _select_params(model, params)
+        self.param_globs = None if params is None else list(params)
+        named = dict(model.named_parameters())
+        if not allow_half:
+            bad = [n for n in self.param_names if named[n].dtype != torch.float32]
+            if bad:
+                raise ValueError(
+                    f"GradientFeaturizer: parameter {bad[0]!r} is {named[bad[0]].dtype}, expected float32 "
+                    "(pass allow_half=True to featurize a half-precision model)"
+                )
+        sizes = [named[n].numel() for n in self.param_names]
+        if isinstance(projector, Projector):
+            if projector.chunk_sizes != sizes:
+                raise ValueError(
+                    f"GradientFeaturizer: projector chunk sizes {projector.chunk_sizes[:4]}... do not match the "
+                    f"selected parameters {sizes[:4]}... (one chunk per parameter, named_parameters order)"
+                )
+            if projector.proj_dim != int(proj_dim):
+                raise ValueError(f"GradientFeaturizer: projector has k={projector.proj_dim}, proj_dim={proj_dim}")
+            self.projector = projector
+            self.projector.device = self.device
+        else:
+            self.projector = Projector(
+                sizes,
+                proj_dim,
+                seed=seed,
+                kind=projector,
+                scale=scale,
+                chunk_names=self.param_names,
+                device=self.device,
+            )
+
+    @property
+    def proj_dim(self) -> int:
+        """Feature dimension :math:`k`."""
+        return self.projector.proj_dim
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable description (parameter order, globs, mode, projector) for manifests."""
+        return {
+            "params": list(self.param_names),
+            "param_globs": self.param_globs,
+            "num_params": self.projector.input_dim,
+            "mode": self.mode,
+            "projector": self.projector.config(),
+        }
+
+    # ------------------------------------------------------------------ helpers
+    def _split_state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(differentiated params, everything else: frozen params + buffers), all detached."""
+        chosen = set(self.param_names)
+        params: dict[str, torch.Tensor] = {}
+        frozen: dict[str, torch.Tensor] = {}
+        for name, p in self.model.named_parameters():
+            (params if name in chosen else frozen)[name] = p.detach()
+        for name, b in self.model.named_buffers():
+            frozen[name] = b.detach()
+        params = {n: params[n] for n in self.param_names}
+        return params, frozen
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        try:
+            yield
+        finally:
+            for m, was_training in modes:
+                m.training = was_training
+
+    def _to_device(self, batch: Any) -> Any:
+        return tree_map(lambda t: t.to(self.device) if isinstance(t, torch.Tensor) else t, batch)
+
+    @staticmethod
+    def _batch_size(batch: Any) -> int:
+        sizes = set()
+        tree_map(lambda t: sizes.add(t.shape[0]) if isinstance(t, torch.Tensor) and t.dim() > 0 else None, batch)
+        if len(sizes) != 1:
+            raise ValueError(f"GradientFeaturizer: batch leaves must share one leading batch size, got sizes {sizes}")
+        return sizes.pop()
+
+    def _grads_vmap(self, params: dict, frozen: dict, batch: Any) -> dict[str, torch.Tensor]:
+        def one(p: dict, f: dict, sample: Any) -> torch.Tensor:
+            return self.adapter.loss(self.model, p, f, sample)
+
+        fn = torch.func.vmap(torch.func.grad(one), in_dims=(None, None, 0), randomness="different")
+        return fn(params, frozen, batch)
+
+    def _grads_loop(self, params: dict, frozen: dict, batch: Any, n: int) -> dict[str, torch.Tensor]:
+        out = {name: torch.empty((n, *t.shape), dtype=t.dtype, device=t.device) for name, t in params.items()}
+        for i in range(n):
+            leaf = {name: t.clone().requires_grad_(True) for name, t in params.items()}
+            sample = tree_map(lambda t, i=i: t[i] if isinstance(t, torch.Tensor) and t.dim() > 0 else t, batch)
+            with torch.enable_grad():
+                loss = self.adapter.loss(self.model, leaf, frozen, sample)
+                if loss.dim() != 0:
+                    raise ValueError(f"LossAdapter.loss must return a 0-d tensor, got shape {tuple(loss.shape)}")
+                grads = torch.autograd.grad(loss, list(leaf.values()), allow_unused=True)
+            for name, g in zip(leaf, grads):
+                out[name][i] = 0.0 if g is None else g
+        return out
+
+    # ------------------------------------------------------------------ public
+    def per_sample_grads(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Per-sample gradients ``{name: Tensor[B, *shape]}`` of the selected parameters (model in eval mode)."""
+        batch = self._to_device(batch)
+        n = self._batch_size(batch)
+        params, frozen = self._split_state()
+        with self._eval_mode():
+            if self.mode in ("vmap", "auto"):
+                try:
+                    grads = self._grads_vmap(params, frozen, batch)
+                except Exception as exc:  # noqa: BLE001 - any vmap failure triggers the documented fallback
+                    if self.mode == "vmap":
+                        raise
+                    msg = f"GradientFeaturizer: vmap failed ({type(exc).__name__}: {exc}); falling back to loop mode"
+                    log.warning(msg)
+                    warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                    self.mode = "loop"
+                    grads = self._grads_loop(params, frozen, batch, n)
+                else:
+                    if self.mode == "auto":
+                        self.mode = "vmap"
+            else:
+                grads = self._grads_loop(params, frozen, batch, n)
+        return grads
+
+    def project(self, grads: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Project per-sample gradients (chunk per parameter, names order) -> fp32 ``[B, k]``."""
+        missing = [n for n in self.param_names if n not in grads]
+        if missing:
+            raise KeyError(f"GradientFeaturizer: gradients lack parameter {missing[0]!r}")
+        chunks = [grads[n].reshape(grads[n].shape[0], -1).to(torch.float32) for n in self.param_names]
+        return self.projector.project_chunks(chunks)
+
+    def featurize_batch(
+        self,
+        batch: Any,
+        checkpoint: Checkpoint | None = None,
+        precondition: Preconditioner | None | bool = True,
+    ) -> torch.Tensor:
+        r"""Features :math:`P\,\Gamma(g(z_i))` of one batch, fp32 ``[B, k]``.
+
+        Parameters
+        ----------
+        batch : pytree of tensors with a leading batch dimension
+        checkpoint : Checkpoint, optional
+            Handed to the preconditioner (the model's weights are NOT loaded here; see :func:`featurize_to_store`).
+        precondition : callable, None or True
+            True (default) uses the featurizer's preconditioner; None/False disables; a callable overrides.
+        """
+        grads = self.per_sample_grads(batch)
+        fn = self.precondition if precondition is True else (precondition or None)
+        if fn is not None:
+            grads = fn(grads, checkpoint)
+        with torch.no_grad():
+            return self.project(grads)
+
+
+# ---------------------------------------------------------------------------------------------- data sets -> store
+def shard_rows(n: int, batch_size: int, rank: int, world: int) -> tuple[int, int]:
+    """Contiguous row range ``[start, stop)`` of shard ``rank`` of ``world`` for a split of ``n`` rows.
+
+    Shards are made of whole batches of the global batch grid (batch ``b`` = rows ``[b·bs, (b+1)·bs)``), so every
+    batch a shard computes is exactly a batch of the single-process run and merged shards are bitwise identical to it.
+    """
+    if not 0 <= rank < world:
+        raise ValueError(f"shard: rank {rank} is not in [0, {world})")
+    nb = -(-n // batch_size)
+    b0, b1 = nb * rank // world, nb * (rank + 1) // world
+    return min(b0 * batch_size, n), min(b1 * batch_size, n)
+
+
+def _fn_name(fn: Callable[..., Any] | None) -> str | None:
+    if fn is None:
+        return None
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+
+
+def _per_split(kind: str, value: Mapping[str, Any] | None, splits: Sequence[str]) -> dict[str, Any]:
+    value = dict(value or {})
+    unknown = sorted(set(value) - set(splits))
+    if unknown:
+        raise ValueError(f"featurize_to_store: {kind} given for unknown split(s) {unknown} (splits: {list(splits)})")
+    return value
+
+
+class _Batches(torch.utils.data.Sampler):
+    """Batch sampler yielding the given global row lists (only the batches still to do)."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def featurize_to_store(
+    featurizer: GradientFeaturizer,
+    datasets: Mapping[str, Any],
+    path: str | os.PathLike,
+    checkpoints: Sequence[Checkpoint] | None,
+    batch_size: int,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    ids: Mapping[str, Sequence[Any]] | None = None,
+    sources: Mapping[str, Sequence[Any]] | None = None,
+    groups: Mapping[str, Sequence[Any]] | None = None,
+    precondition: Mapping[str, Preconditioner | None] | None = None,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+    num_workers: int = 0,
+    keep_partials: bool = False,
+) -> FeatureStore:
+    r"""Featurize map-style data sets into a resumable :class:`~tarot.store.FeatureStore`.
+
+    For every split and sample :math:`z`, :math:`\phi(z) = \sum_c w_c\, P\, \Gamma_c(\nabla_\theta L(z;\theta_c))`.
+    The outer loop runs over ``checkpoints`` (each state is loaded into the model once); per-(split, checkpoint)
+    arrays are written batch by batch with a completion mask, then summed (float64, checkpoint-name order) into the
+    split's array. The model's original weights and training flag are restored afterwards.
+
+    Parameters
+    ----------
+    featurizer : GradientFeaturizer
+    datasets : dict split -> map-style Dataset
+        ``len(ds)`` and ``ds[i]`` returning one sample pytree; batched by a ``DataLoader`` in index order.
+    path : str or PathLike
+        Store directory (with ``shard``: the parent of ``shard-{rank:05d}-of-{world:05d}``).
+    checkpoints : list of Checkpoint, optional
+        Explicit, ordered; names unique. A checkpoint without ``state_dict``/``path`` means the model's weights as
+        passed in; a ``strict=False`` one is loaded on top of them. None/empty = one checkpoint ``"current"``.
+    batch_size : int
+        Rows per batch (the batch grid is part of the store's identity: resume and shards use the same grid).
+    collate_fn : callable, optional
+        Passed to the ``DataLoader``.
+    ids, sources, groups : dict split -> list, optional
+        Per-row labels of the FULL split (sliced for a shard). ids default to the row numbers.
+    precondition : dict split -> callable, optional
+        Per-split preconditioners (a split absent from the dict is not preconditioned). None = the featurizer's
+        ``precondition`` for every split.
+    shard : (rank, world), optional
+        Featurize only this rank's contiguous row range of each split into its own shard directory;
+        combine shards with :meth:`FeatureStore.merge`.
+    progress : bool
+        Show tqdm progress bars.
+    num_workers : int
+        DataLoader workers.
+    keep_partials : bool
+        Keep the per-checkpoint arrays after completion.
+
+    Returns
+    -------
+    FeatureStore
+        The complete store (the shard's store with ``shard``). Rerunning the same call after a crash resumes.
+    """
+    from tqdm.auto import tqdm
+
+    if not datasets:
+        raise ValueError("featurize_to_store: no data sets given")
+    if int(batch_size) <= 0:
+        raise ValueError(f"featurize_to_store: batch_size must be positive, got {batch_size}")
+    batch_size = int(batch_size)
+    splits = [check_split_name(s) for s in datasets]
+    ckpts = list(checkpoints) if checkpoints else [Checkpoint("current")]
+    names = [c.name for c in ckpts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"featurize_to_store: checkpoint names must be unique, got {names}")
+    ids, sources, groups = (
+        _per_split(k, v, splits) for k, v in (("ids", ids), ("sources", sources), ("groups", groups))
+    )
+    if precondition is None:
+        precond = {s: featurizer.precondition for s in splits}
+    else:
+        precond = {s: _per_split("precondition", precondition, splits).get(s) for s in splits}
+    totals = {s: len(datasets[s]) for s in splits}
+    full = {
+        "ids": {s: check_labels("ids", s, ids.get(s), totals[s]) or [str(i) for i in range(totals[s])] for s in splits},
+        "sources": {s: check_labels("sources", s, sources.get(s), totals[s]) for s in splits},
+        "groups": {s: check_labels("groups", s, groups.get(s), totals[s]) for s in splits},
+    }
+    if shard is not None:
+        rank, world = (int(v) for v in shard)
+        ranges = {s: (*shard_rows(totals[s], batch_size, rank, world), totals[s]) for s in splits}
+        store_path = Path(path) / f"shard-{rank:05d}-of-{world:05d}"
+        shard_info: dict[str, int] | None = {"rank": rank, "world": world}
+    else:
+        ranges = {s: (0, totals[s], totals[s]) for s in splits}
+        store_path, shard_info = Path(path), None
+
+    def local(kind: str, s: str) -> list[str] | None:
+        v = full[kind][s]
+        return None if v is None else v[ranges[s][0] : ranges[s][1]]
+
+    manifest = FeatureStore.build_manifest(
+        featurizer.proj_dim,
+        {s: ranges[s][1] - ranges[s][0] for s in splits},
+        ids={s: local("ids", s) for s in splits},
+        sources={s: local("sources", s) for s in splits},
+        groups={s: local("groups", s) for s in splits},
+        projector=featurizer.projector.config(),
+        checkpoints=[c.describe() for c in ckpts],
+        row_ranges=ranges,
+        shard=shard_info,
+        batch_size=batch_size,
+        precondition={s: _fn_name(precond[s]) for s in splits},
+        full_labels=full,
+        extra={"featurizer": {k: v for k, v in featurizer.config().items() if k != "projector"}},
+    )
+    store = FeatureStore.create_or_resume(store_path, manifest)
+    if store.complete:
+        return store
+
+    model = featurizer.model
+    snapshot: dict[str, torch.Tensor] | None = None
+    try:
+        for ci, ck in enumerate(ckpts):
+            todo: dict[str, list[list[int]]] = {}
+            for s in splits:
+                feats, mask = store.open_partial(s, ci)
+                start, stop, _ = ranges[s]
+                batches = [
+                    list(range(lo, min(lo + batch_size, stop)))
+                    for lo in range(start, stop, batch_size)
+                    if not mask[lo - start : min(lo + batch_size, stop) - start].all()
+                ]
+                if batches:
+                    todo[s] = batches
+                del feats, mask
+            if not todo:
+                continue
+            state = ck.load()
+            if state is not None and snapshot is None:
+                snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            # a state-less checkpoint means the original weights; a partial (strict=False) one applies on top of them
+            if snapshot is not None and (state is None or not ck.strict):
+                model.load_state_dict(snapshot)
+            if state is not None:
+                model.load_state_dict(state, strict=ck.strict)
+            for s, batches in todo.items():
+                _featurize_split(
+                    featurizer,
+                    store,
+                    datasets[s],
+                    s,
+                    ci,
+                    ck,
+                    batches,
+                    ranges[s][0],
+                    collate_fn,
+                    precond[s],
+                    num_workers,
+                    tqdm,
+                    progress,
+                )
+    finally:
+        if snapshot is not None:
+            model.load_state_dict(snapshot)
+    store.finalize(keep_partials=keep_partials)
+    return store
+
+
+def _featurize_split(
+    featurizer: GradientFeaturizer,
+    store: FeatureStore,
+    dataset: Any,
+    split: str,
+    ci: int,
+    ck: Checkpoint,
+    batches: list[list[int]],
+    start: int,
+    collate_fn: Callable[[list[Any]], Any] | None,
+    precond: Preconditioner | None,
+    num_workers: int,
+    tqdm: Any,
+    progress: bool,
+) -> None:
+    """Compute and write the pending ``batches`` (global row lists) of one (split, checkpoint)."""
+    feats, mask = store.open_partial(split, ci)
+    n = store.count(split)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=_Batches(batches), collate_fn=collate_fn, num_workers=num_workers
+    )
+    bar = tqdm(total=n, initial=int(mask.sum()), desc=f"{ck.name}/{split}", unit="row", disable=not progress)
+    try:
+        for rows, batch in zip(batches, loader):
+            out = featurizer.featurize_batch(batch, checkpoint=ck, precondition=precond).cpu().numpy()
+            if out.shape != (len(rows), store.dim):
+                raise ValueError(
+                    f"split {split!r} rows {rows[0]}..{rows[-1]}: features of shape {out.shape}, "
+                    f"expected ({len(rows)}, {store.dim})"
+                )
+            bad = ~np.isfinite(out).all(axis=1)
+            if bad.any():
+                raise FloatingPointError(
+                    f"split {split!r} row {rows[int(np.argmax(bad))]} (checkpoint {ck.name!r}): non-finite gradient "
+                    "feature; check the loss adapter"
+                )
+            lo = rows[0] - start
+            FeatureStore.write_rows(feats, mask, slice(lo, lo + len(rows)), out)
+            bar.update(len(rows))
+    finally:
+        bar.close()
+        del feats, mask
