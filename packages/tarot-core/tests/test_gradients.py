@@ -147,3 +147,24 @@ def test_checkpoint_validation_and_loading(tmp_path):
         Checkpoint("bad", weight=-1.0)
     with pytest.raises(ValueError, match="name"):
         Checkpoint("")
+
+
+def test_non_tensor_leaves_are_passed_whole_in_both_modes():
+    seen = []
+
+    class Tagged(CELoss):
+        def loss(self, model, params, buffers, sample):
+            seen.append(sample["tag"])
+            return super().loss(model, params, buffers, sample)
+
+    batch = {**batch_of(Samples(3, seed=8)), "tag": "task-a"}
+    model = TinyNet()
+    fv = GradientFeaturizer(model, Tagged(), proj_dim=8, mode="vmap").featurize_batch(batch)
+    fl = GradientFeaturizer(model, Tagged(), proj_dim=8, mode="loop").featurize_batch(batch)
+    assert set(seen) == {"task-a"}
+    assert _rel_close(fv, fl)
+
+
+def test_device_defaults_to_the_model_device():
+    feat = GradientFeaturizer(TinyNet(), CELoss(), proj_dim=8)
+    assert feat.device == torch.device("cpu") and feat.projector.device == torch.device("cpu")

@@ -115,3 +115,13 @@ def test_one_dimensional_input_and_fp64_input():
     y = proj.project(torch.from_numpy(x))
     assert y.shape == (8,) and y.dtype == torch.float32
     assert torch.equal(y, proj.project(torch.from_numpy(x).float().unsqueeze(0))[0])
+
+
+def test_single_chunk_contributions_sum_to_the_projection():
+    proj = Projector(CHUNKS, 40, seed=2, block_rows=64)
+    x = _x(6)
+    parts = [x[:, :50], x[:, 50:350], x[:, 350:]]
+    total = sum(proj.project_chunk(c, parts[c]) for c in range(3))
+    assert torch.allclose(total, proj.project(x), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match=r"chunk 1 expects input of shape \[B, 300\]"):
+        proj.project_chunk(1, parts[0])

@@ -135,7 +135,7 @@ class GradientFeaturizer:
     Parameters
     ----------
     model : torch.nn.Module
-        Moved to ``device``; put in ``eval()`` mode during featurisation (training flag restored afterwards).
+        Moved to ``device`` when one is given; put in ``eval()`` mode during featurisation (training flags restored).
     adapter : LossAdapter
         Per-sample loss.
     proj_dim : int
@@ -151,8 +151,9 @@ class GradientFeaturizer:
         ``vmap``: ``torch.func.vmap(grad(loss), in_dims=(None, None, 0), randomness="different")``; ``loop``: one
         ``torch.autograd.grad`` per sample; ``auto``: vmap, falling back to loop (with a warning) if the first vmap
         batch raises.
-    device : str or torch.device
-        Compute device (projection blocks are generated on the CPU and moved there).
+    device : str or torch.device, optional
+        Compute device; None = the device of the model's first parameter. Projection blocks are generated on the
+        CPU and moved there.
     precondition : callable, optional
         ``precondition(grads: dict[name, Tensor[B, *shape]], checkpoint) -> dict`` applied before projection.
     scale : bool
@@ -170,7 +171,7 @@ class GradientFeaturizer:
         projector: str | Projector = "rademacher",
         params: Sequence[str] | None = None,
         mode: str = "auto",
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
         precondition: Preconditioner | None = None,
         scale: bool = False,
         allow_half: bool = False,
@@ -181,6 +182,9 @@ class GradientFeaturizer:
             raise TypeError(f"GradientFeaturizer: adapter {type(adapter).__name__} has no callable .loss()")
         if isinstance(params, str):
             params = [params]
+        if device is None:
+            first = next(model.parameters(), None)
+            device = first.device if first is not None else "cpu"
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.adapter = adapter
@@ -206,7 +210,9 @@ class GradientFeaturizer:
             if projector.proj_dim != int(proj_dim):
                 raise ValueError(f"GradientFeaturizer: projector has k={projector.proj_dim}, proj_dim={proj_dim}")
             self.projector = projector
-            self.projector.device = self.device
+            if projector.device != self.device:
+                projector.clear_cache()
+                projector.device = self.device
         else:
             self.projector = Projector(
                 sizes,
@@ -271,7 +277,9 @@ class GradientFeaturizer:
         def one(p: dict, f: dict, sample: Any) -> torch.Tensor:
             return self.adapter.loss(self.model, p, f, sample)
 
-        fn = torch.func.vmap(torch.func.grad(one), in_dims=(None, None, 0), randomness="different")
+        # tensor leaves are mapped over their leading (batch) dim; non-tensor leaves (e.g. strings) are passed whole
+        dims = tree_map(lambda t: 0 if isinstance(t, torch.Tensor) and t.dim() > 0 else None, batch)
+        fn = torch.func.vmap(torch.func.grad(one), in_dims=(None, None, dims), randomness="different")
         return fn(params, frozen, batch)
 
     def _grads_loop(self, params: dict, frozen: dict, batch: Any, n: int) -> dict[str, torch.Tensor]:
@@ -331,7 +339,8 @@ class GradientFeaturizer:
 
         Parameters
         ----------
-        batch : pytree of tensors with a leading batch dimension
+        batch : pytree
+            Tensors with a leading batch dimension; non-tensor leaves are handed to every sample's loss unchanged.
         checkpoint : Checkpoint, optional
             Handed to the preconditioner (the model's weights are NOT loaded here; see :func:`featurize_to_store`).
         precondition : callable, None or True

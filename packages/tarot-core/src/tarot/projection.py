@@ -24,7 +24,8 @@ sample is bitwise identical whether it is projected alone, in a batch, or in a s
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -166,16 +167,18 @@ class Projector:
 
     def block(self, chunk: int, block: int) -> torch.Tensor:
         """Block ``(chunk, block)`` on ``self.device``, served from the cache when possible."""
-        key = (chunk, block)
-        hit = self._cache.get(key)
+        hit = self._cache.get((chunk, block))
         if hit is not None:
             return hit
-        out = self.generate_block(chunk, block).to(self.device)
-        nbytes = out.numel() * out.element_size()
-        if self._cached_bytes + nbytes <= self.cache_bytes:
-            self._cache[key] = out
+        return self._remember((chunk, block), self.generate_block(chunk, block).to(self.device))
+
+    def _remember(self, key: tuple[int, int], blk: torch.Tensor) -> torch.Tensor:
+        """Cache ``blk`` under ``key`` if the byte budget allows; return it."""
+        nbytes = blk.numel() * blk.element_size()
+        if key not in self._cache and self._cached_bytes + nbytes <= self.cache_bytes:
+            self._cache[key] = blk
             self._cached_bytes += nbytes
-        return out
+        return blk
 
     def clear_cache(self) -> None:
         """Drop all cached blocks."""
@@ -196,32 +199,52 @@ class Projector:
             return x
         return torch.cat([x, x.new_zeros((pad, x.shape[1]))])
 
-    def project_chunk(self, chunk: int, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        r"""Add :math:`\sum_b x_b^\top B_{c,b}` for chunk ``chunk`` (``x``: ``[B, p_c]``) to ``out`` (zeros if None)."""
-        if x.dim() != 2 or x.shape[1] != self.chunk_sizes[chunk]:
+    def _blocks(self, keys: list[tuple[int, int]]) -> Iterator[torch.Tensor]:
+        """Yield the blocks ``keys`` in order; an uncached next block is generated in a background thread while the
+        current one is used (each block has its own generator, so the values do not depend on this overlap)."""
+        pending: tuple[tuple[int, int], Future[torch.Tensor]] | None = None
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            for i, key in enumerate(keys):
+                if pending is not None and pending[0] == key:
+                    blk = self._remember(key, pending[1].result())
+                else:
+                    blk = self.block(*key)
+                pending = None
+                if i + 1 < len(keys) and keys[i + 1] not in self._cache:
+                    nxt = keys[i + 1]
+                    pending = (nxt, pool.submit(lambda k=nxt: self.generate_block(*k).to(self.device)))
+                yield blk
+
+    def _check(self, chunk: int, x: torch.Tensor, n: int | None) -> torch.Tensor:
+        """Validate chunk input ``x`` (``[n, p_c]``) and return it on the device, fp32, row-padded."""
+        if x.dim() != 2 or x.shape[1] != self.chunk_sizes[chunk] or (n is not None and x.shape[0] != n):
             raise ValueError(
-                f"Projector: chunk {chunk} expects input of shape [B, {self.chunk_sizes[chunk]}], got {tuple(x.shape)}"
+                f"Projector: chunk {chunk} expects input of shape [{'B' if n is None else n}, "
+                f"{self.chunk_sizes[chunk]}], got {tuple(x.shape)}"
             )
-        n = x.shape[0]
-        xp = self._padded(x.to(device=self.device, dtype=torch.float32))
-        acc = torch.zeros((xp.shape[0], self.proj_dim), dtype=torch.float32, device=self.device)
-        if out is not None:
-            acc[:n] = out
-        for b in range(self.num_blocks(chunk)):
+        return self._padded(x.to(device=self.device, dtype=torch.float32))
+
+    def _accumulate(self, inputs: dict[int, torch.Tensor], n: int) -> torch.Tensor:
+        """Sum of ``inputs[c]`` (padded) times the blocks of chunk c, in the fixed (c, b) order; ``[n, k]``."""
+        rows = next(iter(inputs.values())).shape[0]
+        acc = torch.zeros((rows, self.proj_dim), dtype=torch.float32, device=self.device)
+        keys = [(c, b) for c in sorted(inputs) for b in range(self.num_blocks(c))]
+        for (c, b), blk in zip(keys, self._blocks(keys)):
             lo = b * self.block_rows
-            blk = self.block(chunk, b)
-            acc.addmm_(xp[:, lo : lo + blk.shape[0]], blk)
+            acc.addmm_(inputs[c][:, lo : lo + blk.shape[0]], blk)
         return acc[:n]
 
     def project_chunks(self, chunks: Sequence[torch.Tensor]) -> torch.Tensor:
-        r"""Project a chunked input (``chunks[c]``: ``[B, p_c]``): the sum of the chunk projections, ``[B, k]``."""
+        r"""Project a chunked input (``chunks[c]``: ``[B, p_c]``): :math:`\sum_c \sum_b x_{c,b}^\top B_{c,b}`, fp32
+        ``[B, k]``."""
         if len(chunks) != len(self.chunk_sizes):
             raise ValueError(f"Projector: expected {len(self.chunk_sizes)} chunks, got {len(chunks)}")
-        out: torch.Tensor | None = None
-        for c, x in enumerate(chunks):
-            out = self.project_chunk(c, x, out)
-        assert out is not None
-        return out
+        n = chunks[0].shape[0] if chunks[0].dim() == 2 else None
+        return self._accumulate({c: self._check(c, x, n) for c, x in enumerate(chunks)}, int(n or 0))
+
+    def project_chunk(self, chunk: int, x: torch.Tensor) -> torch.Tensor:
+        """Contribution of chunk ``chunk`` alone (``x``: ``[B, p_c]``) to :meth:`project_chunks`, fp32 ``[B, k]``."""
+        return self._accumulate({chunk: self._check(chunk, x, None)}, x.shape[0])
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Project a flat input ``[B, p]`` (or ``[p]``), chunks laid out in order; fp32 ``[B, k]`` (or ``[k]``)."""
