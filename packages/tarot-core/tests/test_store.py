@@ -57,6 +57,8 @@ def test_invalid_arrays_refused(tmp_path):
         FeatureStore.from_arrays(tmp_path / "c", {"candidate": np.zeros(3)})
     with pytest.raises(StoreError, match="not allowed"):
         FeatureStore.from_arrays(tmp_path / "d", {"../x": np.zeros((2, 3))})
+    with pytest.raises(StoreError, match="ids of split 'target' are not unique: 'x' appears"):
+        FeatureStore.from_arrays(tmp_path / "f", _arrays(m=3), ids={"target": ["y", "x", "x"]})
     with pytest.raises(StoreError, match="2 labels for 7 rows"):
         FeatureStore.from_arrays(tmp_path / "e", _arrays(), ids={"candidate": ["a", "b"]})
 

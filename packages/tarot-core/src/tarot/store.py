@@ -287,6 +287,10 @@ class FeatureStore:
             }
             given = check_labels("ids", split, ids.get(split), n)
             id_lists[split] = given if given is not None else [str(i) for i in range(start, stop)]
+            if len(set(id_lists[split])) != n:
+                seen: set[str] = set()
+                dup = next(v for v in id_lists[split] if v in seen or seen.add(v))
+                raise StoreError(f"ids of split {split!r} are not unique: {dup!r} appears more than once")
         full = full_labels or {
             "ids": id_lists,
             "sources": {s: check_labels("sources", s, sources.get(s), counts[s]) for s in counts},
