@@ -29,7 +29,9 @@ TORCH_VISION = ["torch==2.14.1", "torchvision==0.29.1"]
 # package name -> (pins installed first, extras of the package installed for its tests)
 PACKAGES: dict[str, dict] = {
     "core": {"path": "packages/tarot-core", "pins": TORCH_CPU, "extras": "test"},
-    "vision": {"path": "packages/tarot-vision", "pins": TORCH_VISION, "extras": "test"},
+    # [mmseg] = mmsegmentation 1.2.2 + mmcv-lite 2.1.0 (+ mmengine, ftfy, regex): pure Python, seconds to install;
+    # tarot_vision installs a stand-in for the missing compiled mmcv._ext at import (never a 25-min mmcv build).
+    "vision": {"path": "packages/tarot-vision", "pins": TORCH_VISION, "extras": "test,mmseg"},
     "motion": {"path": "packages/tarot-motion", "pins": TORCH_CPU, "extras": "test"},
     "llm": {"path": "packages/tarot-llm", "pins": TORCH_CPU, "extras": "test"},
 }

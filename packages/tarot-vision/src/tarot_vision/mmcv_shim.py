@@ -12,6 +12,7 @@ The shim is installed only when the real extension cannot be imported, and a log
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import logging
 import sys
 import types
@@ -70,6 +71,9 @@ def ensure_mmcv_ext() -> bool:
     except ImportError:
         pass
     module = _MissingExtModule(_SHIM_NAME, "stand-in for the compiled mmcv extension (tarot_vision.mmcv_shim)")
+    # A spec without a loader: ``pkgutil.find_loader('mmcv._ext')`` (mmengine's ``mmcv_full_available``) then
+    # reports "no compiled mmcv" instead of raising on a missing ``__spec__``.
+    module.__spec__ = importlib.machinery.ModuleSpec(_SHIM_NAME, None)
     sys.modules[_SHIM_NAME] = module
     import mmcv
 

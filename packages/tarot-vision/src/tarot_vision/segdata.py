@@ -348,7 +348,7 @@ def _center_crop(img: np.ndarray, label: np.ndarray, size: tuple[int, int]):
 
 def normalize(img: np.ndarray) -> torch.Tensor:
     """uint8 RGB [H, W, 3] → float32 [3, H, W] normalised with mmseg's mean/std."""
-    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()
+    x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float()
     mean = torch.tensor(MEAN_RGB).view(3, 1, 1)
     std = torch.tensor(STD_RGB).view(3, 1, 1)
     return (x - mean) / std
