@@ -132,8 +132,13 @@ def test_given_projector_and_protocol():
 
 def test_half_precision_model_refused_unless_allowed():
     model = TinyNet().to(torch.bfloat16)
-    with pytest.raises(ValueError, match="expected float32"):
+    with pytest.raises(ValueError, match="expected float32 or float64"):
         GradientFeaturizer(model, CELoss(), proj_dim=8)
+    assert GradientFeaturizer(model, CELoss(), proj_dim=8, allow_half=True).param_names
+    double = TinyNet().double()
+    batch = {k: (v.double() if v.is_floating_point() else v) for k, v in batch_of(Samples(3, seed=1)).items()}
+    out = GradientFeaturizer(double, CELoss(), proj_dim=8).featurize_batch(batch)
+    assert out.dtype == torch.float32
 
 
 def test_checkpoint_validation_and_loading(tmp_path):

@@ -159,7 +159,7 @@ class GradientFeaturizer:
     scale : bool
         Scale :math:`P` by :math:`1/\sqrt{k}`.
     allow_half : bool
-        Allow non-fp32 parameters (gradients are cast to fp32 before projection either way).
+        Allow float16/bfloat16 parameters (gradients are cast to fp32 before projection either way).
     """
 
     def __init__(
@@ -194,11 +194,11 @@ class GradientFeaturizer:
         self.param_globs = None if params is None else list(params)
         named = dict(model.named_parameters())
         if not allow_half:
-            bad = [n for n in self.param_names if named[n].dtype != torch.float32]
+            bad = [n for n in self.param_names if named[n].dtype in (torch.float16, torch.bfloat16)]
             if bad:
                 raise ValueError(
-                    f"GradientFeaturizer: parameter {bad[0]!r} is {named[bad[0]].dtype}, expected float32 "
-                    "(pass allow_half=True to featurize a half-precision model)"
+                    f"GradientFeaturizer: parameter {bad[0]!r} is {named[bad[0]].dtype}, expected float32 or float64 "
+                    "(half-precision gradients lose precision, B4; pass allow_half=True to accept them)"
                 )
         sizes = [named[n].numel() for n in self.param_names]
         if isinstance(projector, Projector):
@@ -284,8 +284,8 @@ class GradientFeaturizer:
 
     def _grads_loop(self, params: dict, frozen: dict, batch: Any, n: int) -> dict[str, torch.Tensor]:
         out = {name: torch.empty((n, *t.shape), dtype=t.dtype, device=t.device) for name, t in params.items()}
+        leaf = {name: t.detach().requires_grad_(True) for name, t in params.items()}  # shares storage, no copy
         for i in range(n):
-            leaf = {name: t.clone().requires_grad_(True) for name, t in params.items()}
             sample = tree_map(lambda t, i=i: t[i] if isinstance(t, torch.Tensor) and t.dim() > 0 else t, batch)
             with torch.enable_grad():
                 loss = self.adapter.loss(self.model, leaf, frozen, sample)
