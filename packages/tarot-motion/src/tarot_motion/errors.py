@@ -1,0 +1,19 @@
+"""Error type used for every bad-input condition in tarot-motion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MotionDataError(ValueError):
+    """Bad input data: the message is one line naming the file, the key and what was expected."""
+
+    def __init__(self, path: str | Path | None, key: str | None, problem: str) -> None:
+        where = str(path) if path is not None else "<input>"
+        if key:
+            where = f"{where}: {key}"
+        msg = f"{where}: {problem}".replace("\n", " ")
+        super().__init__(msg)
+        self.path = path
+        self.key = key
+        self.problem = problem

@@ -1,0 +1,26 @@
+"""Per-sample loss adapter for tarot-core's gradient featurizer (vmap-safe AutoBot-Ego loss of one sample)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.func import functional_call
+
+
+class AutoBotLossAdapter:
+    """Loss of ONE preprocessed sample (a dict of tensors without batch dimension), scaled by ``scale``.
+
+    The reference TAROT glue featurises ``loss / 1000``; the scale is irrelevant after whitening with a relative ridge.
+    String keys never reach this adapter (:class:`tarot_motion.data.MotionDataset` yields tensors only).
+    """
+
+    def __init__(self, scale: float = 1e-3) -> None:
+        self.scale = float(scale)
+
+    def loss(self, model: torch.nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+             sample: dict[str, Any]) -> torch.Tensor:
+        inp = {k: v.unsqueeze(0) for k, v in sample.items() if isinstance(v, torch.Tensor)}
+        batch = {"batch_size": 1, "input_dict": inp}
+        _, loss = functional_call(model, {**params, **buffers}, (batch,))
+        return loss * self.scale

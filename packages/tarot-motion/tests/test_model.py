@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import torch
+from fixtures import av2_scenario, nuscenes_scenario, waymo_scenario
+from tarot_motion.data import MotionDataset, collate
+from tarot_motion.featurize import AutoBotLossAdapter
+from tarot_motion.model import AutoBotEgo, autobot_loss
+from tarot_motion.preprocess import process_scenario, resolve_config, stack_samples
+
+TINY = {"hidden_size": 16, "tx_hidden_size": 32, "tx_num_heads": 2, "map_heads": 2}
+
+
+def _dataset(max_roads=16):
+    cfg = resolve_config({"object_type": ["VEHICLE", "CYCLIST"], "max_num_roads": max_roads})
+    samples = []
+    for sc in (waymo_scenario(), av2_scenario(), nuscenes_scenario(T=66)):
+        samples += process_scenario(sc, cfg)[0]
+    data = stack_samples(samples)
+    return MotionDataset(data)
+
+
+def test_forward_shapes_and_finite_loss():
+    ds = _dataset()
+    assert len(ds) == 4
+    torch.manual_seed(0)
+    model = AutoBotEgo(TINY)
+    batch = collate([ds[i] for i in range(len(ds))])
+    for train in (True, False):
+        model.train(train)
+        out, loss = model(batch)
+        assert out["predicted_trajectory"].shape == (4, 6, 60, 5)
+        assert out["predicted_probability"].shape == (4, 6)
+        torch.testing.assert_close(out["predicted_probability"].sum(-1), torch.ones(4))
+        assert loss.dim() == 0 and torch.isfinite(loss)
+        sig = out["predicted_trajectory"][..., 2:4]
+        assert (sig > 0.01).all() and (out["predicted_trajectory"][..., 4].abs() < 0.9).all()
+
+
+def test_full_size_defaults_match_spec():
+    model = AutoBotEgo()
+    assert model.Q.shape == (60, 1, 6, 128) and model.P.shape == (6, 1, 128)
+    assert len(model.temporal_attn_layers) == 2 and len(model.tx_decoder) == 2
+    assert model.temporal_attn_layers[0].self_attn.num_heads == 16
+    assert model.temporal_attn_layers[0].linear1.out_features == 384
+    assert model.map_encoder.road_pts_attn_layer.num_heads == 8
+    assert model.map_attn_layers.dropout == 0.3
+    assert model.pos_encoder.pe.requires_grad is False
+
+
+def test_loss_matches_hand_computation():
+    torch.manual_seed(1)
+    B, K, T = 3, 6, 60
+    traj = torch.randn(B, K, T, 5)
+    traj[..., 2:4] = traj[..., 2:4].abs() + 0.5
+    traj[..., 4] = 0.3 * torch.tanh(traj[..., 4])
+    probs = torch.softmax(torch.randn(B, K), -1)
+    gt = torch.randn(B, T, 2)
+    mask = torch.ones(B, T)
+    mask[0, 40:] = 0
+    got = autobot_loss(traj, probs, gt, mask)
+    # independent computation with torch.distributions
+    lap = torch.distributions.Laplace(traj[..., 0:2], traj[..., 2:4])
+    nll = -(lap.log_prob(gt[:, None]).sum(-1) * mask[:, None]).sum(-1)
+    post = torch.softmax(-nll + probs.log(), -1)
+    l_nll = sum((nll[:, k] * post[:, k]).mean() for k in range(K))
+    sx, sy, rho = traj[..., 2], traj[..., 3], traj[..., 4]
+    cov = torch.stack([torch.stack([sx**2, rho * sx * sy], -1), torch.stack([rho * sx * sy, sy**2], -1)], -2)
+    ent = torch.distributions.MultivariateNormal(traj[..., 0:2], covariance_matrix=cov).entropy().sum(-1)
+    l_ent = 40 * ent.max(-1)[0].mean()
+    l_kl = 20 * (post * (post.log() - probs.log())).sum() / B
+    d = (traj[..., 0:2] - gt[:, None]).norm(dim=-1)
+    l_af = 100 * ((d[..., -1] * mask[:, None, -1]) + (d * mask[:, None]).mean(-1)).min(-1)[0].mean()
+    torch.testing.assert_close(got, l_nll + l_ent + l_kl + l_af, rtol=1e-5, atol=1e-3)
+    per = autobot_loss(traj, probs, gt, mask, reduce=False)
+    torch.testing.assert_close(per.mean(), got)
+
+
+def test_vmap_matches_loop_gradients_through_tarot_featurizer():
+    tarot = pytest.importorskip("tarot")
+    ds = _dataset()
+    torch.manual_seed(0)
+    model = AutoBotEgo(TINY)
+    batch = {k: torch.stack([ds[i][k] for i in range(4)]) for k in ds[0]}
+    fv = tarot.GradientFeaturizer(model, AutoBotLossAdapter(), proj_dim=32, seed=0, mode="vmap")
+    fl = tarot.GradientFeaturizer(model, AutoBotLossAdapter(), proj_dim=32, seed=0, mode="loop")
+    assert "pos_encoder.pe" not in fv.param_names and "pos_encoder.pe" not in fl.param_names
+    gv, gl = fv.per_sample_grads(batch), fl.per_sample_grads(batch)
+    assert set(gv) == set(gl) and len(gv) == len(fv.param_names)
+    flat_v = torch.cat([gv[n].reshape(4, -1) for n in fv.param_names], 1)
+    flat_l = torch.cat([gl[n].reshape(4, -1) for n in fl.param_names], 1)
+    assert flat_v.abs().max() > 0
+    torch.testing.assert_close(flat_v, flat_l, rtol=1e-5, atol=1e-5 * flat_l.abs().max().item())
+    # per-sample gradients differ between samples, and their mean is the batch gradient
+    assert not torch.allclose(flat_v[0], flat_v[1])
+    model.eval()
+    model.zero_grad()
+    _, loss = model(collate([ds[i] for i in range(4)]))
+    (loss * 1e-3).backward()
+    full = torch.cat([dict(model.named_parameters())[n].grad.reshape(-1) for n in fv.param_names])
+    torch.testing.assert_close(flat_v.mean(0), full, rtol=1e-4, atol=1e-6)
+    feats = fv.featurize_batch(batch)
+    assert feats.shape == (4, 32) and torch.isfinite(feats).all()
+
+
+def test_dataset_yields_tensor_only_samples():
+    ds = _dataset()
+    s = ds[0]
+    assert all(isinstance(v, torch.Tensor) for v in s.values())
+    assert s["obj_trajs"].shape == (15, 21, 39) and s["map_polylines"].shape == (16, 20, 29)
+    assert ds.sources[0] == "waymo" and np.asarray(ds.ids).shape == (4,)
