@@ -99,8 +99,9 @@ def test_ann_file_round_trip_through_mmseg_dataset(gta_root, tmp_path):
 
     S.convert("gta5", gta_root, progress=False)
     ann = S.write_ann_file(["00004", "00002"], tmp_path / "ann.txt", repeats=[1, 3])
-    ds = DATASETS.build({"type": "GTA5Dataset", "data_root": str(gta_root), "ann_file": str(ann),
-                         "pipeline": [], "lazy_init": False})  # fmt: skip
+    ds = DATASETS.build(
+        {"type": "GTA5Dataset", "data_root": str(gta_root), "ann_file": str(ann), "pipeline": [], "lazy_init": False}
+    )
     infos = [ds.get_data_info(i) for i in range(len(ds))]  # data_list itself is serialised away
     got = [(info["img_path"], info["seg_map_path"]) for info in infos]
     ours = [(str(r.image), str(r.label_train)) for r in S.resolve_ann_file(ann, "gta5", gta_root)]
@@ -111,8 +112,9 @@ def test_train_with_runner_on_ann_file_then_miou(gta_root, cityscapes_root, tmp_
     S.convert("gta5", gta_root, progress=False)
     S.convert("cityscapes", cityscapes_root, progress=False)
     ann = S.write_ann_file(["00001", "00003"], tmp_path / "ann.txt", repeats=[2, 1])
-    sd_path = MB.train_mmseg(tiny_cfg, ann, gta_root, tmp_path / "work", max_iters=2, batch_size=2,
-                             scale=(24, 48), seed=0, log_interval=1)  # fmt: skip
+    sd_path = MB.train_mmseg(
+        tiny_cfg, ann, gta_root, tmp_path / "work", max_iters=2, batch_size=2, scale=(24, 48), seed=0, log_interval=1
+    )
     sd = MB.load_mmseg_checkpoint(sd_path)
     assert "decode_head.conv_seg.weight" in sd
     # the trained state differs from a fresh seeded init (training happened) and loads into the heads wrapper

@@ -12,8 +12,17 @@ from tarot_vision import segdata as S
 
 
 def test_lut_matches_spec_table_on_hand_built_arrays():
-    ids = np.array([[0, 7, 8, 11, 12], [13, 17, 19, 20, 21], [22, 23, 24, 25, 26], [27, 28, 31, 32, 33],
-                    [9, 10, 18, 29, 30], [34, 45, 200, 254, 255]], dtype=np.uint8)  # fmt: skip
+    ids = np.array(
+        [
+            [0, 7, 8, 11, 12],
+            [13, 17, 19, 20, 21],
+            [22, 23, 24, 25, 26],
+            [27, 28, 31, 32, 33],
+            [9, 10, 18, 29, 30],
+            [34, 45, 200, 254, 255],
+        ],
+        dtype=np.uint8,
+    )
     out = L.ids_to_train_ids(ids)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, expected_train_ids(ids))
@@ -34,9 +43,11 @@ def test_check_train_ids_rejects_label_ids():
 def test_scan_and_convert_cityscapes(cityscapes_root):
     recs = S.scan_cityscapes(cityscapes_root, "train")
     assert [r.stem for r in recs] == [
-        "aachen/aachen_000000_000019", "aachen/aachen_000000_000020",
-        "bochum/bochum_000000_000019", "bochum/bochum_000000_000020",
-    ]  # fmt: skip
+        "aachen/aachen_000000_000019",
+        "aachen/aachen_000000_000020",
+        "bochum/bochum_000000_000019",
+        "bochum/bochum_000000_000020",
+    ]
     assert recs[0].label_ids.name == "aachen_000000_000019_gtFine_labelIds.png"
     summary = S.convert("cityscapes", cityscapes_root, splits=("train", "val"), progress=False)
     assert summary["splits"]["train"]["written"] == 4 and summary["splits"]["val"]["written"] == 4
@@ -130,10 +141,13 @@ def test_ann_file_round_trip_with_repeats(gta_root, tmp_path):
     assert path.read_text() == "00001\n00001\n00003\n00004\n00004\n00004\n"
     back = S.resolve_ann_file(path, "gta5", gta_root)
     assert [(r.image.name, r.label_train.name) for r in back] == [
-        ("00001.png", "00001_labelTrainIds.png"), ("00001.png", "00001_labelTrainIds.png"),
-        ("00003.png", "00003_labelTrainIds.png"), ("00004.png", "00004_labelTrainIds.png"),
-        ("00004.png", "00004_labelTrainIds.png"), ("00004.png", "00004_labelTrainIds.png"),
-    ]  # fmt: skip
+        ("00001.png", "00001_labelTrainIds.png"),
+        ("00001.png", "00001_labelTrainIds.png"),
+        ("00003.png", "00003_labelTrainIds.png"),
+        ("00004.png", "00004_labelTrainIds.png"),
+        ("00004.png", "00004_labelTrainIds.png"),
+        ("00004.png", "00004_labelTrainIds.png"),
+    ]
     with pytest.raises(ValueError, match="negative repeat count"):
         S.write_ann_file(["00001"], tmp_path / "x.txt", repeats=[-1])
     (tmp_path / "bad.txt").write_text("00001\n00009\n")
@@ -156,8 +170,9 @@ def test_segmentation_dataset_fixed_size(gta_root, cityscapes_root):
         assert s["image"].shape == (3, 16, 40) and s["image"].dtype == torch.float32
         assert s["label"].shape == (16, 40) and s["label"].dtype == torch.int64
         # 24x48 -> 16x32 then padded to 40 columns with ignore
-        assert (s["label"][:, 32:] == 255).all() and (s["image"][:, :, 32:] == S.normalize(
-            np.zeros((1, 1, 3), np.uint8))).all()  # fmt: skip
+        assert (s["label"][:, 32:] == 255).all() and (
+            s["image"][:, :, 32:] == S.normalize(np.zeros((1, 1, 3), np.uint8))
+        ).all()
     ds2 = S.SegmentationDataset(S.scan_cityscapes(cityscapes_root, "val"), size=(16, 16), fit="center_crop")
     lab = ds2[0]["label"].numpy()
     src = np.asarray(Image.open(ds2.records[0].label_ids))

@@ -19,8 +19,17 @@ log = logging.getLogger(__name__)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FASHION_CLASSES = (
-    "T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 DIGITS_CLASSES = tuple(str(i) for i in range(10))
 
 # ---------------------------------------------------------------------------------------------------- CIFAR-10
@@ -171,20 +180,24 @@ def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
     return images[:, None], d.target.astype(np.int64)
 
 
-def load_demo_source(name: str = "auto") -> tuple[str, np.ndarray, np.ndarray, tuple[str, ...]]:
+def load_demo_source(
+    name: str = "auto", fashion_root: str | Path | None = None
+) -> tuple[str, np.ndarray, np.ndarray, tuple[str, ...]]:
     """Pick the real embedded image set of the demo.
 
     Parameters
     ----------
     name : {"auto", "digits", "fashion_mnist"}
         ``auto`` uses Fashion-MNIST when the Debian package is installed, else scikit-learn digits (with a log line).
+    fashion_root : path, optional
+        A folder holding the four Fashion-MNIST ``*-ubyte.gz`` files (instead of the Debian package's folder).
 
     Returns
     -------
     (name, images uint8 [N,1,H,W], labels int64 [N], class names)
     """
     if name in ("auto", "fashion_mnist"):
-        root = fashion_mnist_dir()
+        root = Path(fashion_root) if fashion_root else fashion_mnist_dir()
         if root is not None:
             images, labels = read_fashion_mnist(root, "train")
             return "fashion_mnist", images, labels, FASHION_CLASSES

@@ -113,6 +113,13 @@ class ImageClassDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"image": self.x[i], "label": self.y[i]}
 
+    def subset(self, idx: np.ndarray) -> ImageClassDataset:
+        """A data set of the rows ``idx`` (shares no storage with this one)."""
+        out = ImageClassDataset.__new__(ImageClassDataset)
+        t = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        out.x, out.y = self.x[t].clone(), self.y[t].clone()
+        return out
+
 
 # ---------------------------------------------------------------------------------------------------- losses
 
@@ -156,6 +163,7 @@ def train_classifier(
     progress: bool = False,
     desc: str = "train",
     checkpoint_epochs: Sequence[int] = (),
+    max_steps: int | None = None,
 ) -> dict[int, dict[str, torch.Tensor]]:
     """SGD (momentum 0.9, nesterov) with a one-cycle schedule; seeded shuffling and augmentation.
 
@@ -165,6 +173,9 @@ def train_classifier(
         Random translation of up to this many pixels (zero padding), 0 = none.
     checkpoint_epochs : sequence of int
         1-based epochs after which a copy of the state_dict is returned.
+    max_steps : int, optional
+        Train for exactly this many optimizer steps instead of ``epochs`` (the data set is cycled, reshuffled each
+        pass), so that selections of different sizes get the same compute.
 
     Returns
     -------
@@ -176,7 +187,9 @@ def train_classifier(
         raise ValueError("cannot train on an empty dataset")
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = max(1, math.ceil(n / batch_size))
-    total = epochs * steps_per_epoch
+    if max_steps is not None:
+        epochs = max(1, math.ceil(max_steps / steps_per_epoch))
+    total = epochs * steps_per_epoch if max_steps is None else int(max_steps)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     saved: dict[int, dict[str, torch.Tensor]] = {}
     step = 0
@@ -184,6 +197,8 @@ def train_classifier(
     for epoch in tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False):
         perm = torch.randperm(n, generator=gen)
         for b in range(steps_per_epoch):
+            if step >= total:
+                break
             idx = perm[b * batch_size : (b + 1) * batch_size]
             if idx.numel() < 2:  # BatchNorm needs two samples in train mode
                 continue

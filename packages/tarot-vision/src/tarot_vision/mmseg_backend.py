@@ -281,8 +281,10 @@ def train_mmseg(
     if dataset == "gta5":
         ds = {"type": "GTA5Dataset", "data_prefix": {"img_path": "images", "seg_map_path": "labels"}}
     else:
-        ds = {"type": "CityscapesDataset",
-              "data_prefix": {"img_path": f"leftImg8bit/{split}", "seg_map_path": f"gtFine/{split}"}}  # fmt: skip
+        ds = {
+            "type": "CityscapesDataset",
+            "data_prefix": {"img_path": f"leftImg8bit/{split}", "seg_map_path": f"gtFine/{split}"},
+        }
     ds.update(data_root=str(data_root), ann_file=str(ann_file), pipeline=train_pipe)
     cfg.train_dataloader = {
         "batch_size": batch_size,
@@ -359,8 +361,15 @@ def evaluate_mmseg(
     }
     cfg.test_evaluator = {"type": "IoUMetric", "iou_metrics": ["mIoU"]}
     cfg.test_cfg = {"type": "TestLoop"}
-    for key in ("train_dataloader", "train_cfg", "optim_wrapper", "param_scheduler", "val_dataloader", "val_cfg",
-                "val_evaluator"):  # fmt: skip
+    for key in (
+        "train_dataloader",
+        "train_cfg",
+        "optim_wrapper",
+        "param_scheduler",
+        "val_dataloader",
+        "val_cfg",
+        "val_evaluator",
+    ):
         cfg[key] = None
     cfg.default_hooks.visualization = {"type": "SegVisualizationHook", "draw": False}
     cfg.work_dir = str(work_dir)

@@ -303,12 +303,21 @@ def resolve_ann_file(path: str | Path, dataset: str, root: str | Path, split: st
     out = []
     for lineno, stem in enumerate(read_ann_file(path), start=1):
         if dataset == "gta5":
-            rec = SegRecord(stem, root / "images" / f"{stem}{GTA_IMG_SUFFIX}", root / "labels" / f"{stem}.png",
-                            root / "labels" / f"{stem}{GTA_TRAINIDS_SUFFIX}", "gta5")  # fmt: skip
+            rec = SegRecord(
+                stem,
+                root / "images" / f"{stem}{GTA_IMG_SUFFIX}",
+                root / "labels" / f"{stem}.png",
+                root / "labels" / f"{stem}{GTA_TRAINIDS_SUFFIX}",
+                "gta5",
+            )
         elif dataset == "cityscapes":
-            rec = SegRecord(stem, root / "leftImg8bit" / split / f"{stem}{CITYSCAPES_IMG_SUFFIX}",
-                            root / "gtFine" / split / f"{stem}{CITYSCAPES_IDS_SUFFIX}",
-                            root / "gtFine" / split / f"{stem}{CITYSCAPES_TRAINIDS_SUFFIX}", "cityscapes")  # fmt: skip
+            rec = SegRecord(
+                stem,
+                root / "leftImg8bit" / split / f"{stem}{CITYSCAPES_IMG_SUFFIX}",
+                root / "gtFine" / split / f"{stem}{CITYSCAPES_IDS_SUFFIX}",
+                root / "gtFine" / split / f"{stem}{CITYSCAPES_TRAINIDS_SUFFIX}",
+                "cityscapes",
+            )
         else:
             raise ValueError(f"unknown segmentation dataset {dataset!r}")
         if not rec.image.is_file():

@@ -1,0 +1,235 @@
+"""GTA5 → Cityscapes pipeline steps behind the CLI: featurize, select (+ ann_file), train, evaluate.
+
+Each step reads the resolved ``seg.yaml`` config (see ``configs/seg.yaml``) and writes into its own output folder,
+with ``config.resolved.yaml`` beside the outputs. Selection, whitening, OT and projection are tarot-core's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import segdata as S
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARAMS = {"torch": ["classifier.*"], "mmseg": ["decode_head.*"]}
+
+
+def _records(part: dict[str, Any], what: str) -> list[S.SegRecord]:
+    if not part.get("root"):
+        raise ValueError(f"{what}.root is not set (give {what}.root=<folder>)")
+    if part.get("ann_file"):
+        recs = S.resolve_ann_file(part["ann_file"], part["dataset"], part["root"], part.get("split", "train"))
+    else:
+        recs = S.scan(part["dataset"], part["root"], part.get("split", "train"))
+    return S.check_records(recs, on_missing="error")
+
+
+def build_model(cfg: dict[str, Any]) -> tuple[torch.nn.Module, Any, list[str]]:
+    """(featurisation module, loss adapter, parameter globs) for the configured backend."""
+    backend = cfg["backend"]
+    globs = cfg["featurize"]["params"] or DEFAULT_PARAMS.get(backend)
+    if backend == "torch":
+        from .seg_models import TorchSegLoss, build_torch_segmenter
+
+        return build_torch_segmenter(cfg["model"]["arch"]).eval(), TorchSegLoss(), list(globs)
+    if backend == "mmseg":
+        from . import mmseg_backend as MB
+
+        mcfg = MB.load_config(cfg["model"]["mmseg_config"], crop_size=cfg["data"]["size"], tiny=cfg["model"]["tiny"])
+        return MB.MMSegHeads(MB.build_segmentor(mcfg)).eval(), MB.MMSegLoss(), list(globs)
+    raise ValueError(f"backend must be 'torch' or 'mmseg', got {backend!r}")
+
+
+def _checkpoints(cfg: dict[str, Any]) -> list:
+    from tarot import Checkpoint
+
+    specs = cfg["featurize"]["checkpoints"] or []
+    if not specs:
+        log.warning(
+            "featurize.checkpoints is empty: featurising the model as initialised (random weights carry "
+            "little signal; list trained checkpoints for real runs)"
+        )
+        return [Checkpoint(name="init")]
+    out = []
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict) or "path" not in spec:
+            raise ValueError(f"featurize.checkpoints[{i}]: expected a mapping with name, path and optional weight")
+        if cfg["backend"] == "mmseg":
+            from .mmseg_backend import load_mmseg_checkpoint
+
+            sd = load_mmseg_checkpoint(spec["path"])
+            sd = {k: v for k, v in sd.items() if not k.startswith("data_preprocessor.")}
+            out.append(
+                Checkpoint(name=str(spec.get("name", f"ckpt{i}")), state_dict=sd, weight=float(spec.get("weight", 1.0)))
+            )
+        else:
+            out.append(
+                Checkpoint(
+                    name=str(spec.get("name", f"ckpt{i}")),
+                    path=str(spec["path"]),
+                    weight=float(spec.get("weight", 1.0)),
+                )
+            )
+    return out
+
+
+def featurize(cfg: dict[str, Any], out: str | Path, progress: bool = True):
+    """Projected per-sample gradient features of the candidate pool and the target set → a FeatureStore."""
+    from tarot import GradientFeaturizer, featurize_to_store
+
+    d = cfg["data"]
+    cand = _records(cfg["candidate"], "candidate")
+    tgt = _records(cfg["target"], "target")
+    ds = {
+        "candidate": S.SegmentationDataset(cand, size=d["size"], fit=d["fit"], on_size_mismatch=d["on_size_mismatch"]),
+        "target": S.SegmentationDataset(tgt, size=d["size"], fit=d["fit"], on_size_mismatch=d["on_size_mismatch"]),
+    }
+    model, adapter, globs = build_model(cfg)
+    fz = cfg["featurize"]
+    feat = GradientFeaturizer(
+        model, adapter, proj_dim=int(fz["proj_dim"]), seed=int(fz["seed"]), params=globs, mode=fz["mode"]
+    )
+    return featurize_to_store(
+        feat,
+        ds,
+        Path(out) / "features",
+        checkpoints=_checkpoints(cfg),
+        batch_size=int(fz["batch_size"]),
+        ids={"candidate": [r.stem for r in cand], "target": [r.stem for r in tgt]},
+        sources={"candidate": [r.dataset for r in cand], "target": [r.dataset for r in tgt]},
+        progress=progress,
+    )
+
+
+def select(cfg: dict[str, Any], features: str | Path, out: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Run tarot.select on a store, save the result, write the mmseg ann_file and the HTML report."""
+    import tarot
+    from tarot import FeatureStore
+
+    sc = cfg["select"]
+    store_dir = Path(features)
+    if (store_dir / "features").is_dir() and not (store_dir / "manifest.json").is_file():
+        store_dir = store_dir / "features"
+    store = FeatureStore.open(store_dir)
+    ratio = sc["ratio"] if sc["ratio"] == "auto" else float(sc["ratio"])
+    res = tarot.select(
+        store,
+        method=sc["method"],
+        ratio=ratio,
+        seed=int(sc["seed"]),
+        weighting=bool(sc["weighting"]),
+        progress=progress,
+    )
+    out = Path(out)
+    res.save(out / "selection")
+    stems = [str(s) for s in store.ids("candidate")]
+    ann = S.write_selection_ann_file(res, stems, out / "ann_file.txt")
+    report = tarot.write_report(res, out / "report", store=store, title=f"TAROT segmentation selection: {sc['method']}")
+    summary = {
+        "method": sc["method"],
+        "selected": int(res.size),
+        "candidates": len(stems),
+        "ratio": float(res.ratio),
+        "ann_file_lines": len(S.read_ann_file(ann)),
+        "ot_distance": res.ot_distance,
+        "ann_file": str(ann),
+        "report": str(report),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    return summary
+
+
+def train(cfg: dict[str, Any], out: str | Path, ann_file: str | Path | None = None, progress: bool = True) -> Path:
+    """Train on the stems of an ann_file (repeats = weights) from the configured init; returns the state-dict file."""
+    tr = cfg["train"]
+    ann = ann_file or tr["ann_file"]
+    if not ann:
+        raise ValueError("no ann_file: pass --selection <select output> or train.ann_file=<file>")
+    cand = cfg["candidate"]
+    if not cand.get("root"):
+        raise ValueError("candidate.root is not set (the folder the ann_file stems refer to)")
+    out = Path(out)
+    if cfg["backend"] == "mmseg":
+        from . import mmseg_backend as MB
+
+        mcfg = MB.load_config(cfg["model"]["mmseg_config"], crop_size=tr["crop"], tiny=cfg["model"]["tiny"])
+        return MB.train_mmseg(
+            mcfg,
+            ann,
+            cand["root"],
+            out / "work",
+            dataset=cand["dataset"],
+            max_iters=int(tr["iters"]),
+            batch_size=int(tr["batch_size"]),
+            lr=float(tr["lr"]),
+            scale=tr["scale"],
+            seed=int(tr["seed"]),
+            init=str(tr["init"]),
+        )
+    from .seg_models import build_torch_segmenter, train_torch_segmenter
+
+    recs = S.resolve_ann_file(ann, cand["dataset"], cand["root"], cand.get("split", "train"))
+    torch.manual_seed(int(tr["seed"]))
+    model = build_torch_segmenter(cfg["model"]["arch"])
+    if tr["init"] != "scratch":
+        model.load_state_dict(_load_state(tr["init"]))
+    ds = S.SegmentationDataset(
+        recs,
+        size=tr["crop"],
+        fit="center_crop",
+        train=True,
+        seed=int(tr["seed"]),
+        on_size_mismatch=cfg["data"]["on_size_mismatch"],
+    )
+    losses = train_torch_segmenter(
+        model,
+        ds,
+        iters=int(tr["iters"]),
+        batch_size=int(tr["batch_size"]),
+        lr=float(tr["lr"]),
+        seed=int(tr["seed"]),
+        progress=progress,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "final_state_dict.pth"
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"state_dict": model.state_dict()}, tmp)
+    tmp.replace(path)
+    (out / "train_log.json").write_text(json.dumps({"losses": losses, "init": tr["init"]}) + "\n")
+    return path
+
+
+def _load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    return obj["state_dict"] if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) else obj
+
+
+def evaluate(cfg: dict[str, Any], checkpoint: str | Path, out: str | Path, progress: bool = True) -> dict[str, Any]:
+    """mIoU on Cityscapes ``evaluate.split`` (target root) for a trained checkpoint."""
+    ev = cfg["evaluate"]
+    root = cfg["target"]["root"]
+    if not root:
+        raise ValueError("target.root is not set (the Cityscapes folder)")
+    out = Path(out)
+    if cfg["backend"] == "mmseg":
+        from . import mmseg_backend as MB
+
+        mcfg = MB.load_config(cfg["model"]["mmseg_config"], crop_size=cfg["train"]["crop"], tiny=cfg["model"]["tiny"])
+        m = MB.evaluate_mmseg(mcfg, checkpoint, root, out / "work", split=ev["split"], scale=ev["scale"])
+        result = {k: float(v) for k, v in m.items()}
+    else:
+        from .seg_models import build_torch_segmenter, evaluate_torch_segmenter
+
+        model = build_torch_segmenter(cfg["model"]["arch"])
+        model.load_state_dict(_load_state(checkpoint))
+        r = evaluate_torch_segmenter(model, S.scan_cityscapes(root, ev["split"]), scale=ev["scale"], progress=progress)
+        result = {"mIoU": 100.0 * r["mIoU"], "per_class_iou": r["per_class_iou"], "images": r["images"]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from tarot_vision import segdata as S
+from tarot_vision.cli import main
+from tarot_vision.config import ConfigError, resolve_config
+from tarot_vision.mmseg_backend import mmseg_available
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for cmd in ("convert", "featurize", "select", "train", "evaluate", "demo", "lds"):
+        assert cmd in text
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "--quick" in capsys.readouterr().out
+
+
+def test_config_overrides_and_unknown_keys(tmp_path):
+    cfg = resolve_config("seg", overrides=["select.ratio=auto", "data.size=[64, 128]", "featurize.params=null"])
+    assert cfg["select"]["ratio"] == "auto" and cfg["data"]["size"] == [64, 128] and cfg["featurize"]["params"] is None
+    with pytest.raises(ConfigError, match="unknown config key 'select.ratoi'"):
+        resolve_config("seg", overrides=["select.ratoi=0.1"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        resolve_config("seg", overrides=["select.ratio"])
+    user = tmp_path / "u.yaml"
+    user.write_text("train:\n  iters: 7\n  bogus: 1\n")
+    with pytest.raises(ConfigError, match=r"u.yaml: unknown config key 'train.bogus'"):
+        resolve_config("seg", user)
+    user.write_text("train: {iters: 7}\n")
+    assert resolve_config("seg", user, ["train.lr=0.5"])["train"] == {
+        **resolve_config("seg")["train"],
+        "iters": 7,
+        "lr": 0.5,
+    }
+
+
+def test_convert_cli_and_one_line_errors(gta_root, tmp_path, capsys):
+    assert main(["convert", "gta5", "--root", str(gta_root), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["all"]["written"] == 4
+    (gta_root / "labels" / "00002_labelTrainIds.png").unlink()
+    (gta_root / "labels" / "00002.png").unlink()
+    assert main(["convert", "gta5", "--root", str(gta_root), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "00002.png: no label found" in err
+    assert main(["convert", "cityscapes", "--root", str(tmp_path / "nowhere")]) == 2
+    assert "leftImg8bit/train: Cityscapes image folder missing" in capsys.readouterr().err
+    assert main(["featurize", "--out", str(tmp_path / "f"), "candidate.root=null"]) == 2
+    assert "candidate.root is not set" in capsys.readouterr().err
+
+
+def _seg_pipeline(tmp_path, gta_root, cityscapes_root, backend_args: list[str], train_args: list[str]):
+    common = [
+        f"candidate.root={gta_root}",
+        f"target.root={cityscapes_root}",
+        "data.size=[32, 64]",
+        "featurize.proj_dim=32",
+        "featurize.batch_size=2",
+        *backend_args,
+    ]
+    assert main(["convert", "gta5", "--root", str(gta_root), "--no-progress"]) == 0
+    assert main(["convert", "cityscapes", "--root", str(cityscapes_root), "--no-progress"]) == 0
+    feat = tmp_path / "feat"
+    assert main(["featurize", "--out", str(feat), "--no-progress", *common]) == 0
+    assert (feat / "config.resolved.yaml").is_file()
+    sel = tmp_path / "sel"
+    assert (
+        main(
+            [
+                "select",
+                "--features",
+                str(feat),
+                "--out",
+                str(sel),
+                "--no-progress",
+                *common,
+                "select.method=fixed_size",
+                "select.ratio=0.5",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((sel / "summary.json").read_text())
+    assert summary["selected"] == 2 and summary["candidates"] == 4
+    lines = S.read_ann_file(sel / "ann_file.txt")
+    assert len(lines) == summary["ann_file_lines"] and set(lines) <= {"00001", "00002", "00003", "00004"}
+    assert len(lines) >= 2 and (sel / "report" / "index.html").is_file()
+    train = tmp_path / "train"
+    assert main(["train", "--selection", str(sel), "--out", str(train), "--no-progress", *common, *train_args]) == 0
+    ckpt = next(train.rglob("final_state_dict.pth"))
+    ev = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(ev),
+                "--no-progress",
+                *common,
+                "evaluate.scale=[32, 64]",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert 0.0 <= metrics["mIoU"] <= 100.0
+    resolved = yaml.safe_load((train / "config.resolved.yaml").read_text())
+    assert resolved["command"] == "train" and resolved["config"]["train"]["init"] == "scratch"
+
+
+def test_seg_pipeline_torch_backend(tmp_path, gta_root, cityscapes_root):
+    _seg_pipeline(
+        tmp_path,
+        gta_root,
+        cityscapes_root,
+        ["backend=torch", "model.arch=tiny"],
+        ["train.iters=2", "train.crop=[16, 32]"],
+    )
+
+
+@pytest.mark.mmseg
+@pytest.mark.skipif(not mmseg_available(), reason="needs the [mmseg] extra")
+def test_seg_pipeline_mmseg_backend(tmp_path, gta_root, cityscapes_root):
+    _seg_pipeline(
+        tmp_path,
+        gta_root,
+        cityscapes_root,
+        ["backend=mmseg", "model.tiny=true"],
+        ["train.iters=2", "train.crop=[16, 32]", "train.scale=[24, 48]"],
+    )
+
+
+def test_torch_train_init_scratch_vs_checkpoint(tmp_path, gta_root):
+    """algorithm.md B8: init=scratch starts from a fresh seeded init, never from another model's weights."""
+    from tarot_vision import segpipe
+    from tarot_vision.seg_models import build_torch_segmenter
+
+    ann = S.write_ann_file(["00001", "00002"], tmp_path / "ann.txt")
+    cfg = resolve_config(
+        "seg",
+        overrides=[
+            "model.arch=tiny",
+            f"candidate.root={gta_root}",
+            "train.iters=0",
+            "train.seed=3",
+            "train.crop=[16, 32]",
+        ],
+    )
+    torch.manual_seed(3)
+    fresh = build_torch_segmenter("tiny").state_dict()
+    other = build_torch_segmenter("tiny")
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    sd = torch.load(segpipe.train(cfg, tmp_path / "a", ann_file=ann, progress=False))["state_dict"]
+    assert all(torch.equal(sd[k], fresh[k]) for k in fresh)
+    assert not torch.equal(sd["classifier.1.weight"], other.state_dict()["classifier.1.weight"])
+    cfg["train"]["init"] = str(tmp_path / "other.pt")
+    sd2 = torch.load(segpipe.train(cfg, tmp_path / "b", ann_file=ann, progress=False))["state_dict"]
+    assert all(torch.equal(sd2[k], other.state_dict()[k]) for k in fresh)
+    assert json.loads((tmp_path / "b" / "train_log.json").read_text())["init"].endswith("other.pt")
+
+
+def test_lds_quick_and_spearman(tmp_path):
+    from tarot_vision.lds import spearman_columns
+
+    a = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]])
+    np.testing.assert_allclose(spearman_columns(a, a[:, :1].repeat(2, 1)), [1.0, -1.0])
+    assert main(["lds", "--quick", "--out", str(tmp_path / "lds"), "--no-progress", "subsets.m=6"]) == 0
+    doc = json.loads((tmp_path / "lds" / "results.json").read_text())
+    assert set(doc["lds"]) == {"wfd", "cosine", "dot", "trak"} and doc["subsets"] == 6
+    for v in doc["lds"].values():
+        assert -1.0 <= v["mean"] <= 1.0 and v["ci"][0] <= v["mean"] <= v["ci"][1]
+    assert np.load(tmp_path / "lds" / "masks.npy").sum(1).tolist() == [doc["subset_size"]] * 6
+
+
+def test_lds_on_cifar_batches(tmp_path, cifar_root):
+    out = tmp_path / "lds_cifar"
+    assert (
+        main(
+            [
+                "lds",
+                "--quick",
+                "--out",
+                str(out),
+                "--no-progress",
+                f"data.cifar_root={cifar_root}",
+                "data.n_train=40",
+                "data.n_targets=10",
+                "subsets.m=4",
+                "featurize.proj_dim=16",
+            ]
+        )
+        == 0
+    )
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["data"] == "cifar10" and doc["n_train"] == 40 and doc["n_targets"] == 10
