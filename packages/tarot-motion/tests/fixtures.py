@@ -298,3 +298,30 @@ class _Evil:
 def write_evil_pickle(path: Path) -> None:
     """A pickle that references a disallowed global (``os.system`` / ``posix.system``)."""
     _dump({"id": "x", "payload": _Evil()}, path)
+
+
+def varied(kind: str, i: int) -> dict[str, Any]:
+    """Fixture scenario ``i`` of a kind with a distinct speed/direction for the center agent (for selection tests)."""
+    if kind == "waymo":
+        sc = waymo_scenario(f"w{i:03d}")
+        tid = "1"
+    elif kind == "av2":
+        sc = av2_scenario(f"a{i:03d}")
+        tid = "42"
+    else:
+        sc = nuscenes_scenario(f"scene-{i:04d}", with_ttp=True)
+        tid = "tok_a"
+    st = sc["tracks"][tid]["state"]
+    T = sc["length"]
+    ang = 0.3 * i
+    speed = 4.0 + 1.5 * i
+    t = np.arange(T) * 0.1
+    pos = np.asarray(st["position"], dtype=np.float64).copy()
+    pos[:, 0] = pos[0, 0] + speed * np.cos(ang) * t
+    pos[:, 1] = pos[0, 1] + speed * np.sin(ang) * t
+    valid = np.asarray(st["valid"]).reshape(T).astype(bool)
+    pos[~valid] = st["position"][~valid]
+    st["position"] = pos.astype(st["position"].dtype)
+    st["velocity"] = np.tile([speed * np.cos(ang), speed * np.sin(ang)], (T, 1)).astype(st["velocity"].dtype)
+    st["heading"] = np.full(st["heading"].shape, ang, dtype=st["heading"].dtype)
+    return _finish(sc)

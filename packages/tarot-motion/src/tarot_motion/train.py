@@ -76,6 +76,7 @@ def train_model(model: AutoBotEgo, train_ds: Dataset, cfg: Mapping[str, Any], ou
     opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]), eps=float(cfg["adam_eps"]))
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg["milestones"]), gamma=float(cfg["gamma"]))
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
+    torch.manual_seed(int(cfg["seed"]))  # dropout stream; restored from last.pt when resuming
     history: list[dict[str, Any]] = []
     start_epoch, step, best = 0, 0, float("inf")
     last = out / "last.pt"
@@ -85,6 +86,7 @@ def train_model(model: AutoBotEgo, train_ds: Dataset, cfg: Mapping[str, Any], ou
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
         start_epoch, step, best, history = st["epoch"], st["step"], st["best"], st["history"]
     max_steps = cfg["max_steps"]
     epochs = int(cfg["epochs"])
@@ -120,8 +122,8 @@ def train_model(model: AutoBotEgo, train_ds: Dataset, cfg: Mapping[str, Any], ou
         if (epoch + 1) % int(cfg["checkpoint_every"]) == 0 or epoch + 1 == epochs:
             _atomic_save({"model": model.state_dict()}, out / f"epoch{epoch + 1}.pt")
         _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                      "generator": gen.get_state(), "epoch": epoch + 1, "step": step, "best": best,
-                      "history": history}, last)
+                      "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
+                      "step": step, "best": best, "history": history}, last)
         bar.set_postfix(loss=rec["train_loss"])
         bar.update(1)
     bar.close()

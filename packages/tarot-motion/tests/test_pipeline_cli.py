@@ -1,0 +1,148 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from fixtures import varied, write_flat_db, write_legacy_scenario
+from tarot_motion.cli import build_parser, main
+from tarot_motion.config import ConfigError, load_config
+
+tarot = pytest.importorskip("tarot")
+
+TINY = {"hidden_size": 16, "tx_hidden_size": 32, "tx_num_heads": 2, "map_heads": 2}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("proj")
+    write_flat_db(root / "waymo_db", [varied("waymo", i) for i in range(6)])
+    write_flat_db(root / "av2_db", [varied("av2", i) for i in range(4)])
+    write_flat_db(root / "nusc_t", [varied("nusc", i) for i in range(3)])
+    write_flat_db(root / "nusc_v", [varied("nusc", i + 3) for i in range(3)])
+    cfg = {
+        "data": {"candidates": [{"path": str(root / "waymo_db")}, {"path": str(root / "av2_db"), "label": "av2"}],
+                 "target": {"path": str(root / "nusc_t")}, "val": {"path": str(root / "nusc_v")},
+                 "cache_dir": str(root / "cache")},
+        "preprocess": {"max_num_roads": 8},
+        "model": TINY,
+        "train": {"batch_size": 4, "epochs": 2, "eval_batch_size": 8},
+        "featurize": {"proj_dim": 16, "batch_size": 4},
+        "select": {"method": "fixed_size", "ratio": 0.5, "weighting": True},
+    }
+    (root / "motion.yaml").write_text(yaml.safe_dump(cfg))
+    return root
+
+
+def _run(args, capsys):
+    rc = main([str(a) for a in args])
+    return rc, capsys.readouterr()
+
+
+def test_help_lists_every_command():
+    text = build_parser().format_help()
+    for cmd in ("convert-metadrive", "preprocess", "train", "featurize", "select", "evaluate", "demo"):
+        assert cmd in text
+    r = subprocess.run([sys.executable, "-m", "tarot_motion.cli", "select", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "tarot.select" in r.stdout and "--set" in r.stdout
+
+
+def test_config_overrides_and_unknown_keys(project):
+    cfg = load_config(project / "motion.yaml", ["train.lr=0.01", "select.method=otm", "select.options={folds: 3}"])
+    assert cfg["train"]["lr"] == 0.01 and cfg["select"]["method"] == "otm" and cfg["select"]["options"] == {"folds": 3}
+    assert cfg["model"]["hidden_size"] == 16 and cfg["model"]["num_modes"] == 6
+    with pytest.raises(ConfigError, match="train.lrr"):
+        load_config(None, ["train.lrr=1"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(None, ["train.lr"])
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    rc, cap = _run(["preprocess", "--db", tmp_path / "empty", "--set", f"data.cache_dir={tmp_path / 'c'}"], capsys)
+    assert rc == 2 and cap.err.count("\n") == 1 and "empty database" in cap.err
+    rc, cap = _run(["train", "--out", tmp_path / "o", "--set", "model.hidden=3"], capsys)
+    assert rc == 2 and "model.hidden" in cap.err and cap.err.count("\n") == 1
+    rc, cap = _run(["train", "--out", tmp_path / "o2"], capsys)
+    assert rc == 2 and "data.candidates" in cap.err
+
+
+def test_cli_convert_metadrive_on_legacy_fixture(tmp_path, capsys):
+    src = tmp_path / "0.pkl"
+    write_legacy_scenario(src, T=91)
+    rc, cap = _run(["convert-metadrive", "--out", tmp_path / "db", "--files", src], capsys)
+    assert rc == 0 and "wrote 2 scenarios" in cap.out
+    assert json.loads((tmp_path / "db" / "convert_report.json").read_text())["scenarios"] == 2
+
+
+def test_full_cli_chain_featurize_select_train_evaluate(project, capsys):
+    cfgf = project / "motion.yaml"
+    rc, _ = _run(["train", "--config", cfgf, "--out", project / "warm", "--no-progress"], capsys)
+    assert rc == 0
+    saved = yaml.safe_load((project / "warm" / "config.yaml").read_text())
+    assert saved["train"]["init"] == "scratch" and saved["model"]["hidden_size"] == 16
+    rc, _ = _run(["featurize", "--config", cfgf, "--out", project / "feat", "--checkpoint", project / "warm/epoch1.pt",
+                  "--checkpoint", project / "warm/epoch2.pt", "--no-progress"], capsys)
+    assert rc == 0
+    store = tarot.FeatureStore.open(str(project / "feat" / "store"))
+    assert store.features("candidate").shape == (10, 16) and store.features("target").shape == (3, 16)
+    assert sorted(set(store.sources("candidate"))) == ["av2", "waymo"]
+    assert store.manifest  # written by tarot-core
+    rc, cap = _run(["select", "--config", cfgf, "--store", project / "feat", "--out", project / "sel",
+                    "--no-progress"], capsys)
+    assert rc == 0
+    comp = json.loads((project / "sel" / "composition.json").read_text())
+    assert sum(v["selected"] for v in comp.values()) == 5 and set(comp) == {"av2", "waymo"}
+    assert (project / "sel" / "report" / "index.html").exists()
+    res = tarot.SelectionResult.load(str(project / "sel" / "selection"))
+    assert res.size == 5 and res.weights is not None
+    rc, _ = _run(["train", "--config", cfgf, "--selection", project / "sel" / "selection", "--out", project / "tsel",
+                  "--set", "train.seed=1", "--no-progress"], capsys)
+    assert rc == 0
+    m = json.loads((project / "tsel" / "metrics.json").read_text())
+    assert "val/nuscenes/brier_fde" in m["metrics"] and m["metrics"]["val/count"] == 3
+    assert yaml.safe_load((project / "tsel" / "config.yaml").read_text())["train"]["seed"] == 1
+    rc, cap = _run(["evaluate", "--config", cfgf, "--checkpoint", project / "tsel" / "last.pt", "--out",
+                    project / "ev"], capsys)
+    assert rc == 0
+    ev = json.loads((project / "ev" / "metrics.json").read_text())
+    np.testing.assert_allclose(ev["val/brier_fde"], m["metrics"]["val/brier_fde"], rtol=1e-5)
+
+
+def test_training_set_weights_and_merge_targets(project):
+    from tarot_motion import pipeline
+
+    cfg = load_config(project / "motion.yaml")
+    cand = pipeline.load_split(cfg, "candidates", progress=False, log=lambda *_: None)
+    tgt = pipeline.load_split(cfg, "target", progress=False, log=lambda *_: None)
+    X = np.random.default_rng(0).normal(size=(len(cand), 8)).astype(np.float32)
+    Y = np.random.default_rng(1).normal(size=(len(tgt), 8)).astype(np.float32)
+    res = tarot.select(X, Y, method="fixed_size", ratio=0.5, weighting=True, merge_targets=True,
+                       target_repeats=2, candidate_sources=cand.sources, progress=False)
+    ds = pipeline.training_set(cand, res, tgt)
+    assert len(ds) == int(res.weights.sum()) + 2 * len(tgt)
+    comp = pipeline.composition(res, cand.sources)
+    assert sum(v["selected"] for v in comp.values()) == res.size
+    np.testing.assert_allclose(sum(v["weighted_share"] for v in comp.values()), 1.0)
+
+
+def test_demo_quick_on_real_embedded_scenarios(tmp_path, capsys):
+    from tarot_motion.convert import legacy_waymo_files
+
+    try:
+        legacy_waymo_files()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    rc, cap = _run(["demo", "--quick", "--seeds", "2", "--out", tmp_path / "demo", "--no-progress"], capsys)
+    assert rc == 0
+    res = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert [r["method"] for r in res["rows"]] == ["random", "topk_mean", "fixed_size", "otm", "all_candidates"]
+    for r in res["rows"]:
+        assert len(r["brier_fde"]["values"]) == 2 and np.isfinite(r["brier_fde"]["mean"])
+        assert sum(v["selected"] for v in r["composition"].values()) == r["selected"]
+    assert res["skipped"] == {} and "TAROT" in res["verdict"]
+    for key in ("fixed_size", "otm"):
+        html = (tmp_path / "demo" / "report" / key / "index.html").read_text()
+        assert "brier_fde" in html and "minADE6" in html
+    assert (tmp_path / "demo" / "config.yaml").exists() and (tmp_path / "demo" / "results.md").exists()
