@@ -32,7 +32,13 @@ PACKAGES: dict[str, dict] = {
     # [mmseg] = mmsegmentation 1.2.2 + mmcv-lite 2.1.0 (+ mmengine, ftfy, regex): pure Python, seconds to install;
     # tarot_vision installs a stand-in for the missing compiled mmcv._ext at import (never a 25-min mmcv build).
     "vision": {"path": "packages/tarot-vision", "pins": TORCH_VISION, "extras": "test,mmseg"},
-    "motion": {"path": "packages/tarot-motion", "pins": TORCH_CPU, "extras": "test"},
+    "motion": {
+        "path": "packages/tarot-motion",
+        "pins": TORCH_CPU,
+        "extras": "test",
+        # real Waymo scenarios for the demo and its test; must not pull metadrive's pinned dependencies
+        "post_install": [["pip", "install", "--no-deps", "metadrive-simulator==0.3.0.1"]],
+    },
     "llm": {"path": "packages/tarot-llm", "pins": TORCH_CPU, "extras": "test"},
 }
 
