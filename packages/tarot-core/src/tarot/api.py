@@ -1,0 +1,227 @@
+"""The front door: :func:`select` runs whitening, a selector, the final OT distance and optional weighting, and
+returns a :class:`~tarot.result.SelectionResult`."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import platform
+import time
+from typing import Any
+
+import numpy as np
+
+from tarot import __version__
+from tarot.ot import entropic_ot
+from tarot.result import SelectionResult
+from tarot.selectors import SELECTORS
+from tarot.weighting import potential_weights, repeat_counts
+from tarot.whitening import check_float_features, whiten
+
+log = logging.getLogger(__name__)
+
+SCORE_SPACES = ("whitened", "raw")
+_SHARED_OPTIONS = ("seed", "eps", "ot_tol", "ot_value_tol", "progress")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _budget(ratio: float | str | None, n: int | None, n_candidates: int, method: str) -> int | None:
+    if method == "otm":
+        if n is not None or ratio not in (None, "auto"):
+            raise ValueError("method 'otm' estimates the ratio itself: use ratio='auto' (or fixed_size for a budget)")
+        return None
+    if ratio == "auto":
+        raise ValueError(f"ratio='auto' is only available with method='otm', not {method!r}")
+    if (ratio is None) == (n is None):
+        raise ValueError("give exactly one of ratio= (fraction of the candidates) or n= (number of candidates)")
+    if n is not None:
+        return int(n)
+    r = float(ratio)  # type: ignore[arg-type]
+    if not 0.0 < r <= 1.0:
+        raise ValueError(f"ratio must lie in (0, 1], got {ratio}")
+    return max(1, math.floor(r * n_candidates))
+
+
+def _from_store(store: Any) -> dict:
+    """Arrays and labels of a FeatureStore (duck-typed so that tarot.store stays optional here)."""
+    out = {"candidates": store.features("candidate"), "targets": store.features("target")}
+    for key, split, attr in (("candidate_sources", "candidate", "sources"), ("candidate_ids", "candidate", "ids"),
+                             ("target_groups", "target", "groups")):
+        getter = getattr(store, attr, None)
+        value = getter(split) if getter is not None else None
+        out[key] = None if value is None else list(value)
+    out["store_path"] = str(getattr(store, "path", ""))
+    return out
+
+
+def select(
+    candidates: Any,
+    targets: np.ndarray | None = None,
+    *,
+    method: str = "fixed_size",
+    ratio: float | str | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    whiten_features: bool = True,
+    ridge: float = 1e-5,
+    fit_on: str = "both",
+    space: str = "whitened",
+    eps: float = 1e-4,
+    ot_tol: float = 1e-3,
+    ot_value_tol: float | None = 1e-7,
+    compute_ot: bool = True,
+    weighting: bool = False,
+    beta: float = 0.5,
+    total_repeats: int | None = None,
+    min_repeats: int = 1,
+    max_weight_ratio: float | None = None,
+    merge_targets: bool = False,
+    target_repeats: int = 1,
+    target_groups: list | None = None,
+    candidate_sources: list | None = None,
+    candidate_ids: list | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> SelectionResult:
+    """Select candidates whose gradient features are closest in OT distance to the targets.
+
+    Parameters
+    ----------
+    candidates : FeatureStore or numpy.ndarray [N, k]
+        A feature store (then ``targets`` must be None and labels come from the store) or candidate features.
+    targets : numpy.ndarray [M, k], optional
+        Target features when ``candidates`` is an array.
+    method : str
+        One of ``random``, ``topk_mean``, ``less``, ``round_robin``, ``fixed_size``, ``otm``.
+    ratio : float or "auto"
+        Fraction of the candidates to select (n = ⌊ratio·N⌋); ``"auto"`` with ``otm``.
+    n : int, optional
+        Number of candidates to select (instead of ``ratio``).
+    seed : int
+        Seed of random choices (``random``, random fills).
+    whiten_features : bool
+        Whiten (spec §4) before scoring; when False rows are only L2-normalised.
+    ridge, fit_on : float, str
+        Relative ridge λ and the fit set (``both``, ``candidates``, ``targets``) of the whitening.
+    space : {"whitened", "raw"}
+        Feature space of ``topk_mean`` (``less`` always uses raw per-checkpoint-normalised features, as LESS does).
+    eps, ot_tol, ot_value_tol : float
+        Entropic regularisation of every OT problem and the Sinkhorn stopping rules (L1 marginal violation, change
+        of the value); see :func:`tarot.ot.entropic_ot`.
+    compute_ot : bool
+        Report OT_ε(uniform on the selection, targets) (needed for weighting).
+    weighting : bool
+        Potential weighting (spec §10): repeat counts ``weights`` with Σ = ``total_repeats`` (default 2n) and at least
+        ``min_repeats`` each; ``beta`` is the mirror step, ``max_weight_ratio`` an optional clip.
+    merge_targets, target_repeats : bool, int
+        Record that the target samples join the training set, each ``target_repeats`` times.
+    target_groups, candidate_sources, candidate_ids : list, optional
+        Subtask labels of targets (``less``), source labels and ids of candidates (composition in reports).
+    **options
+        Selector options (e.g. ``fill_rounds`` for fixed_size; ``folds``, ``patience``, ``max_depth`` for otm).
+
+    Returns
+    -------
+    SelectionResult
+    """
+    t0 = time.perf_counter()
+    if method not in SELECTORS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SELECTORS)}")
+    store_path = None
+    if hasattr(candidates, "features") and not isinstance(candidates, np.ndarray):
+        if targets is not None:
+            raise ValueError("pass either a FeatureStore or candidate and target arrays, not both")
+        data = _from_store(candidates)
+        store_path = data["store_path"]
+        candidates, targets = data["candidates"], data["targets"]
+        candidate_sources = candidate_sources if candidate_sources is not None else data["candidate_sources"]
+        candidate_ids = candidate_ids if candidate_ids is not None else data["candidate_ids"]
+        target_groups = target_groups if target_groups is not None else data["target_groups"]
+    if targets is None:
+        raise ValueError("targets are required when candidates is an array")
+    check_float_features(candidates, "candidate features")
+    check_float_features(targets, "target features")
+    if candidates.ndim != 2 or targets.ndim != 2 or candidates.shape[1] != targets.shape[1]:
+        raise ValueError(f"features must be [N, k] and [M, k]; got {candidates.shape} and {targets.shape}")
+    N, M = candidates.shape[0], targets.shape[0]
+    if N == 0 or M == 0:
+        raise ValueError(f"need at least one candidate and one target, got N={N}, M={M}")
+    for name, labels, size in (("candidate_sources", candidate_sources, N), ("candidate_ids", candidate_ids, N),
+                               ("target_groups", target_groups, M)):
+        if labels is not None and len(labels) != size:
+            raise ValueError(f"{name} has {len(labels)} entries, expected {size}")
+    if space not in SCORE_SPACES:
+        raise ValueError(f"space must be one of {SCORE_SPACES}, got {space!r}")
+    budget = _budget(ratio, n, N, method)
+
+    diagnostics: dict[str, Any] = {}
+    if whiten_features:
+        Zc, Zt, whitener = whiten(candidates, targets, ridge=ridge, fit_on=fit_on)
+        diagnostics["whitening"] = whitener.diagnostics
+    else:
+        Zc, Zt = _unit(candidates), _unit(targets)
+    t_whiten = time.perf_counter()
+
+    selector = SELECTORS[method]
+    kwargs: dict[str, Any] = dict(seed=seed, eps=eps, ot_tol=ot_tol, ot_value_tol=ot_value_tol, progress=progress,
+                                  **options)
+    if method == "less":
+        kwargs["target_groups"] = target_groups
+        sel = selector(np.asarray(candidates), np.asarray(targets), budget, **kwargs)
+    elif method == "topk_mean" and space == "raw":
+        sel = selector(_unit(candidates), _unit(targets), budget, **kwargs)
+    else:
+        sel = selector(Zc, Zt, budget, **kwargs)
+    diagnostics.update(sel.diagnostics)
+    idx = np.asarray(sel.indices, dtype=np.int64)
+    t_select = time.perf_counter()
+
+    ot_value, potentials, weights, probs = None, None, None, None
+    if compute_ot or weighting:
+        res = entropic_ot(Zc[idx], Zt, eps=eps, tol=ot_tol, value_tol=ot_value_tol)
+        ot_value, potentials = res.value, res.f
+        diagnostics["ot"] = res.diagnostics()
+    if weighting:
+        probs = potential_weights(potentials, beta=beta, max_ratio=max_weight_ratio)
+        weights = repeat_counts(probs, total=total_repeats, min_repeats=min_repeats)
+        a_w = probs
+        diagnostics["weighted_ot"] = entropic_ot(Zc[idx], Zt, a=a_w, eps=eps, tol=ot_tol, value_tol=ot_value_tol).value
+    t_end = time.perf_counter()
+    diagnostics["timing_s"] = {"whiten": t_whiten - t0, "select": t_select - t_whiten, "ot_and_weights":
+                               t_end - t_select, "total": t_end - t0}
+
+    selector_params = {k: v.default for k, v in inspect.signature(selector).parameters.items()
+                       if v.default is not inspect.Parameter.empty and v.kind == inspect.Parameter.KEYWORD_ONLY}
+    selector_params.update({k: v for k, v in options.items() if not callable(v)})
+    config = {
+        "method": method, "ratio": ratio if ratio is not None else ("auto" if method == "otm" else None),
+        "n": budget, "seed": seed, "whiten": whiten_features, "ridge": ridge, "fit_on": fit_on, "space": space,
+        "eps": eps, "ot_tol": ot_tol, "ot_value_tol": ot_value_tol, "weighting": weighting, "beta": beta,
+        "total_repeats": (None if not weighting else int(weights.sum())), "min_repeats": min_repeats,
+        "max_weight_ratio": max_weight_ratio, "merge_targets": merge_targets, "target_repeats": target_repeats,
+        "selector_options": {k: v for k, v in selector_params.items() if k not in _SHARED_OPTIONS},
+        "n_candidates": N, "n_targets": M, "dim": int(candidates.shape[1]), "store": store_path,
+        "versions": {"tarot": __version__, "numpy": np.__version__, "python": platform.python_version()},
+    }
+    return SelectionResult(
+        indices=idx,
+        method=method,
+        n_candidates=N,
+        ratio=len(idx) / N,
+        ot_distance=ot_value,
+        weights=weights,
+        probabilities=probs,
+        potentials=potentials,
+        scores=sel.scores,
+        config=config,
+        diagnostics=diagnostics,
+        candidate_ids=candidate_ids,
+        candidate_sources=candidate_sources,
+        merged_targets=M if merge_targets else 0,
+        target_repeats=target_repeats,
+    )
