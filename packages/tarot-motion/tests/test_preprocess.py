@@ -214,3 +214,13 @@ def test_incomplete_cache_is_refused(tmp_path):
     with pytest.raises(MotionDataError) as exc:
         load_cache(tmp_path / "c")
     assert "incomplete" in str(exc.value)
+
+
+def test_parallel_workers_give_identical_cache(tmp_path):
+    scs = [waymo_scenario("w1"), av2_scenario("a1"), nuscenes_scenario("n1"), waymo_scenario("w2")]
+    root = write_flat_db(tmp_path / "db", scs)
+    serial = load_cache(preprocess_database(root, tmp_path / "c1", workers=1, progress=False))
+    par = load_cache(preprocess_database(root, tmp_path / "c2", workers=2, progress=False))
+    assert serial["scenario_id"] == par["scenario_id"]
+    for k in ("obj_trajs", "map_polylines", "center_gt_trajs"):
+        np.testing.assert_array_equal(serial[k], par[k])

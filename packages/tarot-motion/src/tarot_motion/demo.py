@@ -33,8 +33,9 @@ from .safe_pickle import load_legacy_pickle
 METHODS = ("random", "topk_mean", "fixed_size", "otm")
 DEMO_BASE: dict[str, Any] = {
     "preprocess": {"object_type": ["VEHICLE", "PEDESTRIAN", "CYCLIST"], "max_num_roads": 32},
-    "model": {"hidden_size": 32, "tx_hidden_size": 64, "tx_num_heads": 2, "map_heads": 2},
-    "train": {"batch_size": 32, "lr": 2e-3, "max_steps": 60, "milestones": [1000], "eval_batch_size": 64},
+    "model": {"hidden_size": 32, "tx_hidden_size": 64, "tx_num_heads": 2, "map_heads": 2, "dropout": 0.0,
+              "map_dropout": 0.0},
+    "train": {"batch_size": 16, "lr": 5e-3, "max_steps": 120, "milestones": [1000], "eval_batch_size": 64},
     "featurize": {"proj_dim": 256, "batch_size": 16},
     "select": {"ratio": 0.2},
 }
@@ -45,7 +46,7 @@ QUICK: dict[str, Any] = {
     "featurize": {"proj_dim": 32, "batch_size": 8},
     "select": {"options": {"folds": 3}},
 }
-WARMUP_STEPS = 80
+WARMUP_STEPS = 120
 
 
 def _deep_update(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

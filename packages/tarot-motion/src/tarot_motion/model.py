@@ -197,9 +197,9 @@ class AutoBotEgo(nn.Module):
             out = layer(out, context, tgt_mask=self.time_mask, memory_key_padding_mask=env_masks)
         dists = self.output_model(out).reshape(self.T, B, c, 5).permute(1, 2, 0, 3)  # [B, c, T, 5]
         mode = self.P.expand(-1, B, -1)
+        ego_kpm = _unmask_full_rows(ego_mask)
+        mode = self.prob_decoder(query=mode, key=ego_emb, value=ego_emb, key_padding_mask=ego_kpm)[0]
         mode = mode + self.mode_map_attn(query=mode, key=map_feats, value=map_feats, key_padding_mask=seg_mask_u)[0]
-        mode = mode + self.prob_decoder(query=mode, key=ego_emb, value=ego_emb,
-                                        key_padding_mask=_unmask_full_rows(ego_mask))[0]
         probs = torch.softmax(self.prob_predictor(mode).squeeze(-1), dim=0).transpose(0, 1)  # [B, c]
         return dists, probs
 

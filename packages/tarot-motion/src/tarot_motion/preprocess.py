@@ -447,9 +447,7 @@ def process_scenario(sc: Mapping[str, Any], cfg: Mapping[str, Any], path: Any = 
                 "obj_trajs": feats.astype(np.float32),
                 "obj_trajs_mask": m,
                 "track_index_to_predict": np.int64(0),
-                "obj_trajs_pos": np.where(m[..., None], np.concatenate(
-                    [feats[..., 0:2], np.zeros((A, past_len, 1))], -1) if "z_axis" in cfg["masked_attributes"]
-                    else np.pad(p[..., 0:3], ((0, A - n), (0, 0), (0, 0))), 0.0).astype(np.float32),
+                "obj_trajs_pos": feats[..., 0:3].astype(np.float32),
                 "obj_trajs_last_pos": last_pos.astype(np.float32),
                 "center_objects_world": c.astype(np.float32),
                 "center_objects_id": str(ids[ci]),
