@@ -6,9 +6,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import write_cifar_batch
 from tarot_vision import cls_data as C
 from tarot_vision import cls_models as M
+from vision_fixtures import write_cifar_batch
 
 
 def test_cifar_batches_real_format(cifar_root):

@@ -56,14 +56,16 @@ def test_scenario_is_heterogeneous_and_disjoint():
 
 
 def test_verdict_reports_losses_honestly():
+    keys = ("label", "method", "budget", "ratio_mean", "acc_mean", "acc_std")
     rows = [
-        {"label": "random 20%", "method": "random", "ratio_mean": 0.2, "acc_mean": 0.80, "acc_std": 0.01},
-        {"label": "topk_mean 20%", "method": "topk_mean", "ratio_mean": 0.2, "acc_mean": 0.90, "acc_std": 0.01},
-        {"label": "TAROT fixed_size 20%", "method": "fixed_size", "ratio_mean": 0.2, "acc_mean": 0.85, "acc_std": 0.01},
-        {"label": "target set only", "method": "target_only", "ratio_mean": 0.0, "acc_mean": 0.95, "acc_std": 0.01},
+        dict(zip(keys, ("random 20%", "random", 0.2, 0.2, 0.80, 0.01))),
+        dict(zip(keys, ("topk_mean 20%", "topk_mean", 0.2, 0.2, 0.90, 0.01))),
+        dict(zip(keys, ("TAROT fixed_size 20%", "fixed_size", 0.2, 0.201, 0.85, 0.01))),  # one more than asked
+        dict(zip(keys, ("target set only", "target_only", None, 0.0, 0.95, 0.01))),
     ]
     text = verdict(rows)
-    assert "beats random 20%" in text and "loses to topk_mean 20%" in text
+    assert text.startswith("At the same 20% budget, TAROT fixed_size 20% (0.850 ± 0.010) beats random 20%")
+    assert "loses to topk_mean 20% (0.900 ± 0.010)" in text
     assert "target set only (0.950 ± 0.010) is at least as good as the best TAROT row" in text
 
 
@@ -82,7 +84,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
         assert len(r["acc_per_seed"]) == 2 and 0.0 <= r["acc_mean"] <= 1.0
     fs20 = next(r for r in doc["table"] if r["label"] == "TAROT fixed_size 20%")
     rnd = doc["table"][0]
-    assert fs20["n_mean"] == rnd["n_mean"]  # same budget
+    assert fs20["budget"] == rnd["budget"] == 0.2 and abs(fs20["n_mean"] - rnd["n_mean"]) <= 1
     html = (out / "report" / "index.html").read_text()
     assert "held-out target accuracy" in html and "TAROT fixed_size 20%" in html and "data:image/png;base64" in html
     resolved = yaml.safe_load((out / "config.resolved.yaml").read_text())

@@ -122,6 +122,27 @@ def test_train_with_runner_on_ann_file_then_miou(gta_root, cityscapes_root, tmp_
     assert not torch.equal(sd["decode_head.conv_seg.weight"], fresh["decode_head.conv_seg.weight"])
     missing, unexpected = MB.MMSegHeads(MB.build_segmentor(tiny_cfg)).load_state_dict(sd, strict=False)
     assert not missing and all(k.startswith("data_preprocessor") for k in unexpected)
+    # featurise with mmengine's own checkpoint file (numpy/HistoryBuffer inside: not weights_only-loadable)
+    from tarot_vision import segpipe
+    from tarot_vision.config import resolve_config
+
+    mmengine_ckpt = tmp_path / "work" / "iter_2.pth"
+    assert mmengine_ckpt.is_file()
+    cfg = resolve_config(
+        "seg",
+        overrides=[
+            "backend=mmseg",
+            "model.tiny=true",
+            f"candidate.root={gta_root}",
+            f"target.root={cityscapes_root}",
+            "data.size=[32, 64]",
+            "featurize.proj_dim=16",
+            f"featurize.checkpoints=[{{name: it2, path: {mmengine_ckpt}}}]",
+        ],
+    )
+    store = segpipe.featurize(cfg, tmp_path / "feat", progress=False)
+    assert store.features("candidate").shape == (4, 16) and store.features("target").shape == (4, 16)
+    assert store.ids("candidate") == ["00001", "00002", "00003", "00004"]
     metrics = MB.evaluate_mmseg(tiny_cfg, sd_path, cityscapes_root, tmp_path / "eval", scale=(32, 64))
     assert set(metrics) >= {"mIoU", "aAcc"} and 0.0 <= float(metrics["mIoU"]) <= 100.0
     assert np.isfinite(float(metrics["mIoU"]))

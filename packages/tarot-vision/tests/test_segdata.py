@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ALL_IDS, expected_train_ids, label_pattern, make_gta5, rgb_image
 from PIL import Image
 from tarot_vision import labels as L
 from tarot_vision import segdata as S
+from vision_fixtures import ALL_IDS, expected_train_ids, label_pattern, make_gta5, rgb_image
 
 
 def test_lut_matches_spec_table_on_hand_built_arrays():
@@ -177,3 +177,21 @@ def test_segmentation_dataset_fixed_size(gta_root, cityscapes_root):
     lab = ds2[0]["label"].numpy()
     src = np.asarray(Image.open(ds2.records[0].label_ids))
     np.testing.assert_array_equal(lab, expected_train_ids(src[8:24, 24:40]))
+
+
+def test_selection_result_to_ann_file(gta_root, tmp_path):
+    import tarot
+
+    rng = np.random.default_rng(0)
+    cand = rng.normal(size=(4, 3)).astype(np.float32)
+    tgt = cand[[1, 3]] + 0.01 * rng.normal(size=(2, 3)).astype(np.float32)
+    res = tarot.select(cand, tgt, method="fixed_size", n=2, weighting=True, progress=False)
+    stems = [r.stem for r in S.scan_gta5(gta_root)]
+    path = S.write_selection_ann_file(res, stems, tmp_path / "ann.txt")
+    want = [stems[i] for i, r in zip(res.indices, res.repeat_counts()) for _ in range(int(r))]
+    assert S.read_ann_file(path) == want and len(want) == int(res.repeat_counts().sum()) >= 2
+    assert [r.image.name for r in S.resolve_ann_file(path, "gta5", gta_root)] == [f"{s}.png" for s in want]
+    top = int(res.indices.max())
+    with pytest.raises(ValueError, match=f"selection index {top} outside the {top} candidate stems"):
+        S.write_selection_ann_file(res, stems[:top], tmp_path / "x.txt")
+    assert not (tmp_path / "x.txt").exists()

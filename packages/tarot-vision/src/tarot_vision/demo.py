@@ -71,6 +71,16 @@ def apply_shift(images: np.ndarray, shifts: np.ndarray, rng: np.random.Generator
     return out
 
 
+def downsample(images: np.ndarray, max_side: int) -> np.ndarray:
+    """Area-average uint8 [N, C, H, W] images so that the longer side is at most ``max_side`` (CPU budget)."""
+    h, w = images.shape[-2:]
+    if max(h, w) <= max_side:
+        return images
+    size = (max(1, round(h * max_side / max(h, w))), max(1, round(w * max_side / max(h, w))))
+    x = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(images).float(), size)
+    return x.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 def _draw(rng: np.random.Generator, weights: dict[str, float], n: int, what: str) -> np.ndarray:
     names = list(weights)
     p = np.asarray([float(weights[k]) for k in names])
@@ -103,7 +113,7 @@ def build_scenario(images: np.ndarray, labels: np.ndarray, sc: dict[str, Any], s
         pool_side = pool_side[: int(sc["pool_size"])]
     classes = np.asarray(sc["target_classes"], dtype=np.int64)
     pool_shift = _draw(rng, sc["pool_shifts"], len(pool_side), "scenario.pool_shifts")
-    pool_x = apply_shift(images[pool_side], pool_shift, rng, float(sc["noise_std"]))
+    pool_x = apply_shift(downsample(images[pool_side], int(sc["max_side"])), pool_shift, rng, float(sc["noise_std"]))
     pool_y = labels[pool_side]
     on_task = np.isin(pool_y, classes)
     pool_sources = [str(s) if t else "other_classes" for s, t in zip(pool_shift, on_task)]
@@ -112,7 +122,7 @@ def build_scenario(images: np.ndarray, labels: np.ndarray, sc: dict[str, Any], s
     if len(target_side) < need:
         raise ValueError(f"scenario: only {len(target_side)} target-side images of the target classes, need >= {need}")
     t_shift = _draw(rng, sc["target_shifts"], len(target_side), "scenario.target_shifts")
-    t_x = apply_shift(images[target_side], t_shift, rng, float(sc["noise_std"]))
+    t_x = apply_shift(downsample(images[target_side], int(sc["max_side"])), t_shift, rng, float(sc["noise_std"]))
     t_y = labels[target_side]
     k = int(sc["target_size"])
     end = k + int(sc["test_size"]) if sc.get("test_size") else len(t_y)
@@ -260,7 +270,6 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
     ot_warnings: dict[str, int] = {}
     on_mask = np.asarray([s in on_target for s in scn.pool_sources])  # other classes are "other_classes"
     for spec in method_specs(cfg):
-        kwargs = {"ratio": spec["ratio"]} if spec["ratio"] != "auto" else {"ratio": "auto"}
         with summarised_ot_warnings(f"seed {seed} {spec['label']}", ot_warnings):
             res = tarot.select(
                 store,
@@ -268,8 +277,8 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
                 seed=seed,
                 weighting=spec["weighting"],
                 eps=float(cfg["select"]["eps"]),
+                ratio=spec["ratio"],
                 progress=False,
-                **kwargs,
             )
         res.save(seed_dir / "selections" / spec["method"] / str(spec["ratio"]))
         results[spec["label"]] = res
@@ -279,6 +288,7 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
             {
                 "label": spec["label"],
                 "method": spec["method"],
+                "budget": spec["ratio"],
                 "n": int(res.size),
                 "ratio": float(res.size / len(scn.pool)),
                 "on_target_share": float(on_mask[res.indices].mean()) if res.size else 0.0,
@@ -292,6 +302,7 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
         {
             "label": "full pool (100%)",
             "method": "full",
+            "budget": 1.0,
             "n": len(scn.pool),
             "ratio": 1.0,
             "on_target_share": float(on_mask.mean()),
@@ -305,6 +316,7 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
         {
             "label": "target set only",
             "method": "target_only",
+            "budget": None,
             "n": len(scn.target),
             "ratio": 0.0,
             "on_target_share": 1.0,
@@ -337,6 +349,7 @@ def _aggregate(per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = {
             "label": label,
             "method": rs[0]["method"],
+            "budget": rs[0]["budget"],
             "seeds": len(rs),
             "n_mean": float(np.mean([r["n"] for r in rs])),
             "ratio_mean": float(np.mean([r["ratio"] for r in rs])),
@@ -378,8 +391,8 @@ def verdict(table: list[dict[str, Any]]) -> str:
         by_method.setdefault(r["method"], []).append(r)
     out = []
     base = [r for r in table if r["method"] in ("random", "topk_mean")]
-    budget = base[0]["ratio_mean"] if base else None
-    same = [r for r in by_method.get("fixed_size", []) if budget is not None and abs(r["ratio_mean"] - budget) < 1e-9]
+    budget = base[0]["budget"] if base else None  # the requested ratio (realised sizes may differ by rounding)
+    same = [r for r in by_method.get("fixed_size", []) if budget is not None and r["budget"] == budget]
     if same:
         t = same[0]
         parts = [f"{_compare(t, b)} {b['label']} ({_fmt(b)})" for b in base]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +65,24 @@ def spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (ra * rb).sum(0) / np.where(den > 0, den, 1.0), np.nan)
 
 
-def attribution_scores(train_feats: np.ndarray, target_feats: np.ndarray, trak_ridge: float = 1e-3) -> dict:
-    """τ matrices [n_targets, n_train] for every method of :data:`METHODS`."""
+def attribution_scores(
+    train_feats: np.ndarray,
+    target_feats: np.ndarray,
+    trak_ridge: float = 1e-3,
+    whiten_ridges: Sequence[float] = (),
+) -> dict:
+    """τ matrices [n_targets, n_train] for every method of :data:`METHODS` (whitening: ``tarot.whiten``).
+
+    ``wfd`` uses tarot-core's default relative ridge; every value in ``whiten_ridges`` adds a ``wfd_ridge=<r>`` row
+    (a larger ridge whitens less: ridge → ∞ tends to centred cosine).
+    """
     import tarot
 
     Zc, Zt, _ = tarot.whiten(train_feats, target_feats)
+    extra = {}
+    for r in whiten_ridges:
+        Zc_r, Zt_r, _ = tarot.whiten(train_feats, target_feats, ridge=float(r))
+        extra[f"wfd_ridge={float(r):g}"] = np.asarray(Zt_r, np.float64) @ np.asarray(Zc_r, np.float64).T
     X = np.asarray(train_feats, dtype=np.float64)
     T = np.asarray(target_feats, dtype=np.float64)
     Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
@@ -81,6 +95,7 @@ def attribution_scores(train_feats: np.ndarray, target_feats: np.ndarray, trak_r
         "cosine": Tn @ Xn.T,
         "dot": T @ X.T,
         "trak": trak,
+        **extra,
     }
 
 
@@ -172,7 +187,10 @@ def run_lds(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dict
         progress=progress,
     )
     scores = attribution_scores(
-        np.asarray(store.features("candidate")), np.asarray(store.features("target")), float(cfg["trak_ridge"])
+        np.asarray(store.features("candidate")),
+        np.asarray(store.features("target")),
+        float(cfg["trak_ridge"]),
+        cfg["whiten_ridges"],
     )
     # 2. subsets and actual margins
     sb = cfg["subsets"]
@@ -195,7 +213,7 @@ def run_lds(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dict
         actual[j] = margins(predict_logits(sub, target_ds), target_ds.y).numpy()
     np.save(out / "masks.npy", masks)
     np.save(out / "margins.npy", actual)
-    result = {m_: lds(scores[m_], masks, actual, seed=seed) for m_ in METHODS}
+    result = {m_: lds(scores[m_], masks, actual, seed=seed) for m_ in scores}
     doc = {
         "data": name,
         "n_train": n,
