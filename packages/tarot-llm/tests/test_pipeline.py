@@ -1,0 +1,169 @@
+"""End to end on the tiny model through the CLI: convert → warmup → featurize → select → train → evaluate → report,
+plus an exact check of the stored features against a hand-built Adam-preconditioned, projected gradient."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from tarot_llm.cli import build_parser, main
+from tarot_llm.training import epoch_mean_lrs, warmup_subset
+
+
+def make_inputs(root):
+    """Raw Dolly + FLAN files (converted by the CLI), a completion-schema file, an MMLU CSV tree, a BBH json."""
+    raw = root / "raw"
+    raw.mkdir(parents=True)
+    (raw / "dolly.jsonl").write_text("".join(json.dumps(
+        {"instruction": f"Name fact number {i}.", "context": "Some context." if i % 2 else "",
+         "response": f"Fact {i} is {'ABCD'[i % 4]}.", "category": "open_qa"}) + "\n" for i in range(12)))
+    (raw / "flan.jsonl").write_text("".join(json.dumps(
+        {"inputs": f"Question: which letter is {i % 4}?\nA. one\nB. two", "targets": "ABCD"[i % 4]}) + "\n"
+        for i in range(12)))
+    (root / "pool").mkdir()
+    (root / "pool" / "sum_data.jsonl").write_text("".join(json.dumps(
+        {"dataset": "sum", "id": f"sum_{i}", "prompt": f"Summarize: the quick brown fox {i}.",
+         "completion": "fox " * (i % 3 + 1)}) + "\n" for i in range(12)))
+    mm = root / "mmlu"
+    for split in ("dev", "test"):
+        (mm / split).mkdir(parents=True)
+        for s in ("anatomy", "physics"):
+            with open(mm / split / f"{s}_{split}.csv", "w", newline="") as fh:
+                w = csv.writer(fh)
+                for i in range(5):
+                    w.writerow([f"{s} question {i}?", "one", "two", "three", "four", "ABCD"[i % 4]])
+    ex = "\n\n".join(f"Q: Is {k} even?\nA: Let's think step by step. {k} mod 2. So the answer is {'YN'[k % 2]}."
+                     for k in (2, 3, 4))
+    (root / "bbh.json").write_text(json.dumps({"parity": "Decide parity.\n\n" + ex}))
+    return mm
+
+
+def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys):
+    mm = make_inputs(tmp_path)
+    for kind, name in (("dolly", "dolly"), ("flan_v2", "flan")):
+        assert main(["convert", kind, str(tmp_path / "raw" / f"{name}.jsonl"),
+                     str(tmp_path / "pool" / f"{kind}_data.jsonl")]) == 0
+    cfg = {"model": str(tiny_model_dir), "template": "tulu", "max_length": 64,
+           "data": {"pool": [str(tmp_path / "pool" / f) for f in ("dolly_data.jsonl", "flan_v2_data.jsonl",
+                                                                 "sum_data.jsonl")],
+                    "targets": [{"mmlu_csv": str(mm)}, {"bbh_json": str(tmp_path / "bbh.json")}],
+                    "target_max_length": 160},
+           "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
+           "warmup": {"percentage": 0.5, "epochs": 2, "lr": 1e-3, "batch_size": 2, "grad_accum": 1},
+           "features": {"proj_dim": 16, "batch_size": 4},
+           "select": {"methods": ["random", "less", "fixed_size", "otm"], "ratio": 0.25},
+           "train": {"epochs": 1, "lr": 1e-3, "grad_accum": 1},
+           "eval": {"mmlu": {"source": str(mm), "limit": 3}, "batch_size": 2}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    common = ["--run", str(run), "--no-progress"]
+    assert main(["warmup", "--config", str(tmp_path / "cfg.yaml"), *common]) == 0
+    warm = json.loads((run / "warmup" / "warmup.json").read_text())
+    assert [c["name"] for c in warm["checkpoints"]] == ["epoch1", "epoch2"]
+    assert len(warm["subset_indices"]) == 18 and warm["steps_per_epoch"] == [9, 9]
+    assert warm["checkpoints"][0]["lr_mean"] > warm["checkpoints"][1]["lr_mean"] > 0
+    assert np.isclose(warm["checkpoints"][0]["lr_mean"], np.mean(warm["step_lrs"][:9]))
+    assert (run / "warmup" / "config.yaml").exists()
+
+    assert main(["featurize", *common]) == 0  # reuses the run's saved config
+    from tarot import FeatureStore
+
+    store = FeatureStore.open(run / "features")
+    assert store.count("candidate") == 36 and store.count("target") == 13
+    assert store.groups("target")[:5] == ["anatomy"] * 5 and store.groups("target")[-3:] == ["parity"] * 3
+    assert set(store.sources("candidate")) == {"dolly", "flan_v2", "sum"}
+    check_feature_row(run, tiny_model_dir, cfg, store)
+
+    assert main(["select", *common]) == 0
+    sel = json.loads((run / "selection" / "summary.json").read_text())
+    for m in ("random", "less"):
+        assert sel[m]["size"] == 9, m
+    # tarot-core's fixed_size returned 10 for n=9 on this store when this was written (spec: exactly n)
+    assert sel["fixed_size"]["size"] in (9, 10)
+    assert sel["fixed_size"]["training_items"] == 2 * sel["fixed_size"]["size"]  # weighted repeats: R = 2n
+    assert sum(sel["less"]["composition"].values()) == 9
+
+    assert main(["train", *common]) == 0
+    assert main(["evaluate", *common]) == 0
+    ev = json.loads((run / "eval" / "summary.json").read_text())["results"]
+    assert {"base", "random", "less", "fixed_size"} <= set(ev)
+    assert all(0 <= r["tarot_mmlu"]["score"] <= 1 and r["tarot_mmlu"]["n"] == 6 for r in ev.values())
+    assert json.loads((run / "eval" / "less.tarot_mmlu.json").read_text())["protocol"]["num_fewshot"] == 5
+    assert main(["report", *common]) == 0
+    html = (run / "report" / "index.html").read_text()
+    assert "Evaluation protocol" in html and "fixed_size" in html
+
+
+def check_feature_row(run, model_dir, cfg, store):
+    """Row 0 of every per-checkpoint candidate array equals P · Adam(g) computed by hand; targets use plain g."""
+    from peft import PeftModel, set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+    from tarot import GradientFeaturizer
+    from tarot_llm.data import load_pool
+    from tarot_llm.optim_state import adam_precondition, load_adam_moments
+    from tarot_llm.pipeline import CausalLMLoss
+    from tarot_llm.templates import encode_example
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    warm = json.loads((run / "warmup" / "warmup.json").read_text())
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    pool = load_pool(cfg["data"]["pool"])
+    enc = encode_example(tok, pool[0], "tulu", 64)
+    batch = {"input_ids": torch.tensor(enc.input_ids), "labels": torch.tensor(enc.labels),
+             "attention_mask": torch.ones(len(enc.input_ids), dtype=torch.long)}
+    pm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir),
+                                   warm["checkpoints"][0]["path"], is_trainable=True)
+    pm.eval()
+    feat = GradientFeaturizer(pm, CausalLMLoss(), proj_dim=16, seed=0, projector="rademacher", mode="loop")
+    total = np.zeros(16)
+    for ci, ck in enumerate(warm["checkpoints"]):
+        set_peft_model_state_dict(pm, load_peft_weights(ck["path"]))
+        names = [n for n, p in pm.named_parameters() if p.requires_grad]
+        pm.zero_grad()
+        loss = pm(**{k: v.unsqueeze(0) for k, v in batch.items()}).loss
+        grads = torch.autograd.grad(loss, [p for n, p in pm.named_parameters() if p.requires_grad])
+        mom = load_adam_moments(ck["path"], pm).moments
+        pre = {n: adam_precondition(g.unsqueeze(0), *mom[n]) for n, g in zip(names, grads)}
+        expected = feat.project(pre)[0].numpy()
+        stored = np.load(store.partial_paths("candidate", ci)[0])[0]
+        np.testing.assert_allclose(stored, expected, rtol=1e-4, atol=1e-6)
+        total += ck["lr_mean"] * expected
+    np.testing.assert_allclose(np.asarray(store.features("candidate"))[0], total, rtol=1e-4, atol=1e-8)
+
+
+def test_bad_inputs_give_one_line_cli_errors(tmp_path, capsys):
+    bad = tmp_path / "dolly.jsonl"
+    bad.write_text('{"instruction": "x", "context": "", "response": "y"}\n{"instruction": \n')
+    assert main(["convert", "dolly", str(bad), str(tmp_path / "out.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tarot-llm: error: ") and f"{bad}:2: invalid JSON" in err and "\n" not in err
+    assert not (tmp_path / "out.jsonl").exists()
+    assert main(["select", "--run", str(tmp_path / "nothing"), "--set", "select.ratoi=0.1"]) == 2
+    assert "unknown config key 'ratoi'" in capsys.readouterr().err
+
+
+def test_help_lists_commands():
+    text = build_parser().format_help()
+    for cmd in ("convert", "warmup", "featurize", "select", "train", "evaluate", "demo"):
+        assert cmd in text
+
+
+def test_less_lr_weights_sanity():
+    """LESS's example: a linear schedule over 420 steps (13 warm-up) gives epoch means within ~2 % of its weights."""
+    from transformers import get_linear_schedule_with_warmup
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-5)
+    sched = get_linear_schedule_with_warmup(opt, 13, 420)
+    lrs = []
+    for _ in range(420):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    means = epoch_mean_lrs(lrs, [105, 106, 106, 103])
+    for got, less in zip(means, [1.6877e-05, 1.2859e-05, 7.7030e-06, 2.5616e-06]):
+        assert got == pytest.approx(less, rel=0.02)
+    assert list(warmup_subset(100, 0.05, 42)) == list(np.random.RandomState(42).permutation(100)[:5])
