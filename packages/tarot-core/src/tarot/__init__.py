@@ -6,6 +6,7 @@ from tarot.api import select  # noqa: E402, F401
 from tarot.gradients import Checkpoint, GradientFeaturizer, LossAdapter, featurize_to_store  # noqa: E402, F401
 from tarot.ot import OTResult, entropic_ot, exact_ot  # noqa: E402, F401
 from tarot.projection import Projector  # noqa: E402, F401
+from tarot.report import html_table, write_report  # noqa: E402, F401
 from tarot.result import SelectionResult  # noqa: E402, F401
 from tarot.store import FeatureStore, StoreError  # noqa: E402, F401
 from tarot.synthetic import make_mixture  # noqa: E402, F401
