@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, load_config, save_config
-from .errors import MotionDataError
+from .errors import MotionDataError, write_json
 
 EPILOG = """examples:
   tarot-motion convert-metadrive --out data/waymo_md        # the real Waymo scenarios shipped in metadrive 0.3.0.1
@@ -109,7 +109,7 @@ def _cmd(args: argparse.Namespace) -> Any:
         from .convert import convert_metadrive
 
         rep = convert_metadrive(args.out, files=args.files or None, window=args.window, stride=args.stride)
-        (args.out / "convert_report.json").write_text(json.dumps(rep, indent=1))
+        write_json(args.out / "convert_report.json", rep)
         print(f"wrote {rep['scenarios']} scenarios ({rep['full_window_agents']} fully valid agent windows) to "
               f"{args.out}")
         return rep
@@ -150,7 +150,7 @@ def _cmd(args: argparse.Namespace) -> Any:
         result = {"train": {k: v for k, v in info.items() if k != "history"}, "init": cfg["train"]["init"]}
         if val is not None:
             result["metrics"] = evaluate(model, val, batch_size=int(cfg["train"]["eval_batch_size"]))["metrics"]
-        (args.out / "metrics.json").write_text(json.dumps(result, indent=1))
+        write_json(args.out / "metrics.json", result)
         print(json.dumps(result.get("metrics", result["train"]), indent=1))
         return result
     if args.command == "featurize":
@@ -170,7 +170,7 @@ def _cmd(args: argparse.Namespace) -> Any:
         store = tarot.FeatureStore.open(str(store_dir))
         res = pipeline.select(store, cfg["select"], out=args.out / "selection", progress=progress)
         comp = pipeline.composition(res, list(store.sources("candidate")))
-        (args.out / "composition.json").write_text(json.dumps(comp, indent=1))
+        write_json(args.out / "composition.json", comp)
         write_report(res, args.out / "report", store=store, title=f"tarot-motion selection ({res.method})")
         print(json.dumps({**res.summary(), "composition": comp}, indent=1, default=float))
         return res
@@ -180,7 +180,7 @@ def _cmd(args: argparse.Namespace) -> Any:
         val = _require(pipeline.load_split(cfg, "val", progress=progress), "data.val")
         model = build_model(cfg["model"], init=f"checkpoint:{args.checkpoint}")
         ev = evaluate(model, val, batch_size=int(cfg["train"]["eval_batch_size"]))
-        (args.out / "metrics.json").write_text(json.dumps(ev["metrics"], indent=1))
+        write_json(args.out / "metrics.json", ev["metrics"])
         print(json.dumps(ev["metrics"], indent=1))
         return ev["metrics"]
     raise AssertionError(args.command)

@@ -27,6 +27,7 @@ import numpy as np
 from .config import load_config, save_config
 from .convert import METADRIVE_INSTALL, convert_metadrive, legacy_waymo_files
 from .data import MotionDataset
+from .errors import write_json
 from .preprocess import load_cache, preprocess_database, summarize_skips
 from .safe_pickle import load_legacy_pickle
 
@@ -88,7 +89,7 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
     db = out / "data" / "waymo_metadrive"
     if not (db / "dataset_summary.pkl").exists():
         rep = convert_metadrive(db, files=files)
-        (out / "data" / "convert_report.json").write_text(json.dumps(rep, indent=1))
+        write_json(out / "data" / "convert_report.json", rep)
         log(f"converted {len(files)} legacy scenarios -> {rep['scenarios']} window scenarios "
             f"({rep['full_window_agents']} fully valid agent windows)")
     cache = preprocess_database(db, cfg["data"]["cache_dir"], cfg["preprocess"], progress=progress)
@@ -193,17 +194,17 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
     notes = (f"<p>{verdict}</p><p>Validation: {len(val)} samples of scenario {tgt_name} (agents disjoint from the "
              f"{len(tgt)} featurised target samples). Every training run starts from scratch (seeded) and takes "
              f"{cfg['train']['max_steps']} optimizer steps of batch {cfg['train']['batch_size']}; mean ± std over "
-             f"{seeds} seeds. Reduced AutoBot-Ego (hidden {cfg['model']['hidden_size']}, "
-             f"{cfg['preprocess']['max_num_roads']} map polylines) to fit a CPU budget. Data: Waymo Open Motion "
-             f"Dataset scenarios shipped in metadrive-simulator 0.3.0.1 (Waymo non-commercial licence).</p>")
+             f"{seeds} seeds (Adam lr {cfg['train']['lr']}, no decay). Reduced AutoBot-Ego (hidden "
+             f"{cfg['model']['hidden_size']}, dropout {cfg['model']['dropout']}, "
+             f"{cfg['preprocess']['max_num_roads']} map polylines) to fit a CPU budget: the models are far from "
+             f"converged; read differences between methods against the ± seed spread. Data: Waymo Open "
+             f"Motion Dataset scenarios shipped in metadrive-simulator 0.3.0.1 (Waymo non-commercial licence).</p>")
     for key in ("fixed_size", "otm"):
         write_report(selections[key], out / "report" / key, store=store,
                      title=f"TAROT motion demo: {key} selection (target {tgt_name})",
                      extra_sections=[("Results on the target validation split", notes + table)])
     (out / "results.md").write_text(md + "\n\n" + verdict + "\n")
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1, default=float))
-    tmp.replace(out / "results.json")
+    write_json(out / "results.json", results)
     log(md)
     log(verdict)
     return results

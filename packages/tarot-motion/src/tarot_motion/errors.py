@@ -17,3 +17,16 @@ class MotionDataError(ValueError):
         self.path = path
         self.key = key
         self.problem = problem
+
+
+def write_json(path: str | Path, obj: object) -> Path:
+    """Write JSON atomically (temporary file + rename): a crash never leaves a truncated file that looks complete."""
+    import json
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    os.replace(tmp, path)
+    return path

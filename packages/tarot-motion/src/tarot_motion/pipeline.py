@@ -6,7 +6,6 @@ Selection, whitening, OT and projection all come from ``tarot`` (tarot-core); no
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .data import MotionDataset, concat_data
-from .errors import MotionDataError
+from .errors import MotionDataError, write_json
 from .featurize import AutoBotLossAdapter
 from .preprocess import load_cache, preprocess_database, summarize_skips
 from .train import build_model, evaluate, train_model
@@ -121,7 +120,7 @@ def train_and_evaluate(model_cfg: Mapping[str, Any], tcfg: Mapping[str, Any], tr
     ev = evaluate(model, val_ds, batch_size=int(tcfg["eval_batch_size"]))
     result = {"init": tcfg["init"], "seed": tcfg["seed"], "train_items": len(train_ds), "steps": info["steps"],
               "metrics": ev["metrics"]}
-    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    write_json(out / "metrics.json", result)
     return result
 
 

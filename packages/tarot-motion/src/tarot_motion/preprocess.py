@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MotionDataError
+from .errors import MotionDataError, write_json
 from .scenarionet import ScenarioNetDatabase, read_scenario
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -569,7 +569,7 @@ def preprocess_database(db_root: str | Path, cache_root: str | Path, cfg: Mappin
         status[str(i)] = {"status": st, "info": info, "error": err}
     for i in done_ok:
         status.setdefault(str(i), {"status": "ok", "info": {}, "error": None})
-    status_path.write_text(json.dumps(status))
+    write_json(status_path, status)
     skipped: dict[str, int] = {}
     errors: list[str] = []
     map_dropped: dict[str, int] = {}

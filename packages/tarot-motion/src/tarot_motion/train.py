@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .data import MotionDataset, collate
+from .errors import write_json
 from .metrics import aggregate, per_sample_metrics
 from .model import AutoBotEgo
 
@@ -127,7 +127,7 @@ def train_model(model: AutoBotEgo, train_ds: Dataset, cfg: Mapping[str, Any], ou
         bar.set_postfix(loss=rec["train_loss"])
         bar.update(1)
     bar.close()
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    write_json(out / "history.json", history)
     return {"epochs": epochs, "steps": step, "history": history, "best_val_brier_fde": best}
 
 
