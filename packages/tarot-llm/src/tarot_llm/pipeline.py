@@ -304,11 +304,16 @@ def selected_methods(run: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------------ training
 def stage_train(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any]:
     """Final LoRA training from the base model on every method's selection (repeats by weight)."""
+    import dataclasses
+
     from .data import load_instruction_jsonl
     from .models import load_model_and_tokenizer
 
     summary = {}
     ts = train_settings(cfg, "train")
+    sel = json.loads((run / "selection" / "summary.json").read_text())
+    n_kept = len(json.loads((run / "features" / "pool_kept.json").read_text())["kept_pool_indices"])
+    budget = ts.epochs * max(1, int(float(cfg["select"]["ratio"]) * n_kept))
     for m in selected_methods(run):
         d = run / "selection" / m / "selected.jsonl"
         if not d.exists():
@@ -318,9 +323,11 @@ def stage_train(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any]:
         ds = EncodedDataset(tok, examples, cfg["template"], int(cfg["max_length"]))
         out = run / "train" / m
         save_config(cfg, out)
+        ts_m = dataclasses.replace(ts, epochs=budget / len(ds)) if cfg["train"].get("equal_budget") else ts
         torch.manual_seed(ts.seed)
-        res = train_lora(model, tok, ds, out, lora_settings(cfg), ts, save_checkpoints=False, progress=progress)
+        res = train_lora(model, tok, ds, out, lora_settings(cfg), ts_m, save_checkpoints=False, progress=progress)
         summary[m] = {"train_loss": res["train_loss"], "steps": res["global_steps"], "items": len(ds),
+                      "selected": sel[m]["size"], "epochs": ts_m.epochs, "items_seen": round(ts_m.epochs * len(ds)),
                       "adapter": res["adapter"]}
     write_json(run / "train" / "summary.json", summary)
     return summary

@@ -36,7 +36,7 @@ class LoraSettings:
 class TrainSettings:
     """Optimiser and loop settings (LESS defaults; ``grad_accum`` 32 with batch 1)."""
 
-    epochs: int = 4
+    epochs: float = 4
     lr: float = 2e-5
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
@@ -158,7 +158,7 @@ def train_lora(model, tokenizer, dataset: torch.utils.data.Dataset, out_dir: str
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    n_epochs = int(train.epochs)
+    n_epochs = math.ceil(train.epochs)
     steps_per_epoch = [sum(1 for e in epoch_of_step if e == k) for k in range(n_epochs)]
     ckpts = []
     if save_checkpoints:
