@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .cls_data import load_demo_source
 from .cls_models import ClassificationLoss, ImageClassDataset, accuracy, build_classifier, train_classifier
@@ -269,7 +270,7 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
     results = {}
     ot_warnings: dict[str, int] = {}
     on_mask = np.asarray([s in on_target for s in scn.pool_sources])  # other classes are "other_classes"
-    for spec in method_specs(cfg):
+    for spec in tqdm(method_specs(cfg), desc=f"seed {seed} select + retrain", disable=not progress):
         with summarised_ot_warnings(f"seed {seed} {spec['label']}", ot_warnings):
             res = tarot.select(
                 store,
@@ -277,6 +278,7 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
                 seed=seed,
                 weighting=spec["weighting"],
                 eps=float(cfg["select"]["eps"]),
+                ridge=float(cfg["select"]["ridge"]),
                 ratio=spec["ratio"],
                 progress=False,
             )
