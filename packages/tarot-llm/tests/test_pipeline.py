@@ -86,6 +86,12 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys):
     assert sel["fixed_size"]["size"] in (9, 10)
     assert sel["fixed_size"]["training_items"] == 2 * sel["fixed_size"]["size"]  # weighted repeats: R = 2n
     assert sum(sel["less"]["composition"].values()) == 9
+    lines = (run / "selection" / "less" / "sorted.csv").read_text().splitlines()
+    scores = [float(x.split(", ")[2]) for x in lines[1:]]
+    assert lines[0] == "file name, index, score" and len(scores) == 36 and scores == sorted(scores, reverse=True)
+    top = [json.loads(x)["id"] for x in (run / "selection" / "less" / "top_p0.25.jsonl").read_text().splitlines()]
+    assert sorted(top) == sorted(json.loads(x)["id"] for x in
+                                 (run / "selection" / "less" / "selected.jsonl").read_text().splitlines())
 
     assert main(["train", *common]) == 0
     assert main(["evaluate", *common]) == 0

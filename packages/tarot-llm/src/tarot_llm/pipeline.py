@@ -254,6 +254,24 @@ def _less_per_checkpoint(store, warm: dict, cfg: dict, n: int):
                                  candidate_sources=store.sources("candidate"))
 
 
+def write_less_outputs(d: Path, res, pool: list[InstructionExample], ratio: float) -> None:
+    """LESS's own outputs: ``sorted.csv`` (source, index within the source, score; global descending sort) and
+    ``top_p{ratio}.jsonl`` (the top ``int(ratio·N)`` examples in score order)."""
+    from .io import atomic_write_text
+
+    scores = np.asarray(res.scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    within: dict[str, int] = {}
+    local = []
+    for ex in pool:
+        local.append(within.get(ex.dataset, 0))
+        within[ex.dataset] = local[-1] + 1
+    lines = ["file name, index, score"] + [f"{pool[i].dataset}, {local[i]}, {scores[i]:.6f}" for i in order]
+    atomic_write_text(d / "sorted.csv", "\n".join(lines) + "\n")
+    top = order[: int(ratio * len(pool))]
+    write_jsonl(d / f"top_p{ratio}.jsonl", [pool[i].to_record() for i in top])
+
+
 def stage_select(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any]:
     """Run every method of ``select.methods`` with tarot-core and write the selections."""
     import tarot
@@ -286,6 +304,8 @@ def stage_select(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any]:
         save_config(cfg, d)
         reps = tarot.repeat_indices(res)
         write_jsonl(d / "selected.jsonl", [pool[kept[i]].to_record() for i in reps])
+        if m == "less":
+            write_less_outputs(d, res, [pool[i] for i in kept], float(sc["ratio"]))
         results[m] = {"size": res.size, "ratio": res.ratio, "ot_distance": res.ot_distance,
                       "training_items": int(len(reps)), "composition": res.composition(), "seconds": time.time() - t0}
         log.info("%s: %d selected (ratio %.3f), OT %.4f", m, res.size, res.ratio, res.ot_distance or float("nan"))
