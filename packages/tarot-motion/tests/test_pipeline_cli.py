@@ -146,3 +146,17 @@ def test_demo_quick_on_real_embedded_scenarios(tmp_path, capsys):
         html = (tmp_path / "demo" / "report" / key / "index.html").read_text()
         assert "brier_fde" in html and "minADE6" in html
     assert (tmp_path / "demo" / "config.yaml").exists() and (tmp_path / "demo" / "results.md").exists()
+
+
+def test_selection_of_another_pool_is_a_clear_error(project):
+    from tarot_motion import pipeline
+    from tarot_motion.errors import MotionDataError
+
+    cfg = load_config(project / "motion.yaml")
+    cand = pipeline.load_split(cfg, "candidates", progress=False, log=lambda *_: None)
+    rng = np.random.default_rng(0)
+    res = tarot.select(rng.normal(size=(len(cand) + 1, 4)).astype(np.float32),
+                       rng.normal(size=(3, 4)).astype(np.float32), method="random", ratio=0.5, progress=False,
+                       compute_ot=False)
+    with pytest.raises(MotionDataError, match="data.candidates"):
+        pipeline.training_set(cand, res)

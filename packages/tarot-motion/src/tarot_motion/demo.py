@@ -48,6 +48,7 @@ QUICK: dict[str, Any] = {
     "select": {"options": {"folds": 3}},
 }
 WARMUP_STEPS = 120
+WARMUP_BATCH = 16  # fixed, so that --set train.batch_size=... changes only the runs on the selections
 
 
 def _deep_update(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +84,8 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
     cfg["data"]["cache_dir"] = str(out / "cache")
     warmup_steps = 4 if quick else WARMUP_STEPS
     save_config({**cfg, "demo": {"seeds": seeds, "quick": quick, "target_scenario": target_scenario,
-                                 "warmup_steps": warmup_steps, "methods": list(METHODS) + ["all_candidates"]}}, out)
+                                 "warmup_steps": warmup_steps, "warmup_batch_size": WARMUP_BATCH,
+                                 "methods": list(METHODS) + ["all_candidates"]}}, out)
 
     # 1-2. convert + preprocess
     db = out / "data" / "waymo_metadrive"
@@ -117,7 +119,7 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
         f"({len(agents)} agents); candidate pool {len(cand)} samples from {sorted(set(cand_sources))}")
 
     # 4. warm-up
-    wcfg = {**cfg["train"], "max_steps": warmup_steps, "seed": 0, "init": "scratch",
+    wcfg = {**cfg["train"], "batch_size": WARMUP_BATCH, "max_steps": warmup_steps, "seed": 0, "init": "scratch",
             "checkpoint_every": 1}
     wdir = out / "warmup"
     save_config({"train": wcfg, "model": cfg["model"]}, wdir)

@@ -108,7 +108,10 @@ def training_set(candidates: MotionDataset, result: Any, targets: MotionDataset 
     """The selected candidates repeated by their weights (tarot-core ``WeightedSubset``), plus merged targets."""
     import tarot
 
-    return tarot.WeightedSubset(candidates, result, targets=targets if result.merged_targets else None)
+    try:
+        return tarot.WeightedSubset(candidates, result, targets=targets if result.merged_targets else None)
+    except ValueError as exc:  # size mismatch between the selection and the configured candidate data
+        raise MotionDataError(None, "selection", f"does not fit data.candidates/data.target: {exc}") from None
 
 
 def train_and_evaluate(model_cfg: Mapping[str, Any], tcfg: Mapping[str, Any], train_ds: Dataset, val_ds: MotionDataset,
