@@ -1,0 +1,78 @@
+"""The front door tarot.select and SelectionResult persistence."""
+
+import json
+
+import numpy as np
+import pytest
+import tarot
+from tarot.store import FeatureStore
+
+
+@pytest.fixture(scope="module")
+def mix():
+    return tarot.make_mixture(n_per_mode=80, n_off_target=160, n_targets=60, seed=2)
+
+
+def test_select_fixed_size_roundtrip(tmp_path, mix):
+    res = tarot.select(mix.candidates, mix.targets, method="fixed_size", ratio=0.1, weighting=True,
+                       candidate_sources=mix.candidate_sources, progress=False)
+    assert res.size == int(0.1 * len(mix.candidates))
+    assert res.weights.sum() == 2 * res.size and res.weights.min() >= 1
+    assert res.config["method"] == "fixed_size" and res.config["selector_options"]["fill_rounds"] == 4
+    assert set(res.composition()) <= {"mode0", "mode1", "mode2", "off_target"}
+    out = res.save(tmp_path / "sel")
+    back = tarot.SelectionResult.load(out)
+    assert np.array_equal(back.indices, res.indices) and np.array_equal(back.weights, res.weights)
+    assert back.ot_distance == pytest.approx(res.ot_distance)
+    assert back.config == json.loads(json.dumps(res.config))
+    assert back.composition() == res.composition()
+    with pytest.raises(ValueError):
+        back.weights[0] = 5  # read-only
+    res.save(tmp_path / "sel")  # overwrite in place works
+    assert sorted(p.name for p in (tmp_path).iterdir()) == ["sel"]
+
+
+def test_select_from_store(tmp_path, mix):
+    store = FeatureStore.from_arrays(tmp_path / "store", {"candidate": mix.candidates, "target": mix.targets},
+                                     sources={"candidate": mix.candidate_sources})
+    res = tarot.select(FeatureStore.open(tmp_path / "store"), method="topk_mean", n=25, progress=False)
+    assert res.size == 25 and res.candidate_sources == mix.candidate_sources
+    assert res.config["store"].endswith("store")
+    assert store.dim == mix.candidates.shape[1]
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    (dict(method="fixed_size"), "exactly one"),
+    (dict(method="fixed_size", ratio=0.1, n=5), "exactly one"),
+    (dict(method="fixed_size", ratio="auto"), "only available"),
+    (dict(method="otm", ratio=0.2), "estimates the ratio"),
+    (dict(method="fixed_size", ratio=1.5), "ratio"),
+    (dict(method="nope", ratio=0.1), "unknown method"),
+    (dict(method="topk_mean", ratio=0.1, space="bogus"), "space"),
+])
+def test_select_argument_errors(mix, kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        tarot.select(mix.candidates, mix.targets, progress=False, **kwargs)
+
+
+def test_feature_magnitude_does_not_matter(mix):
+    """Reference defects B3/B4: features ~1e-6 and the same ×1e6 give identical selections."""
+    small = (mix.candidates * 1e-6).astype(np.float32)
+    small_t = (mix.targets * 1e-6).astype(np.float32)
+    a = tarot.select(small, small_t, method="fixed_size", n=40, progress=False)
+    b = tarot.select(small * 1e6, small_t * 1e6, method="fixed_size", n=40, progress=False)
+    assert np.array_equal(a.indices, b.indices)
+    with pytest.raises(TypeError, match="float16"):
+        tarot.select(mix.candidates.astype(np.float16), mix.targets, method="random", n=3)
+
+
+def test_each_method_runs_through_the_front_door(mix):
+    groups = [f"g{i % 3}" for i in range(len(mix.targets))]
+    for method in ("random", "topk_mean", "less", "round_robin", "fixed_size"):
+        res = tarot.select(mix.candidates, mix.targets, method=method, n=30, target_groups=groups, progress=False)
+        assert res.size == 30 and res.method == method and res.ot_distance is not None
+    res = tarot.select(mix.candidates, mix.targets, method="otm", ratio="auto", progress=False, folds=5)
+    assert 0 < res.ratio <= 1 and len(res.diagnostics["otm"]["folds"]) == 5
+    raw = tarot.select(mix.candidates, mix.targets, method="topk_mean", n=30, space="raw", whiten_features=False,
+                       progress=False)
+    assert raw.config["space"] == "raw" and raw.config["whiten"] is False

@@ -1,0 +1,168 @@
+"""Selectors (spec §8, §9, §11) on the synthetic mixture whose structure survives whitening."""
+
+import numpy as np
+import pytest
+import tarot
+from tarot.ot import entropic_ot
+from tarot.selectors import fixed_size, less, otm, random_selection, round_robin, topk_mean
+from tarot.selectors.base import NeighbourLayers
+from tarot.selectors.otm import kfold_splits
+from tarot.whitening import whiten
+
+
+@pytest.fixture(scope="module")
+def mix():
+    m = tarot.make_mixture(seed=0)
+    Zc, Zt, _ = whiten(m.candidates, m.targets)
+    return m, Zc, Zt
+
+
+def _ot(Zc, Zt, idx, a=None):
+    return entropic_ot(Zc[idx], Zt, a=a, tol=1e-3, value_tol=1e-7).value
+
+
+def _l1(m, idx, w=None):
+    sh = m.mode_shares(idx, w)
+    return sum(abs(sh[f"mode{i}"] - p) for i, p in enumerate(m.proportions)) + sh["off_target"]
+
+
+@pytest.mark.parametrize("n", [150, 300])
+def test_fixed_size_tracks_proportions_while_topk_mean_collapses(mix, n):
+    m, Zc, Zt = mix
+    fs = fixed_size(Zc, Zt, n).indices
+    tk = topk_mean(Zc, Zt, n).indices
+    rnd = random_selection(Zc, Zt, n, seed=0).indices
+    assert len(fs) == len(tk) == len(rnd) == n
+    shares_fs = m.mode_shares(fs)
+    for i, p in enumerate(m.proportions):
+        assert abs(shares_fs[f"mode{i}"] - p) < 0.05
+    assert shares_fs["off_target"] < 0.01
+    assert m.mode_shares(tk)["mode0"] > 0.85  # collapse onto the dominant mode
+    assert _l1(m, fs) <= 0.5 * _l1(m, tk)
+    assert _ot(Zc, Zt, fs) < _ot(Zc, Zt, tk) < _ot(Zc, Zt, rnd)
+
+
+@pytest.mark.parametrize("n", [150, 300])
+def test_fixed_size_fill_sign(mix, n):
+    """Reference defect B6: the smallest first-variation potential beats the largest and random fills."""
+    _, Zc, Zt = mix
+    best = fixed_size(Zc, Zt, n)
+    assert best.diagnostics["partial_fill"] > 0 and best.diagnostics["partial_layer_size"] > best.diagnostics[
+        "partial_fill"]
+    worst = fixed_size(Zc, Zt, n, fill_rule="largest")
+    randoms = [_ot(Zc, Zt, fixed_size(Zc, Zt, n, fill_rule="random", seed=s).indices) for s in range(10)]
+    v_best, v_worst = _ot(Zc, Zt, best.indices), _ot(Zc, Zt, worst.indices)
+    assert v_best < v_worst
+    assert v_best <= np.mean(randoms)
+
+
+def test_fixed_size_sizes_and_layer_equivalence(mix):
+    _, Zc, Zt = mix
+    N = len(Zc)
+    layers = NeighbourLayers(Zc, Zt, depth=8)
+    l1 = len(layers.layer(1))
+    l12 = len(layers.members_up_to(2))
+    for n in (1, l1, l1 + 1, N):
+        assert len(fixed_size(Zc, Zt, n).indices) == n
+    # q = 0 at a layer boundary: exactly the union of whole layers
+    assert np.array_equal(fixed_size(Zc, Zt, l12).indices, layers.members_up_to(2))
+    for bad in (0, N + 1):
+        with pytest.raises(ValueError, match="outside"):
+            fixed_size(Zc, Zt, bad)
+
+
+def test_fixed_size_needs_depth_beyond_any_fixed_cap():
+    """Reference defect B9: a budget needing depth > 2000 still returns exactly n items."""
+    rng = np.random.default_rng(0)
+    C = rng.normal(size=(10_000, 8)).astype(np.float32)
+    C /= np.linalg.norm(C, axis=1, keepdims=True)
+    T = C[:3] + 0.01
+    T /= np.linalg.norm(T, axis=1, keepdims=True)
+    sel = fixed_size(C, T, 9000)
+    assert len(sel.indices) == 9000 == len(np.unique(sel.indices))
+    assert sel.diagnostics["depth"] > 2000
+
+
+def test_round_robin_and_random(mix):
+    _, Zc, Zt = mix
+    rr = round_robin(Zc, Zt, 230)
+    assert len(rr.indices) == 230
+    layers = NeighbourLayers(Zc, Zt, depth=4)
+    assert set(layers.layer(1)).issubset(set(rr.indices))
+    a, b = random_selection(Zc, Zt, 50, seed=3), random_selection(Zc, Zt, 50, seed=3)
+    assert np.array_equal(a.indices, b.indices)
+
+
+def test_less_max_over_subtasks():
+    rng = np.random.default_rng(0)
+    C = rng.normal(size=(200, 6))
+    T = rng.normal(size=(30, 6))
+    groups = ["x"] * 10 + ["y"] * 20
+    one = less(C, T, 20, target_groups=groups)
+    Cn = C / np.linalg.norm(C, axis=1, keepdims=True)
+    Tn = T / np.linalg.norm(T, axis=1, keepdims=True)
+    want = np.maximum(Cn @ Tn[:10].mean(0), Cn @ Tn[10:].mean(0))
+    assert np.allclose(one.scores, want)
+    # two checkpoints with weights: per-checkpoint normalisation, weighted sum
+    C2, T2 = C * 1e3 + rng.normal(size=C.shape), T * 1e3 + rng.normal(size=T.shape)
+    two = less([C, C2], [T, T2], 20, target_groups=groups, checkpoint_weights=[3.0, 1.0])
+    C2n = C2 / np.linalg.norm(C2, axis=1, keepdims=True)
+    T2n = T2 / np.linalg.norm(T2, axis=1, keepdims=True)
+    s = np.stack([0.75 * (Cn @ Tn[g].mean(0)) + 0.25 * (C2n @ T2n[g].mean(0))
+                  for g in (slice(0, 10), slice(10, 30))], 1).max(1)
+    assert np.allclose(two.scores, s)
+
+
+def test_kfold_matches_sklearn_shuffle():
+    folds = kfold_splits(23, 10, 42)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(23))
+    assert [len(f) for f in folds] == [3, 3, 3] + [2] * 7
+    perm = np.arange(23)
+    np.random.RandomState(42).shuffle(perm)
+    assert np.array_equal(folds[0], perm[:3])
+
+
+@pytest.mark.parametrize("patience,depth", [(0, 3), (2, 5)])
+def test_otm_keeps_the_argmin_depth(mix, patience, depth):
+    """Reference defect B5: scripted values 5, 4, 3, 3.5, 2 → argmin depth 3 (patience 0) or 5 (patience 2)."""
+    _, Zc, Zt = mix
+    script = {1: 5.0, 2: 4.0, 3: 3.0, 4: 3.5, 5: 2.0, 6: 9.0, 7: 9.0, 8: 9.0}
+    calls = []
+
+    def value_fn(members, eval_targets, d):
+        calls.append((d, members.copy()))
+        return script.get(d, 9.0)
+
+    sel = otm(Zc, Zt, folds=2, value_fn=value_fn, progress=False, min_score=None, patience=patience)
+    fold0 = sel.diagnostics["otm"]["folds"][0]
+    assert fold0["best_depth"] == depth
+    first_fold = calls[: [i for i, (d, _) in enumerate(calls) if d == 1][1]]
+    assert [d for d, _ in first_fold] == fold0["depths"]
+    assert fold0["best_size"] == len(dict(first_fold)[depth])
+    assert np.isin(dict(first_fold)[depth], sel.indices).all()
+
+
+def test_otm_on_mixture(mix):
+    m, Zc, Zt = mix
+    a = otm(Zc, Zt, progress=False)
+    b = otm(Zc, Zt, progress=False)
+    assert np.array_equal(a.indices, b.indices)  # stateless: a second call gives the same result
+    sel = a.indices
+    shares = m.mode_shares(sel)
+    assert shares["off_target"] < 0.20
+    n = len(sel)
+    v_otm = _ot(Zc, Zt, sel)
+    assert v_otm < _ot(Zc, Zt, topk_mean(Zc, Zt, n).indices)
+    assert v_otm < _ot(Zc, Zt, random_selection(Zc, Zt, n, seed=0).indices)
+    folds = a.diagnostics["otm"]["folds"]
+    assert len(folds) == 10
+    for f in folds:
+        assert f["best_value"] == min(f["values"])
+        assert f["best_depth"] == f["depths"][int(np.argmin(f["values"]))]
+
+
+def test_otm_reports_a_hit_cap(mix):
+    _, Zc, Zt = mix
+    sel = otm(Zc, Zt, folds=3, max_depth=2, progress=False, patience=100)
+    assert sel.diagnostics["otm"]["capped_folds"] == [0, 1, 2]
+    assert all(f["stop_reason"] == "max_depth" for f in sel.diagnostics["otm"]["folds"])
