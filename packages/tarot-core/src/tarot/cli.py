@@ -1,0 +1,536 @@
+"""The ``tarot`` command line.
+
+Subcommands
+-----------
+``tarot select STORE --method M (--ratio R | --ratio auto | --n N) --out DIR``
+    run a selector on a feature store and save the :class:`~tarot.result.SelectionResult` (plus ``config.yaml``);
+``tarot inspect PATH``
+    describe a feature store or a saved result;
+``tarot report RESULT [--store STORE] --out DIR``
+    write the HTML report of a saved result;
+``tarot demo --out DIR [--quick]``
+    selection on a built-in synthetic mixture, with the HTML report;
+``tarot merge SHARDS... --out STORE``
+    merge feature-store shards written by several processes.
+
+User errors (bad arguments, missing files, invalid configurations) print one line to stderr and exit with status 2;
+no output directory is left behind when a command fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["main", "build_parser"]
+
+_METHOD_TEXT = {
+    "random": "a uniform random subset of the requested size (a baseline).",
+    "topk_mean": "score every candidate by its mean whitened cosine similarity to all targets and keep the highest "
+    "scores (DsDm / 'average influence' style). Tends to collapse onto the dominant target mode.",
+    "less": "LESS: score = the best mean similarity over target subtasks (needs target group labels in the store); "
+    "keep the highest.",
+    "round_robin": "targets take turns picking their nearest not-yet-chosen candidate.",
+    "fixed_size": "TAROT Algorithm 1: take whole rounds of every target's nearest neighbours, and fill the last "
+    "partial round with the candidates that lower the OT distance to the targets most. Follows the target's mode "
+    "proportions at a fixed budget.",
+    "otm": "TAROT Algorithm 2: grow neighbourhoods of part of the targets until the OT distance to the held-out "
+    "targets stops falling; the union over folds is the selection and also sets the ratio (--ratio auto).",
+    "tsds": "TSDS-style kNN sampling with a density penalty on near-duplicates.",
+}
+
+
+def _methods() -> tuple[str, ...]:
+    """Selection methods the installed library provides, in the documented order."""
+    from tarot.selectors import SELECTORS
+
+    known = [m for m in _METHOD_TEXT if m in SELECTORS]
+    return tuple(known + [m for m in SELECTORS if m not in known])
+
+
+def _method_help(methods: Sequence[str]) -> str:
+    import textwrap
+
+    lines = ["selection methods:"]
+    for m in methods:
+        body = textwrap.wrap(_METHOD_TEXT.get(m, "see the tarot.selectors documentation."), width=64)
+        lines.append(f"  {m:<12} {body[0]}")
+        lines.extend(f"  {'':<12} {rest}" for rest in body[1:])
+    lines += [
+        "",
+        "selection size: --ratio R keeps floor(R * N) of the N candidates (at least 1), --n N keeps exactly N,",
+        "--ratio auto (otm only) lets OTM choose the size.",
+        "",
+        "selector options (--config / --set), e.g. fill_rounds for fixed_size, folds, patience, max_depth for otm;",
+        "an unknown option is refused with the list of known ones.",
+    ]
+    return "\n".join(lines)
+
+
+def _ratio(text: str) -> float | str:
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'auto', got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'auto', got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+# ------------------------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``tarot`` argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="tarot",
+        description="TAROT: targeted data selection via optimal transport. Selects, from a pool of candidate "
+        "training samples, the ones whose (whitened gradient) features best match a small target set.",
+        epilog="Run 'tarot <command> --help' for the options of one command.",
+    )
+    from tarot import __version__
+
+    parser.add_argument("--version", action="version", version=f"tarot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="command", required=True)
+
+    # select --------------------------------------------------------------------------------------
+    defaults = _select_defaults()
+    methods = _methods()
+    p = sub.add_parser(
+        "select",
+        help="select candidates from a feature store and save the result",
+        description="Run one selection method on a feature store (a directory written by featurize_to_store) and "
+        "save the result (indices, repeat weights, ratio, OT distance, diagnostics) into --out, with the fully "
+        "resolved configuration as config.yaml beside it.",
+        epilog=_method_help(methods),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("store", metavar="STORE", help="feature store directory (candidate and target splits)")
+    p.add_argument("--method", required=True, choices=methods, help="selection method (see below)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--ratio", type=_ratio, default=None, metavar="R|auto",
+                      help="fraction of the candidate pool to keep, in (0, 1]; 'auto' lets otm choose it")
+    size.add_argument("--n", type=_positive_int, default=None, metavar="N", help="number of candidates to keep")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"seed of random choices (random selector, random fills); default {defaults.get('seed')}")
+    p.add_argument("--weighting", action=argparse.BooleanOptionalAction, default=None,
+                   help="turn OT-potential repeat weights on or off: selected samples that serve under-covered "
+                   "targets are repeated more often in training, and every selected sample is kept at least once "
+                   f"(default: {'on' if defaults.get('weighting') else 'off'})")
+    p.add_argument("--beta", type=float, default=None,
+                   help="strength of the weighting (step size of the potential-based reweighting; default "
+                   f"{defaults.get('beta')}; larger values move more mass but can overshoot)")
+    p.add_argument("--merge-targets", action=argparse.BooleanOptionalAction, default=None,
+                   help="also add the target samples themselves to the training set (recorded in the result)")
+    p.add_argument("--config", metavar="YAML", default=None,
+                   help="YAML file of select() options; command-line flags override it")
+    p.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                   help="override one select() or selector option (VALUE parsed as YAML), e.g. --set patience=2 "
+                   "--set ridge=1e-3; may be repeated; applied last")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory receiving the saved result")
+    p.set_defaults(func=_cmd_select)
+
+    # inspect -------------------------------------------------------------------------------------
+    p = sub.add_parser(
+        "inspect",
+        help="describe a feature store or a saved selection result",
+        description="Print what a feature store holds (dimensions, projector, checkpoints, counts per split, "
+        "how complete each split is, source labels) or summarise a saved selection result (method, size, ratio, "
+        "OT distance, per-source composition).",
+    )
+    p.add_argument("path", metavar="PATH", help="feature store directory or selection result directory")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+    p.set_defaults(func=_cmd_inspect)
+
+    # report --------------------------------------------------------------------------------------
+    p = sub.add_parser(
+        "report",
+        help="write the HTML report of a saved result",
+        description="Write index.html, report.json and PNG plots for a saved selection result: OTM distance-vs-"
+        "depth curves, a 2-D map of candidates/targets/selection (needs --store), per-source composition, and "
+        "score and weight histograms. Sections without data are left out with a note.",
+    )
+    p.add_argument("result", metavar="RESULT", help="selection result directory (written by 'tarot select')")
+    p.add_argument("--store", default=None, metavar="STORE", help="feature store the result was selected from")
+    p.add_argument("--out", required=True, metavar="DIR", help="report directory")
+    p.add_argument("--title", default=None, help="page title")
+    p.add_argument("--embedding", choices=("pca", "tsne"), default="pca",
+                   help="2-D map method: pca (fast, default) or tsne (needs scikit-learn)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the map's subsample")
+    p.set_defaults(func=_cmd_report)
+
+    # demo ----------------------------------------------------------------------------------------
+    p = sub.add_parser(
+        "demo",
+        help="run the selectors on a built-in synthetic mixture and write a report",
+        description="Build a synthetic candidate pool (several target modes plus off-target data) and a target "
+        "set with uneven mode proportions, run random, topk_mean, fixed_size and otm on it, save each result and "
+        "write one HTML report comparing them.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--quick", action="store_true", help="a smaller mixture that runs in seconds")
+    p.add_argument("--seed", type=int, default=0, help="seed of the mixture and the selectors")
+    p.set_defaults(func=_cmd_demo)
+
+    # merge ---------------------------------------------------------------------------------------
+    p = sub.add_parser(
+        "merge",
+        help="merge feature-store shards into one store",
+        description="Merge the shards written by several featurisation processes (featurize_to_store(..., "
+        "shard=(rank, world))) into one feature store.",
+    )
+    p.add_argument("shards", nargs="+", metavar="SHARD",
+                   help="shard directories, or one parent directory holding shard-XXXXX-of-XXXXX sub-stores")
+    p.add_argument("--out", required=True, metavar="STORE", help="merged store directory (must not exist)")
+    p.set_defaults(func=_cmd_merge)
+    return parser
+
+
+def _select_defaults() -> dict[str, Any]:
+    """Default values of tarot.select's keyword options (shown in --help)."""
+    import inspect
+
+    import tarot
+
+    return {k: v.default for k, v in inspect.signature(tarot.select).parameters.items()
+            if v.default is not inspect.Parameter.empty}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+class UserError(Exception):
+    """An error caused by the command's input; reported as one line, exit status 2."""
+
+
+@contextlib.contextmanager
+def _clean_on_failure(path: Path) -> Iterator[Path]:
+    """Remove ``path`` if the block fails and ``path`` did not exist before it."""
+    existed = path.exists()
+    try:
+        yield path
+    except BaseException:
+        if not existed and path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _is_result_dir(path: Path) -> bool:
+    return (path / "result.json").is_file() and (path / "arrays.npz").is_file()
+
+
+def _open_store(path: str | os.PathLike) -> Any:
+    from tarot import FeatureStore
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such feature store directory")
+    return FeatureStore.open(p)
+
+
+def _load_config(path: str | None) -> dict:
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+        raise UserError(f"{p}: not valid YAML ({first})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a mapping of select() options at the top level, got {type(data).__name__}")
+    return data
+
+
+def _select_options(args: argparse.Namespace) -> dict:
+    """Merge the YAML config, the explicit flags and the --set overrides (in that order) into select() kwargs."""
+    options = _load_config(args.config)
+    for key in ("store", "candidates", "targets"):
+        if key in options:
+            raise UserError(f"{args.config}: option {key!r} is given on the command line, not in the config")
+    options["method"] = args.method
+    if args.ratio is not None:
+        options["ratio"] = args.ratio
+        options.pop("n", None)
+    if args.n is not None:
+        options["n"] = args.n
+        options.pop("ratio", None)
+    for flag in ("seed", "weighting", "beta", "merge_targets"):
+        value = getattr(args, flag)
+        if value is not None:
+            options[flag] = value
+    for key, value in args.overrides:
+        options[key] = value
+    methods = _methods()
+    if options.get("method") not in methods:
+        raise UserError(f"unknown method {options.get('method')!r}; expected one of {', '.join(methods)}")
+    if "ratio" not in options and "n" not in options and options["method"] != "otm":
+        raise UserError(f"method {options['method']} needs a size: --ratio R or --n N")
+    allowed = _known_options(options["method"])
+    unknown = sorted(k for k in options if k not in allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed))
+        raise UserError(f"unknown option(s) {', '.join(unknown)} for method {options['method']}; known: {known}")
+    return options
+
+
+def _known_options(method: str) -> set[str]:
+    """Keyword options accepted by tarot.select plus the keyword-only options of the method's selector."""
+    import inspect
+
+    import tarot
+    from tarot.selectors import SELECTORS
+
+    params = inspect.signature(tarot.select).parameters
+    names = {k for k, v in params.items() if v.kind is not inspect.Parameter.VAR_KEYWORD}
+    names -= {"candidates", "targets"}
+    selector = SELECTORS.get(method)
+    if selector is not None:
+        names |= {k for k, v in inspect.signature(selector).parameters.items()
+                  if v.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("value_fn",)}
+    return names
+
+
+def _print_kv(rows: Sequence[tuple[str, Any]], indent: str = "") -> None:
+    width = max((len(k) for k, _ in rows), default=0)
+    for key, value in rows:
+        print(f"{indent}{key:<{width}}  {value}")
+
+
+def _result_rows(summary: dict) -> list[tuple[str, Any]]:
+    rows = []
+    for key in ("method", "selected", "n_candidates", "ratio", "ot_distance", "weighted", "training_items",
+                "merged_targets"):
+        value = summary.get(key)
+        if isinstance(value, float):
+            value = f"{value:.6g}"
+        rows.append((key, value))
+    return rows
+
+
+def _print_composition(selected: dict, pool: dict | None = None) -> None:
+    total = sum(selected.values()) or 1
+    print("composition (selected" + (" / pool" if pool else "") + "):")
+    for label in sorted(set(selected) | set(pool or {})):
+        line = f"  {label}: {selected.get(label, 0)} ({selected.get(label, 0) / total:.1%})"
+        if pool:
+            line += f" / {pool.get(label, 0)}"
+        print(line)
+
+
+# ------------------------------------------------------------------------------------------------ commands
+def _cmd_select(args: argparse.Namespace) -> int:
+    import tarot
+
+    out = Path(args.out)
+    if out.exists() and not (out.is_dir() and (_is_result_dir(out) or not any(out.iterdir()))):
+        raise UserError(f"{out}: exists and is not a selection result directory; choose another --out")
+    options = _select_options(args)
+    store = _open_store(args.store)
+    result = tarot.select(store, **options)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.select-", dir=out.parent))
+    try:
+        result.save(staging / "result")
+        config = {**result.config, "store": str(Path(args.store).resolve())}
+        (staging / "result" / "config.yaml").write_text(
+            yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False), encoding="utf-8"
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging / "result", out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    summary = result.summary()
+    _print_kv(_result_rows(summary))
+    _print_composition(summary["composition"])
+    print(f"saved to {out}")
+    return 0
+
+
+def _store_description(store: Any) -> dict:
+    """Manifest, per-split counts, completeness and source composition of a feature store."""
+    progress = store.progress()
+    splits: dict[str, dict[str, Any]] = {}
+    for split in store.splits:
+        rows = store.count(split)
+        done = progress.get(split, {})
+        info: dict[str, Any] = {"rows": rows, "dim": store.dim, "rows_done_per_checkpoint": done,
+                                "complete": bool(store.complete)}
+        sources = store.sources(split)
+        if sources is not None:
+            counts: dict[str, int] = {}
+            for s in sources:
+                counts[str(s)] = counts.get(str(s), 0) + 1
+            info["sources"] = dict(sorted(counts.items()))
+        groups = store.groups(split)
+        if groups is not None:
+            info["groups"] = len(set(groups))
+        splits[split] = info
+    return {"kind": "feature store", "status": store.manifest.get("status"), "manifest": store.manifest,
+            "splits": splits}
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from tarot.result import SelectionResult
+
+    path = Path(args.path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    if _is_result_dir(path):
+        result = SelectionResult.load(path)
+        summary = result.summary()
+        pool = None
+        if result.candidate_sources is not None:
+            pool = {}
+            for s in result.candidate_sources:
+                pool[str(s)] = pool.get(str(s), 0) + 1
+        if args.json:
+            print(json.dumps({"kind": "selection result", "summary": summary, "pool": pool, "config": result.config},
+                             indent=2, default=str))
+            return 0
+        print(f"selection result: {path}")
+        _print_kv(_result_rows(summary), indent="  ")
+        otm = result.diagnostics.get("otm") if isinstance(result.diagnostics, dict) else None
+        if isinstance(otm, dict) and otm.get("folds"):
+            depths = [f.get("best_depth") for f in otm["folds"] if isinstance(f, dict)]
+            print(f"  otm kept depths per fold: {depths}")
+        _print_composition(summary["composition"], pool)
+        return 0
+    desc = _store_description(_open_store(path))
+    if args.json:
+        print(json.dumps(desc, indent=2, default=str))
+        return 0
+    print(f"feature store: {path} ({desc['status']})")
+    manifest = desc["manifest"]
+    rows: list[tuple[str, Any]] = []
+    for key, value in manifest.items():
+        if key == "checkpoints" and isinstance(value, list):
+            rows.append((key, ", ".join(
+                f"{c.get('name', '?')} (weight {c.get('weight', 1)})" if isinstance(c, dict) else str(c) for c in value
+            ) or "none"))
+        elif key == "projector" and isinstance(value, dict):
+            rows.append((key, ", ".join(f"{k}={v}" for k, v in value.items())))
+        elif not isinstance(value, (list, dict)):
+            rows.append((key, value))
+    _print_kv(rows, indent="  ")
+    for split, info in desc["splits"].items():
+        done = info["rows_done_per_checkpoint"]
+        state = "complete" if info["complete"] else (
+            "incomplete: " + (", ".join(f"{k} {v}/{info['rows']}" for k, v in done.items()) or "no rows written")
+        )
+        print(f"  {split}: {info['rows']} rows x {info['dim']}, {state}")
+        if "groups" in info:
+            print(f"    {info['groups']} target groups")
+        for label, count in (info.get("sources") or {}).items():
+            print(f"    {label}: {count} ({count / max(info['rows'], 1):.1%})")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tarot.report import write_report
+    from tarot.result import SelectionResult
+
+    result = SelectionResult.load(args.result)
+    store = _open_store(args.store) if args.store else None
+    page = write_report(result, args.out, store=store, title=args.title, seed=args.seed, embedding=args.embedding)
+    print(f"report written to {page}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tarot.demo import run_demo
+
+    out = Path(args.out)
+    with _clean_on_failure(out):
+        page = run_demo(out, quick=args.quick, seed=args.seed)
+    print(f"demo report written to {page}")
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from tarot import FeatureStore
+
+    out = Path(args.out)
+    if out.exists():
+        raise UserError(f"{out}: already exists; merge writes a new store")
+    for shard in args.shards:
+        if not Path(shard).is_dir():
+            raise FileNotFoundError(f"{shard}: no such shard directory")
+    single = Path(args.shards[0])
+    # one directory that is not itself a store: the parent holding shard-XXXXX-of-XXXXX sub-stores
+    source: Any = single if len(args.shards) == 1 and not (single / "manifest.json").exists() else [
+        Path(s) for s in args.shards
+    ]
+    with _clean_on_failure(out):
+        store = FeatureStore.merge(source, out)
+    counts = ", ".join(f"{split}: {store.count(split)} rows" for split in store.splits)
+    print(f"merged {len(args.shards)} shards into {out} ({counts})")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tarot`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; defaults to ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 on a user error (one line on stderr, no traceback), 130 when interrupted.
+    """
+    from tarot.store import StoreError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (UserError, StoreError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            IsADirectoryError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"tarot {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tarot {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
