@@ -35,7 +35,8 @@ def _common(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--config", type=Path, help=f"YAML file overriding the packaged {name}.yaml defaults")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.iters=200")
+    example = {"seg": "train.iters=200", "demo": "train.steps=200 seeds=[0,1,2,3]", "lds": "subsets.m=20"}[name]
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"config overrides, e.g. {example}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo": ("demo", "embedded real-image demo with an HTML report (CPU, minutes)",
                  "Targeted selection on real images (scikit-learn digits, or Fashion-MNIST when the Debian package "
                  "dataset-fashion-mnist is installed): heterogeneous shifted pool, small multimodal target; "
-                 "random / topk_mean / fixed_size 5-20-50%% / otm, each retrained from scratch over several "
+                 "random / topk_mean / fixed_size 5-20-50% / otm, each retrained from scratch over several "
                  "seeds; writes OUT/report/index.html and OUT/results.json.",
                  [("--quick", {"action": "store_true",
                                "help": "tiny run (2 seeds, small sets, few steps) for smoke tests"})]),
@@ -107,8 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     }  # fmt: skip
     for name, (config, help_, description, extra) in commands.items():
         p = sub.add_parser(name, help=help_, description=description)
-        default_out = {"default": Path("runs/vision-demo")} if name == "demo" else {"required": True}
-        p.add_argument("--out", type=Path, help="output folder", **default_out)
+        if name == "demo":
+            p.add_argument(
+                "--out", type=Path, default=Path("runs/vision-demo"), help="output folder (runs/vision-demo)"
+            )
+        else:
+            p.add_argument("--out", type=Path, required=True, help="output folder")
         for flag, kwargs in extra:
             p.add_argument(flag, **kwargs)
         _common(p, config)
