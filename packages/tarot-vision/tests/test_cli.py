@@ -197,6 +197,8 @@ def test_lds_on_cifar_batches(tmp_path, cifar_root):
                 "data.n_targets=10",
                 "subsets.m=4",
                 "featurize.proj_dim=16",
+                "model.arch=resnet9",
+                "model.width=0.125",
             ]
         )
         == 0

@@ -74,6 +74,21 @@ def test_idx_reader(tmp_path):
         C.read_idx(tmp_path / "t10k-images-idx3-ubyte.gz")
 
 
+def test_fashion_folder_option_and_missing_package(tmp_path, monkeypatch):
+    imgs = np.random.default_rng(0).integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    labels = bytes(i % 10 for i in range(30))
+    with gzip.open(tmp_path / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(b"\x00\x00\x08\x03" + b"".join(int(d).to_bytes(4, "big") for d in imgs.shape) + imgs.tobytes())
+    with gzip.open(tmp_path / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(b"\x00\x00\x08\x01" + (30).to_bytes(4, "big") + labels)
+    name, x, y, classes = C.load_demo_source("fashion_mnist", tmp_path)
+    assert name == "fashion_mnist" and x.shape == (30, 1, 28, 28) and classes[0] == "T-shirt/top"
+    monkeypatch.setattr(C, "fashion_mnist_dir", lambda: None)
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        C.load_demo_source("fashion_mnist")
+    assert C.load_demo_source("auto")[0] == "digits"
+
+
 def test_digits_source_is_real():
     name, x, y, classes = C.load_demo_source("digits")
     assert name == "digits" and x.shape == (1797, 1, 8, 8) and x.dtype == np.uint8 and x.max() == 255
