@@ -140,17 +140,21 @@ def eps_schedule(eps: float, start: float) -> list[float]:
 
 
 class _Problem:
-    """Cost access for one solve: dense matrix or row blocks computed on demand (optionally cached)."""
+    """Cost access for one solve: dense matrix or row blocks computed on demand (optionally cached).
+
+    When the cost is cached, the blocks of C/ε for the current ε are cached too (one division per stage instead of
+    one per iteration); the cache budget counts both copies.
+    """
 
     def __init__(self, X, Y, cost: Cost, block_rows: int, cache_bytes: int, dense: bool) -> None:
         self.X, self.Y, self.cost = X, Y, cost
         self.n, self.m = X.shape[0], Y.shape[0]
         self.block_rows = max(1, int(block_rows))
-        self.dense = dense
         nbytes = self.n * self.m * X.element_size()
-        self._cache: list[torch.Tensor] | None = [] if (dense or nbytes <= cache_bytes) else None
-        if self._cache is not None:
-            self._cache = [cost_block(X[s:e], Y, cost) for s, e in self.blocks()]
+        self.cached = dense or 2 * nbytes <= cache_bytes
+        self._cache = [cost_block(X[s:e], Y, cost) for s, e in self.blocks()] if self.cached else None
+        self._scaled_eps: float | None = None
+        self._scaled: list[torch.Tensor] | None = None
 
     def blocks(self):
         for s in range(0, self.n, self.block_rows):
@@ -161,21 +165,31 @@ class _Problem:
             return self._cache[k]
         return cost_block(self.X[s:e], self.Y, self.cost)
 
+    def scaled_block(self, k: int, s: int, e: int, eps: float) -> torch.Tensor:
+        """C/ε for row block k."""
+        if self._cache is None:
+            return cost_block(self.X[s:e], self.Y, self.cost) / eps
+        if self._scaled_eps != eps:
+            self._scaled = [c / eps for c in self._cache]
+            self._scaled_eps = eps
+        return self._scaled[k]  # type: ignore[index]
+
     def full(self) -> torch.Tensor:
         return torch.cat([self.block(k, s, e) for k, (s, e) in enumerate(self.blocks())], 0)
 
 
 def _f_update(P: _Problem, g: torch.Tensor, logb: torch.Tensor, eps: float) -> torch.Tensor:
-    out = []
-    for k, (s, e) in enumerate(P.blocks()):
-        out.append(-eps * torch.logsumexp(logb[None, :] + (g[None, :] - P.block(k, s, e)) / eps, dim=1))
+    h = g / eps + logb
+    out = [-eps * torch.logsumexp(h[None, :] - P.scaled_block(k, s, e, eps), dim=1)
+           for k, (s, e) in enumerate(P.blocks())]
     return torch.cat(out)
 
 
 def _g_update(P: _Problem, f: torch.Tensor, loga: torch.Tensor, eps: float) -> torch.Tensor:
+    h = f / eps + loga
     acc = None
     for k, (s, e) in enumerate(P.blocks()):
-        part = torch.logsumexp(loga[s:e, None] + (f[s:e, None] - P.block(k, s, e)) / eps, dim=0)
+        part = torch.logsumexp(h[s:e, None] - P.scaled_block(k, s, e, eps), dim=0)
         acc = part if acc is None else torch.logaddexp(acc, part)
     return -eps * acc
 
