@@ -73,7 +73,7 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys):
     from tarot import FeatureStore
 
     store = FeatureStore.open(run / "features")
-    assert store.count("candidate") == 36 and store.count("target") == 13
+    assert store.count("candidate") == 36 and store.count("target") == 13 == store.count("target_adam")
     assert store.groups("target")[:5] == ["anatomy"] * 5 and store.groups("target")[-3:] == ["parity"] * 3
     assert set(store.sources("candidate")) == {"dolly", "flan_v2", "sum"}
     check_feature_row(run, tiny_model_dir, cfg, store)
@@ -111,34 +111,39 @@ def check_feature_row(run, model_dir, cfg, store):
     from tarot import GradientFeaturizer
     from tarot_llm.data import load_pool
     from tarot_llm.optim_state import adam_precondition, load_adam_moments
-    from tarot_llm.pipeline import CausalLMLoss
+    from tarot_llm.pipeline import CausalLMLoss, encode_target
+    from tarot_llm.targets import load_targets_jsonl
     from tarot_llm.templates import encode_example
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     warm = json.loads((run / "warmup" / "warmup.json").read_text())
     tok = AutoTokenizer.from_pretrained(model_dir)
     pool = load_pool(cfg["data"]["pool"])
-    enc = encode_example(tok, pool[0], "tulu", 64)
-    batch = {"input_ids": torch.tensor(enc.input_ids), "labels": torch.tensor(enc.labels),
-             "attention_mask": torch.ones(len(enc.input_ids), dtype=torch.long)}
+    target = load_targets_jsonl(run / "targets.jsonl")[0]
     pm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir),
                                    warm["checkpoints"][0]["path"], is_trainable=True)
     pm.eval()
     feat = GradientFeaturizer(pm, CausalLMLoss(), proj_dim=16, seed=0, projector="rademacher", mode="loop")
-    total = np.zeros(16)
-    for ci, ck in enumerate(warm["checkpoints"]):
-        set_peft_model_state_dict(pm, load_peft_weights(ck["path"]))
-        names = [n for n, p in pm.named_parameters() if p.requires_grad]
-        pm.zero_grad()
-        loss = pm(**{k: v.unsqueeze(0) for k, v in batch.items()}).loss
-        grads = torch.autograd.grad(loss, [p for n, p in pm.named_parameters() if p.requires_grad])
-        mom = load_adam_moments(ck["path"], pm).moments
-        pre = {n: adam_precondition(g.unsqueeze(0), *mom[n]) for n, g in zip(names, grads)}
-        expected = feat.project(pre)[0].numpy()
-        stored = np.load(store.partial_paths("candidate", ci)[0])[0]
-        np.testing.assert_allclose(stored, expected, rtol=1e-4, atol=1e-6)
-        total += ck["lr_mean"] * expected
-    np.testing.assert_allclose(np.asarray(store.features("candidate"))[0], total, rtol=1e-4, atol=1e-8)
+    cases = [("candidate", encode_example(tok, pool[0], "tulu", 64), True),
+             ("target", encode_target(tok, target, "tulu", 160), False),
+             ("target_adam", encode_target(tok, target, "tulu", 160), True)]
+    for split, enc, adam in cases:
+        batch = {"input_ids": torch.tensor(enc.input_ids), "labels": torch.tensor(enc.labels),
+                 "attention_mask": torch.ones(len(enc.input_ids), dtype=torch.long)}
+        total = np.zeros(16)
+        for ci, ck in enumerate(warm["checkpoints"]):
+            set_peft_model_state_dict(pm, load_peft_weights(ck["path"]))
+            names = [n for n, p in pm.named_parameters() if p.requires_grad]
+            loss = pm(**{k: v.unsqueeze(0) for k, v in batch.items()}).loss
+            grads = torch.autograd.grad(loss, [p for n, p in pm.named_parameters() if p.requires_grad])
+            mom = load_adam_moments(ck["path"], pm).moments
+            pre = {n: adam_precondition(g.unsqueeze(0), *mom[n]) if adam else g.unsqueeze(0)
+                   for n, g in zip(names, grads)}
+            expected = feat.project(pre)[0].numpy()
+            stored = np.load(store.partial_paths(split, ci)[0])[0]
+            np.testing.assert_allclose(stored, expected, rtol=1e-4, atol=1e-7, err_msg=split)
+            total += ck["lr_mean"] * expected
+        np.testing.assert_allclose(np.asarray(store.features(split))[0], total, rtol=1e-4, atol=1e-9, err_msg=split)
 
 
 def test_bad_inputs_give_one_line_cli_errors(tmp_path, capsys):

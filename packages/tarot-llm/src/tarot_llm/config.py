@@ -26,8 +26,12 @@ DEFAULTS: dict[str, Any] = {
     "lora": {"r": 128, "alpha": 512, "dropout": 0.1, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]},
     "warmup": {"percentage": 0.05, "subset_seed": 42, "epochs": 4, "lr": 2e-5, "warmup_ratio": 0.03,
                "batch_size": 1, "grad_accum": 32, "seed": 0},
+    # checkpoint_weighting: lr (LESS: mean LR of each epoch) | uniform (TAROT paper: plain sum)
+    # tarot_targets: gradient type of the targets used by the OT methods. "adam" featurizes the targets a second
+    # time with the candidates' Adam preconditioner (split "target_adam"), so that candidates and targets live in the
+    # same space before whitening; "sgd" uses LESS's plain target gradients (split "target") for every method.
     "features": {"proj_dim": 8192, "projector": "rademacher", "seed": 0, "batch_size": 8,
-                 "checkpoint_weighting": "lr"},   # lr (LESS: mean LR of each epoch) | uniform (TAROT paper: plain sum)
+                 "checkpoint_weighting": "lr", "tarot_targets": "adam"},
     "select": {"methods": ["random", "less", "fixed_size", "otm"], "ratio": 0.05, "seed": 0, "weighting": True},
     # equal_budget: every method sees epochs × ⌊ratio·N⌋ training items (weighted repeats and OTM's own size then
     # change what is seen, not how much), else each method trains `epochs` passes over its own selection
@@ -85,6 +89,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         cfg = apply_override(cfg, item)
     if cfg["template"] not in ("tulu", "chat"):
         raise ConfigError(f"template must be 'tulu' or 'chat', got {cfg['template']!r}")
+    if cfg["features"]["tarot_targets"] not in ("adam", "sgd"):
+        raise ConfigError("features.tarot_targets must be 'adam' or 'sgd'")
     if cfg["features"]["checkpoint_weighting"] not in ("lr", "uniform"):
         raise ConfigError("features.checkpoint_weighting must be 'lr' or 'uniform'")
     return cfg

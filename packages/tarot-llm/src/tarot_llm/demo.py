@@ -108,7 +108,7 @@ DEMO_OVERRIDES: dict[str, Any] = {
 DEMO_PER_SOURCE = 50
 QUICK_OVERRIDES = ["max_length=96", "data.target_subtasks=2", "data.target_max_length=256", "warmup.percentage=0.25",
                    "warmup.epochs=2", "features.proj_dim=16", "select.ratio=0.2", "train.epochs=1",
-                   "eval.mmlu.limit=6", "eval.base=false"]
+                   "eval.mmlu.limit=6", "eval.base=false", "warmup.grad_accum=1", "train.grad_accum=1"]
 QUICK_PER_SOURCE = 6
 QUICK_SOURCES = ["openbookqa", "nq_open", "xsum"]
 

@@ -210,19 +210,27 @@ def stage_featurize(cfg: dict, run: Path, progress: bool = True):
     feat = GradientFeaturizer(pm, CausalLMLoss(), proj_dim=int(fc["proj_dim"]), seed=int(fc["seed"]),
                               projector=fc["projector"], params=None, mode="loop", device="cpu")
     t0 = time.time()
+    datasets = {"candidate": TokenDataset([enc[i] for i in kept]), "target": TokenDataset(tenc)}
+    ids = {"candidate": [pool[i].id for i in kept], "target": [t.id for t in targets]}
+    sources = {"candidate": [pool[i].dataset for i in kept], "target": [t.dataset for t in targets]}
+    groups = {"target": [t.subtask for t in targets]}
+    precondition = {"candidate": AdamPreconditioner()}
+    if fc.get("tarot_targets", "adam") == "adam":
+        datasets["target_adam"] = datasets["target"]
+        ids["target_adam"], sources["target_adam"] = ids["target"], sources["target"]
+        groups["target_adam"] = groups["target"]
+        precondition["target_adam"] = AdamPreconditioner()
     store = featurize_to_store(
-        feat, {"candidate": TokenDataset([enc[i] for i in kept]), "target": TokenDataset(tenc)}, out,
-        checkpoints=ckpts, batch_size=int(fc["batch_size"]), collate_fn=pad_collate(tok.pad_token_id),
-        ids={"candidate": [pool[i].id for i in kept], "target": [t.id for t in targets]},
-        sources={"candidate": [pool[i].dataset for i in kept], "target": [t.dataset for t in targets]},
-        groups={"target": [t.subtask for t in targets]},
-        precondition={"candidate": AdamPreconditioner()}, progress=progress, keep_partials=True)
+        feat, datasets, out, checkpoints=ckpts, batch_size=int(fc["batch_size"]),
+        collate_fn=pad_collate(tok.pad_token_id), ids=ids, sources=sources, groups=groups,
+        precondition=precondition, progress=progress, keep_partials=True)
     save_config(cfg, out)  # after the store exists (tarot refuses a non-empty directory without a manifest)
     write_json(out / "pool_kept.json", {
         "kept_pool_indices": kept, "dropped_ids": dropped, "target_notes": notes, "seconds": time.time() - t0,
         "checkpoints": [{"name": c.name, "weight": c.weight} for c in ckpts],
         "gradients": {"candidate": "Adam-preconditioned m'/sqrt(v'+1e-8) (LESS, no bias correction)",
-                      "target": "plain SGD gradient"},
+                      "target": "plain SGD gradient (LESS)",
+                      "target_adam": "Adam-preconditioned with the candidates' moments (OT methods), if present"},
         "template": cfg["template"], "trainable_parameters": int(sum(p.numel() for p in pm.parameters()
                                                                      if p.requires_grad))})
     return store
@@ -241,17 +249,23 @@ def _less_per_checkpoint(store, warm: dict, cfg: dict, n: int):
     groups = store.groups("target")
     sel = SELECTORS["less"](cands, tgts, n, target_groups=groups, checkpoint_weights=lrs)
     idx = np.sort(np.asarray(sel.indices, dtype=np.int64))
-    C, T = np.asarray(store.features("candidate")), np.asarray(store.features("target"))
+    C, T = np.asarray(store.features("candidate")), np.asarray(store.features(tarot_target_split(store)))
     zc, zt, _ = tarot.whiten(C, T)
     ot = tarot.entropic_ot(zc[idx], zt).value
     cfg_rec = {"method": "less", "ratio": cfg["select"]["ratio"], "n": n, "checkpoint_weights": lrs,
                "features": "per-checkpoint projected gradients, rows L2-normalised per checkpoint (no whitening)",
                "aggregation": "max over target subtasks of the mean cosine", "n_candidates": C.shape[0],
-               "n_targets": T.shape[0], "ot_distance_space": "whitened summed features (for comparison only)"}
+               "n_targets": T.shape[0],
+               "ot_distance_space": "whitened summed features of the OT methods' targets (for comparison only)"}
     return tarot.SelectionResult(indices=idx, method="less", n_candidates=C.shape[0], ratio=len(idx) / C.shape[0],
                                  ot_distance=float(ot), scores=np.asarray(sel.scores), config=cfg_rec,
                                  diagnostics=dict(sel.diagnostics or {}), candidate_ids=store.ids("candidate"),
                                  candidate_sources=store.sources("candidate"))
+
+
+def tarot_target_split(store) -> str:
+    """Target split used by the OT methods: ``target_adam`` when it was featurized, else ``target``."""
+    return "target_adam" if "target_adam" in store.splits else "target"
 
 
 def write_less_outputs(d: Path, res, pool: list[InstructionExample], ratio: float) -> None:
@@ -282,6 +296,11 @@ def stage_select(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any]:
     pool = pool_examples(cfg)
     sc = cfg["select"]
     n_cand = store.count("candidate")
+    tgt_split = tarot_target_split(store)
+    C = np.asarray(store.features("candidate"))
+    T = np.asarray(store.features(tgt_split))
+    labels = {"candidate_sources": store.sources("candidate"), "candidate_ids": store.ids("candidate"),
+              "target_groups": store.groups(tgt_split)}
     n = max(1, int(float(sc["ratio"]) * n_cand))
     results = {}
     for m in sc["methods"]:
@@ -290,11 +309,11 @@ def stage_select(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any]:
             if m == "less" and (run / "features" / "partial").exists():
                 res = _less_per_checkpoint(store, warm, cfg, n)
             elif m == "otm":
-                res = tarot.select(store, method="otm", ratio="auto", seed=int(sc["seed"]),
-                                   weighting=bool(sc["weighting"]), progress=progress)
+                res = tarot.select(C, T, method="otm", ratio="auto", seed=int(sc["seed"]),
+                                   weighting=bool(sc["weighting"]), progress=progress, **labels)
             else:
-                res = tarot.select(store, method=m, n=n, seed=int(sc["seed"]),
-                                   weighting=bool(sc["weighting"]) and m == "fixed_size", progress=progress)
+                res = tarot.select(C, T, method=m, n=n, seed=int(sc["seed"]),
+                                   weighting=bool(sc["weighting"]) and m == "fixed_size", progress=progress, **labels)
         except ValueError as exc:  # e.g. OTM finding no candidate with a positive whitened cosine
             log.error("method %s failed: %s", m, exc)
             results[m] = {"error": str(exc)}
@@ -307,6 +326,7 @@ def stage_select(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any]:
         if m == "less":
             write_less_outputs(d, res, [pool[i] for i in kept], float(sc["ratio"]))
         results[m] = {"size": res.size, "ratio": res.ratio, "ot_distance": res.ot_distance,
+                      "target_features": "target (plain gradients, per checkpoint)" if m == "less" else tgt_split,
                       "training_items": int(len(reps)), "composition": res.composition(), "seconds": time.time() - t0}
         log.info("%s: %d selected (ratio %.3f), OT %.4f", m, res.size, res.ratio, res.ot_distance or float("nan"))
     write_json(run / "selection" / "summary.json", results)
@@ -474,8 +494,10 @@ def stage_report(cfg: dict, run: Path, headline: str = "fixed_size") -> Path:
     write_report = getattr(tarot, "write_report", None)
     if write_report is None:  # older tarot-core exports it from tarot.report only
         from tarot.report import write_report
-    return write_report(res, run / "report", store=store, title=f"tarot-llm: {headline} selection",
-                              extra_sections=sections)
+    C = np.asarray(store.features("candidate"))
+    T = np.asarray(store.features(tarot_target_split(store)))
+    return write_report(res, run / "report", store=store, candidates=C, targets=T,
+                        title=f"tarot-llm: {headline} selection", extra_sections=sections)
 
 
 def load_run_config(run: str | os.PathLike) -> Path:
