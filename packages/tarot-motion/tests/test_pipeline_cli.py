@@ -160,3 +160,15 @@ def test_selection_of_another_pool_is_a_clear_error(project):
                        compute_ot=False)
     with pytest.raises(MotionDataError, match="data.candidates"):
         pipeline.training_set(cand, res)
+
+
+def test_demo_stage_guard_discards_outputs_of_another_config(tmp_path):
+    from tarot_motion.demo import _claim
+
+    stage = tmp_path / "runs" / "otm"
+    _claim(stage, {"lr": 1})
+    (stage / "metrics.json").write_text("{}")
+    _claim(stage, {"lr": 1})  # same configuration: outputs are kept (resume)
+    assert (stage / "metrics.json").exists()
+    _claim(stage, {"lr": 2})  # another configuration: stale outputs are removed
+    assert not stage.exists() or not (stage / "metrics.json").exists()

@@ -38,7 +38,7 @@ DEMO_BASE: dict[str, Any] = {
               "map_dropout": 0.0},
     "train": {"batch_size": 16, "lr": 5e-3, "max_steps": 120, "milestones": [1000], "eval_batch_size": 64},
     "featurize": {"proj_dim": 256, "batch_size": 16},
-    "select": {"ratio": 0.2},
+    "select": {"ratio": 0.2, "options": {"ridge": 1e-2}},  # few rows per dimension: tarot-core advises ridge 1e-2
 }
 QUICK: dict[str, Any] = {
     "model": {"hidden_size": 16, "tx_hidden_size": 32, "tx_num_heads": 2, "map_heads": 2, "future_len": 60},
@@ -49,6 +49,25 @@ QUICK: dict[str, Any] = {
 }
 WARMUP_STEPS = 120
 WARMUP_BATCH = 16  # fixed, so that --set train.batch_size=... changes only the runs on the selections
+
+
+def _claim(path: Path, key: Any) -> None:
+    """Resumability guard for a stage folder: record the configuration ``key`` that owns ``path``.
+
+    If ``path`` was made under another key, it is removed first (its partial or finished outputs belong to another
+    configuration and must not be resumed or reused). The marker lives beside the folder
+    (``.<name>.stage.json``), so stages that replace their folder atomically keep it.
+    """
+    import shutil
+
+    want = json.dumps(key, sort_keys=True, default=str)
+    marker = path.parent / f".{path.name}.stage.json"
+    if marker.exists() and marker.read_text() != want and path.exists():
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(want)
+    tmp.replace(marker)
 
 
 def _deep_update(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +141,8 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
     wcfg = {**cfg["train"], "batch_size": WARMUP_BATCH, "max_steps": warmup_steps, "seed": 0, "init": "scratch",
             "checkpoint_every": 1}
     wdir = out / "warmup"
+    wkey = {"train": wcfg, "model": cfg["model"], "preprocess": cfg["preprocess"], "n_pool": len(cand)}
+    _claim(wdir, wkey)
     save_config({"train": wcfg, "model": cfg["model"]}, wdir)
     wmodel = build_model(cfg["model"], init="scratch", seed=0)
     winfo = train_model(wmodel, cand, wcfg, wdir, progress=progress)
@@ -131,6 +152,8 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
 
     # 5. featurise
     t0 = time.perf_counter()
+    _claim(out / "features", {"warmup": wkey, "featurize": cfg["featurize"], "ckpts": [c.name for c in ckpts],
+                              "n_target": len(tgt)})
     store = pipeline.featurize(cfg["model"], cfg["featurize"], ckpts, {"candidate": cand, "target": tgt},
                                out / "features", sources={"candidate": cand_sources, "target": tgt.sources},
                                progress=progress)
@@ -142,10 +165,11 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
         for seed in range(seeds) if method == "random" else [0]:
             key = f"{method}" if method != "random" else f"random_s{seed}"
             sdir = out / "selections" / key
+            scfg = {**cfg["select"], "method": method, "seed": seed}
+            _claim(sdir, {"select": scfg, "features": cfg["featurize"], "warmup": wkey})
             if (sdir / "result.json").exists():  # SelectionResult.save is atomic
                 selections[key] = tarot.SelectionResult.load(str(sdir))
                 continue
-            scfg = {**cfg["select"], "method": method, "seed": seed}
             selections[key] = pipeline.select(store, scfg, out=sdir, progress=progress)
     # 7. train on each selection + the whole pool, several seeds, same step budget
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -155,10 +179,12 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
         for seed in range(seeds):
             res = all_sel if name == "all_candidates" else selections[f"random_s{seed}" if name == "random" else name]
             rdir = out / "runs" / name / f"seed{seed}"
+            tcfg = {**cfg["train"], "seed": seed, "init": "scratch"}
+            _claim(rdir, {"train": tcfg, "model": cfg["model"], "indices": res.indices.tolist(),
+                          "weights": None if res.weights is None else res.weights.tolist(), "val": len(val)})
             if (rdir / "metrics.json").exists():
                 runs[name].append(json.loads((rdir / "metrics.json").read_text()))
                 continue
-            tcfg = {**cfg["train"], "seed": seed, "init": "scratch"}
             save_config({"train": tcfg, "model": cfg["model"], "selection": res.summary()}, rdir)
             r = pipeline.train_and_evaluate(cfg["model"], tcfg, pipeline.training_set(cand, res), val, rdir,
                                             progress=False)
