@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from tarot.outofcore import output_arrays
+
 log = logging.getLogger(__name__)
 
 
@@ -186,12 +188,20 @@ class Whitener:
         return cls(mean=mom.mean, chol=L, ridge=lam, n_fit=mom.count, diagnostics=diag)
 
     def transform(self, x: np.ndarray, normalize: bool = True, block_rows: int = 65536,
-                  dtype: type = np.float32) -> np.ndarray:
-        """Whiten (and L2-normalise) rows of ``x`` block by block: ``Z Lᵀ = X − μ`` solved for Z."""
+                  dtype: type = np.float32, out: np.ndarray | None = None) -> np.ndarray:
+        """Whiten (and L2-normalise) rows of ``x`` block by block: ``Z Lᵀ = X − μ`` solved for Z.
+
+        ``out``: optional preallocated ``[n, k]`` array (e.g. a ``numpy.memmap``) written block by block and returned
+        (its dtype wins over ``dtype``); otherwise a new in-RAM array.
+        """
         check_float_features(x, "features")
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"features have shape {x.shape}, expected (rows, {self.dim})")
-        out = np.empty(x.shape, dtype=dtype)
+        if out is None:
+            out = np.empty(x.shape, dtype=dtype)
+        elif tuple(out.shape) != tuple(x.shape):
+            raise ValueError(f"transform: out has shape {tuple(out.shape)}, expected {tuple(x.shape)}")
+        dtype = out.dtype
         Lt = torch.from_numpy(self.chol.T.copy())
         mu = torch.from_numpy(self.mean)
         for s in range(0, x.shape[0], block_rows):
@@ -200,6 +210,8 @@ class Whitener:
             if normalize:
                 z = z / torch.clamp(torch.linalg.vector_norm(z, dim=1, keepdim=True), min=1e-12)
             out[s : s + block_rows] = z.numpy().astype(dtype, copy=False)
+        if isinstance(out, np.memmap):
+            out.flush()
         return out
 
 
@@ -209,6 +221,8 @@ def whiten(
     ridge: float = 1e-5,
     fit_on: str = "both",
     block_rows: int = 65536,
+    memory_budget: int | str | None = None,
+    workdir: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Whitener]:
     """Fit whitening on candidates ∪ targets (or one side) and return whitened unit rows of both.
 
@@ -216,6 +230,9 @@ def whiten(
     ----------
     fit_on : {"both", "candidates", "targets"}
         Rows used for μ and Σ (reference: both).
+    memory_budget, workdir : int or str, str, optional
+        Outputs beyond the budget (default ``$TAROT_MEMORY_BUDGET``, else half the available RAM) are written to
+        memmapped temporary files in ``workdir`` (see :mod:`tarot.outofcore`); inputs may be memmaps (streamed).
     """
     check_float_features(candidates, "candidate features")
     check_float_features(targets, "target features")
@@ -231,4 +248,7 @@ def whiten(
 
     w = Whitener.fit(blocks(), ridge=ridge)
     w.diagnostics["fit_on"] = fit_on
-    return w.transform(candidates, block_rows=block_rows), w.transform(targets, block_rows=block_rows), w
+    out_c, out_t = output_arrays([candidates.shape, targets.shape], np.float32, memory_budget_bytes=memory_budget,
+                                 workdir=workdir)
+    return (w.transform(candidates, block_rows=block_rows, out=out_c),
+            w.transform(targets, block_rows=block_rows, out=out_t), w)

@@ -1,0 +1,566 @@
+r"""Multi-process / multi-node featurization on :mod:`torch.distributed` (launch with ``torchrun``).
+
+Every rank featurizes its own deterministic, contiguous shard of every split (whole batches of the single-process
+batch grid, :func:`tarot.gradients.shard_rows`) into ``<path>/shard-{rank:05d}-of-{world:05d}``. The projector is a
+pure function of its seed and the parameter layout, so every rank builds the same one without communication. Each
+shard store is resumable on its own (completion masks), so a killed rank is simply started again with the same
+arguments. Once every rank is done (a ``barrier``), rank 0 checks the shards against the request and merges them with
+:meth:`tarot.store.FeatureStore.merge` into ``<path>`` itself: after a distributed run ``FeatureStore.open(path)`` is
+the same store a single process would have written, byte for byte.
+
+The engine is ``torch.distributed`` (``gloo`` on CPU, ``nccl`` on CUDA) with ``torchrun`` as the launcher, restarts
+included (``torchrun --max-restarts``). Without a process group (ranks started independently, e.g. a SLURM job
+array), each process writes its shard, rank 0 merges only when it finds every shard complete, and ``tarot merge`` or
+:func:`merge_shards` merges later.
+
+Domain CLIs add the same flags with :func:`add_shard_arguments` and pass :func:`shard_from_args` to
+:func:`featurize_distributed`::
+
+    add_shard_arguments(featurize_parser)                 # --rank, --world-size, --merge/--no-merge
+    ...
+    store = featurize_distributed(featurizer, datasets, args.out, checkpoints, batch_size=args.batch_size,
+                                  shard=shard_from_args(args), merge=args.merge)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tarot.gradients import Checkpoint, GradientFeaturizer, featurize_to_store
+from tarot.store import MANIFEST, FeatureStore, StoreError, labels_hash
+
+__all__ = [
+    "shard_from_env",
+    "local_rank_from_env",
+    "default_device",
+    "resolve_backend",
+    "init_process_group_if_needed",
+    "featurize_distributed",
+    "merge_shards",
+    "shard_dir",
+    "add_shard_arguments",
+    "shard_from_args",
+]
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+_TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+# ---------------------------------------------------------------------------------------------- environment
+def _env_int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"${name}={raw!r} is not an integer") from None
+
+
+def check_shard(shard: Sequence[int]) -> tuple[int, int]:
+    """Validate ``(rank, world)``: integers with ``world >= 1`` and ``0 <= rank < world``."""
+    try:
+        rank, world = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"shard must be a pair (rank, world_size) of integers, got {shard!r}") from None
+    if world < 1:
+        raise ValueError(f"world size must be >= 1, got {world}")
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in [0, {world}) for world size {world}")
+    return rank, world
+
+
+def shard_from_env(environ: Mapping[str, str] | None = None) -> tuple[int, int] | None:
+    """``(RANK, WORLD_SIZE)`` as set by ``torchrun`` (or by hand), or None when neither is set.
+
+    Raises :class:`ValueError` when only one of the two is set or they are inconsistent.
+    """
+    env = os.environ if environ is None else environ
+    rank, world = _env_int(env, "RANK"), _env_int(env, "WORLD_SIZE")
+    if rank is None and world is None:
+        return None
+    if rank is None or world is None:
+        missing = "RANK" if rank is None else "WORLD_SIZE"
+        raise ValueError(f"${missing} is not set but {'WORLD_SIZE' if rank is None else 'RANK'} is; set both")
+    return check_shard((rank, world))
+
+
+def local_rank_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """``LOCAL_RANK`` (the process index on its node, set by ``torchrun``), 0 when unset."""
+    env = os.environ if environ is None else environ
+    value = _env_int(env, "LOCAL_RANK")
+    if value is not None and value < 0:
+        raise ValueError(f"$LOCAL_RANK must be >= 0, got {value}")
+    return 0 if value is None else value
+
+
+def default_device(environ: Mapping[str, str] | None = None) -> torch.device:
+    """``cuda:LOCAL_RANK`` when CUDA is available, else the CPU: the device a featurizer of this rank should use."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank_from_env(environ) % max(1, torch.cuda.device_count()))
+    return torch.device("cpu")
+
+
+def resolve_backend(backend: str = AUTO) -> str:
+    """``"auto"`` -> ``"nccl"`` when CUDA and NCCL are available, else ``"gloo"``; other names pass through."""
+    if backend != AUTO:
+        return backend
+    import torch.distributed as dist
+
+    if torch.cuda.is_available() and dist.is_nccl_available():
+        return "nccl"
+    return "gloo"
+
+
+def _dist() -> Any:
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise RuntimeError("torch.distributed is not available in this PyTorch build")
+    return dist
+
+
+def _pg_active() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def init_process_group_if_needed(
+    backend: str = AUTO,
+    timeout: float | _dt.timedelta | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> bool:
+    """Initialise the default process group from the ``torchrun`` environment when there is something to do.
+
+    Nothing happens (returns False) when a group is already initialised or the world size is 1 / unset. Otherwise
+    ``init_process_group(backend, init_method="env://")`` is called (``backend="auto"``: ``nccl`` on CUDA, ``gloo``
+    on CPU; with ``nccl`` the CUDA device is set to ``LOCAL_RANK`` first) and True is returned.
+
+    Parameters
+    ----------
+    backend : str
+        ``"auto"``, ``"gloo"``, ``"nccl"`` or any backend torch accepts.
+    timeout : float (seconds) or timedelta, optional
+        Collective timeout (torch's default when None).
+    environ : mapping, optional
+        Environment to read (default ``os.environ``; ``env://`` itself always reads ``os.environ``).
+    """
+    dist = _dist()
+    if dist.is_initialized():
+        return False
+    env = os.environ if environ is None else environ
+    shard = shard_from_env(env)
+    if shard is None or shard[1] == 1:
+        return False
+    missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not env.get(v)]
+    if missing:
+        raise ValueError(
+            f"cannot initialise torch.distributed: ${', $'.join(missing)} not set (launch with torchrun, or pass "
+            "--rank/--world-size without a process group)"
+        )
+    name = resolve_backend(backend)
+    if name == "nccl":
+        torch.cuda.set_device(local_rank_from_env(env))
+    if timeout is None:
+        delta = _dt.timedelta(minutes=30)
+    else:
+        delta = timeout if isinstance(timeout, _dt.timedelta) else _dt.timedelta(seconds=float(timeout))
+    # torchrun keeps one agent-hosted store across worker-group restarts: without a per-attempt prefix the restarted
+    # ranks can read the addresses their dead predecessors published and hang connecting to them
+    agent_store = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), shard[1],
+                          is_master=(not agent_store and shard[0] == 0), timeout=delta)
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend=name, store=dist.PrefixStore(f"tarot/attempt_{attempt}", store),
+                            rank=shard[0], world_size=shard[1], timeout=delta)
+    log.info("initialised torch.distributed (%s): rank %d of %d", name, shard[0], shard[1])
+    return True
+
+
+def _barrier(dist: Any) -> None:
+    if dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------------------------------- expected spec
+def shard_dir(path: str | os.PathLike, rank: int, world: int) -> Path:
+    """Directory of shard ``rank`` of ``world`` under ``path`` (as written by ``featurize_to_store(shard=...)``)."""
+    rank, world = check_shard((rank, world))
+    return Path(path) / f"shard-{rank:05d}-of-{world:05d}"
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True))
+
+
+def _spec(
+    featurizer: GradientFeaturizer,
+    datasets: Mapping[str, Any],
+    checkpoints: Sequence[Checkpoint] | None,
+    batch_size: int,
+    labels: Mapping[str, Mapping[str, Sequence[Any]] | None],
+) -> dict[str, Any]:
+    """What the merged store must record for this request: compared field by field against shard manifests."""
+    ckpts = list(checkpoints) if checkpoints else [Checkpoint("current")]
+    totals = {s: len(ds) for s, ds in datasets.items()}
+    hashes: dict[str, dict[str, str | None]] = {}
+    for kind in ("ids", "sources", "groups"):
+        given = dict(labels.get(kind) or {})
+        hashes[kind] = {}
+        for s, n in totals.items():
+            values = given.get(s)
+            if values is None and kind == "ids":
+                values = [str(i) for i in range(n)]
+            hashes[kind][s] = labels_hash(None if values is None else [str(v) for v in values])
+    return _jsonable({
+        "dim": featurizer.proj_dim,
+        "projector": featurizer.projector.config(),
+        "checkpoints": [c.describe() for c in ckpts],
+        "batch_size": int(batch_size),
+        "split totals": totals,
+        "labels_sha256": hashes,
+    })
+
+
+def _manifest_spec(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    return _jsonable({
+        "dim": manifest.get("dim"),
+        "projector": manifest.get("projector"),
+        "checkpoints": manifest.get("checkpoints"),
+        "batch_size": manifest.get("batch_size"),
+        "split totals": {s: v.get("total", v.get("count")) for s, v in manifest.get("splits", {}).items()},
+        "labels_sha256": manifest.get("labels_sha256"),
+    })
+
+
+def _check_against(spec: Mapping[str, Any] | None, manifest: Mapping[str, Any], where: Path) -> None:
+    if spec is None:
+        return
+    got = _manifest_spec(manifest)
+    for key, want in spec.items():
+        if got.get(key) != want:
+            raise StoreError(
+                f"{where} was written with a different {key!r} than this run requests; use the same arguments or a "
+                "new path"
+            )
+
+
+def _fingerprint(spec: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- merge
+def shard_status(path: str | os.PathLike, world: int) -> dict[int, str]:
+    """``{rank: "complete" | "incomplete" | "missing"}`` of the ``world`` shards under ``path``."""
+    out: dict[int, str] = {}
+    for rank in range(int(world)):
+        d = shard_dir(path, rank, world)
+        if not (d / MANIFEST).is_file():
+            out[rank] = "missing"
+        else:
+            out[rank] = "complete" if FeatureStore.open(d).complete else "incomplete"
+    return out
+
+
+def merge_shards(
+    path: str | os.PathLike,
+    world: int,
+    out: str | os.PathLike | None = None,
+    *,
+    expected: Mapping[str, Any] | None = None,
+    keep_shards: bool = True,
+) -> FeatureStore:
+    """Check the ``world`` shards under ``path`` and merge them into ``out`` (default: ``path`` itself).
+
+    Every shard ``shard-{r:05d}-of-{world:05d}``, r < ``world``, must exist and be complete (else a one-line
+    :class:`~tarot.store.StoreError` names the missing / incomplete ranks and their progress). With ``expected`` (the
+    request's spec, as built by :func:`featurize_distributed`) every shard manifest must match it: dim, projector,
+    checkpoints, batch size, split sizes and label hashes. :meth:`FeatureStore.merge` then checks that the shards
+    agree with each other, cover every row exactly once and that the concatenated ids match the recorded full lists.
+    An already merged, complete store at ``out`` that matches is returned as is. ``keep_shards=False`` deletes the
+    shard directories after a successful merge.
+    """
+    path = Path(path)
+    dest = path if out is None else Path(out)
+    if (dest / MANIFEST).is_file():
+        existing = FeatureStore.open(dest)
+        if existing.complete and existing.manifest.get("shard") is None:
+            _check_against(expected, existing.manifest, dest)
+            return existing
+        raise StoreError(f"merge: {dest} already holds a feature store that is not a merged result; choose a new path")
+    status = shard_status(path, world)
+    bad = {r: s for r, s in status.items() if s != "complete"}
+    if bad:
+        details = []
+        for r, s in bad.items():
+            if s == "incomplete":
+                prog = FeatureStore.open(shard_dir(path, r, world)).progress()
+                done = "; ".join(f"{sp}: {v}" for sp, v in prog.items())
+                details.append(f"rank {r} incomplete ({done})")
+            else:
+                details.append(f"rank {r} missing")
+        raise StoreError(f"merge: shards under {path} are not all complete: {', '.join(details)}; rerun those ranks")
+    dirs = [shard_dir(path, r, world) for r in range(world)]
+    for d in dirs:
+        _check_against(expected, FeatureStore.open(d).manifest, d)
+    store = FeatureStore.merge(dirs, dest)
+    _check_against(expected, store.manifest, dest)
+    if not keep_shards:
+        for d in dirs:
+            shutil.rmtree(d)
+    log.info("merged %d shards into %s", world, dest)
+    return store
+
+
+# ---------------------------------------------------------------------------------------------- featurization
+def _resolve_shard(
+    shard: tuple[int, int] | str | None, use_process_group: bool | None, backend: str,
+    timeout: float | _dt.timedelta | None,
+) -> tuple[tuple[int, int] | None, bool, bool]:
+    """(shard or None, whether a process group is used, whether this call created it)."""
+    env_shard = shard_from_env()
+    if shard == AUTO:
+        if _pg_active():
+            dist = _dist()
+            shard = (dist.get_rank(), dist.get_world_size())
+        else:
+            shard = env_shard
+    elif isinstance(shard, str):
+        raise ValueError(f"shard must be (rank, world_size), None or 'auto', got {shard!r}")
+    if shard is None:
+        return None, False, False
+    rank, world = check_shard(shard)
+    if world == 1:
+        return None, False, False
+    created = False
+    if _pg_active():
+        dist = _dist()
+        if (dist.get_rank(), dist.get_world_size()) != (rank, world):
+            raise ValueError(
+                f"shard ({rank}, {world}) disagrees with the process group (rank {dist.get_rank()} of "
+                f"{dist.get_world_size()})"
+            )
+        pg = use_process_group is not False
+    else:
+        under_torchrun = all(os.environ.get(v) for v in _TORCHRUN_VARS)
+        if use_process_group or (use_process_group is None and under_torchrun and env_shard == (rank, world)):
+            if env_shard != (rank, world):
+                raise ValueError(
+                    f"shard ({rank}, {world}) disagrees with $RANK/$WORLD_SIZE {env_shard}; drop --rank/--world-size "
+                    "under torchrun"
+                )
+            created = init_process_group_if_needed(backend, timeout)
+            pg = True
+        else:
+            pg = False
+    return (rank, world), pg, created
+
+
+def featurize_distributed(
+    featurizer: GradientFeaturizer,
+    datasets: Mapping[str, Any],
+    path: str | os.PathLike,
+    checkpoints: Sequence[Checkpoint] | None = None,
+    batch_size: int = 32,
+    *,
+    shard: tuple[int, int] | str | None = AUTO,
+    merge: bool = True,
+    keep_shards: bool = True,
+    use_process_group: bool | None = None,
+    backend: str = AUTO,
+    timeout: float | _dt.timedelta | None = None,
+    progress: bool | None = None,
+    **kwargs: Any,
+) -> FeatureStore:
+    r"""Featurize this rank's shard of every split, then (rank 0) verify and merge all shards into ``path``.
+
+    A drop-in for :func:`tarot.gradients.featurize_to_store` (same data sets, checkpoints, batch size and keyword
+    arguments: ``collate_fn``, ``ids``, ``sources``, ``groups``, ``precondition``, ``num_workers``, ...).
+
+    Parameters
+    ----------
+    featurizer : GradientFeaturizer
+        Built identically on every rank (same seed, parameters and projector); use :func:`default_device` for its
+        device. Ranks that disagree (projector, checkpoints, batch size, split sizes or labels) are refused before
+        any work when a process group is used, and at merge time otherwise.
+    datasets, checkpoints, batch_size
+        As for :func:`featurize_to_store`: every rank passes the FULL data sets; the shard picks its rows.
+    path : str or PathLike
+        The store: shards go to ``path/shard-{rank:05d}-of-{world:05d}``, the merged store to ``path`` itself.
+    shard : (rank, world), None or "auto"
+        ``"auto"``: the process group's rank and size if one is initialised, else ``$RANK``/``$WORLD_SIZE``, else a
+        single process. None: a single process (an unsharded store at ``path``). A world size of 1 is unsharded.
+    merge : bool
+        Merge once every shard is complete. With a process group: all ranks meet at a barrier, rank 0 merges and
+        every rank returns the merged store. Without one: rank 0 merges if every shard is already complete, else it
+        logs which are not and returns its shard (merge later with :func:`merge_shards` or ``tarot merge``).
+    keep_shards : bool
+        Keep the shard directories after a successful merge (default; ``False`` deletes them).
+    use_process_group : bool, optional
+        None: use ``torch.distributed`` when one is initialised or the ``torchrun`` variables (``RANK``,
+        ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) are set and agree with ``shard``; False: never (independent
+        processes); True: require one.
+    backend, timeout
+        For :func:`init_process_group_if_needed` when this call initialises the group (it then destroys it before
+        returning).
+    progress : bool, optional
+        Progress bars; None = rank 0 only.
+
+    Returns
+    -------
+    FeatureStore
+        The merged (or unsharded) store at ``path``; the rank's shard store when ``merge=False`` or, without a
+        process group, when other shards are not complete yet.
+
+    Notes
+    -----
+    Restarting: run the same command again (all ranks, or only the failed one without a process group). Complete
+    shards return at once, incomplete ones resume at their first unfinished batch; an already merged store at
+    ``path`` that matches the request is returned without any work.
+    """
+    spec_kwargs = {k: kwargs.get(k) for k in ("ids", "sources", "groups")}
+    if "shard" in kwargs:
+        raise TypeError("featurize_distributed: pass shard= as its own argument")
+    resolved, pg, created = _resolve_shard(shard, use_process_group, backend, timeout)
+    try:
+        if resolved is None:
+            return featurize_to_store(featurizer, datasets, path, checkpoints, batch_size,
+                                      progress=True if progress is None else progress, **kwargs)
+        rank, world = resolved
+        spec = _spec(featurizer, datasets, checkpoints, batch_size, spec_kwargs)
+        merged_manifest = Path(path) / MANIFEST
+        already = merged_manifest.is_file()
+        if pg:
+            dist = _dist()
+            views: list[Any] = [None] * world
+            dist.all_gather_object(views, (_fingerprint(spec), already))
+            odd = [r for r, (fp, _) in enumerate(views) if fp != views[0][0]]
+            if odd:
+                raise ValueError(
+                    f"featurize_distributed: rank(s) {odd} request a different featurization than rank 0 (projector, "
+                    "checkpoints, batch size, split sizes or labels differ); every rank must run the same command"
+                )
+            if len({a for _, a in views}) != 1:
+                raise StoreError(
+                    f"featurize_distributed: ranks disagree on whether {merged_manifest} exists; {path} must be on a "
+                    "file system shared by all ranks"
+                )
+        if already:
+            store = FeatureStore.open(path)
+            if store.manifest.get("shard") is not None or not store.complete:
+                raise StoreError(f"{path} holds a feature store that is not a merged result; use a new path")
+            _check_against(spec, store.manifest, Path(path))
+            return store
+        show = (rank == 0) if progress is None else progress
+        own = featurize_to_store(featurizer, datasets, path, checkpoints, batch_size, shard=(rank, world),
+                                 progress=show, **kwargs)
+        if not merge:
+            return own
+        if pg:
+            dist = _dist()
+            _barrier(dist)
+            error: BaseException | None = None
+            message = ["ok"]
+            if rank == 0:
+                try:
+                    merge_shards(path, world, expected=spec, keep_shards=keep_shards)
+                except BaseException as exc:  # noqa: BLE001 - reported to every rank, then re-raised
+                    error, message = exc, [f"{type(exc).__name__}: {exc}"]
+            dist.broadcast_object_list(message, src=0)
+            if error is not None:
+                raise error
+            if message[0] != "ok":
+                raise StoreError(f"rank 0 could not merge the shards under {path}: {message[0]}")
+            return FeatureStore.open(path)
+        if rank != 0:
+            return own
+        pending = {r: s for r, s in shard_status(path, world).items() if s != "complete"}
+        if pending:
+            log.warning(
+                "rank 0: shard(s) %s under %s are not complete yet; merge them later (tarot merge, merge_shards, or "
+                "rerun rank 0)", sorted(pending), path,
+            )
+            return own
+        return merge_shards(path, world, expected=spec, keep_shards=keep_shards)
+    finally:
+        if created:
+            _dist().destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------- argparse
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected an integer >= 1, got 0")
+    return value
+
+
+def add_shard_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Add the sharding flags every domain ``featurize`` command shares.
+
+    ``--rank R`` (default ``$RANK`` set by torchrun, else 0), ``--world-size W`` (default ``$WORLD_SIZE``, else 1)
+    and ``--merge/--no-merge`` (default on: rank 0 merges the shards into the store once all are complete). Resolve
+    them with :func:`shard_from_args`; the environment is read then, not when the parser is built.
+
+    Returns
+    -------
+    argparse._ArgumentGroup
+        The group holding the flags.
+    """
+    group = parser.add_argument_group(
+        "sharding",
+        "Featurize one shard of the data per process; under torchrun the rank and world size come from the "
+        "environment. Each shard resumes on its own when rerun.",
+    )
+    group.add_argument("--rank", type=_non_negative_int, default=None, metavar="R",
+                       help="index of this process's shard (default: $RANK from torchrun, else 0)")
+    group.add_argument("--world-size", type=_positive_int, default=None, metavar="W",
+                       help="number of shards (default: $WORLD_SIZE from torchrun, else 1)")
+    group.add_argument("--merge", action=argparse.BooleanOptionalAction, default=True,
+                       help="rank 0 merges all shards into the store once they are complete (default: on)")
+    return group
+
+
+def shard_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> tuple[int, int] | None:
+    """``(rank, world)`` from :func:`add_shard_arguments` flags, falling back to ``$RANK``/``$WORLD_SIZE``.
+
+    Returns None for a single process (world size 1), so the result can be passed as ``shard=`` to both
+    :func:`featurize_distributed` and :func:`tarot.gradients.featurize_to_store`. Raises :class:`ValueError`
+    when the rank is not below the world size.
+    """
+    env = os.environ if environ is None else environ
+    env_shard = shard_from_env(env)
+    rank = getattr(args, "rank", None)
+    world = getattr(args, "world_size", None)
+    if world is None:
+        world = env_shard[1] if env_shard is not None else 1
+    if rank is None:
+        rank = env_shard[0] if env_shard is not None else 0
+    rank, world = check_shard((rank, world))
+    return None if world == 1 else (rank, world)

@@ -1,0 +1,324 @@
+"""Tests for tarot.distributed: torchrun + gloo featurization with a killed and restarted rank, independent restarts,
+merge verification, and the shared CLI flags.
+
+This file is also the worker script that ``torchrun`` launches (see ``_worker_main``): every rank builds the same
+tiny model, check-pointed states and data sets, and calls :func:`tarot.distributed.featurize_distributed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import faulthandler
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _tiny_models import CELoss, Samples, TinyNet, perturbed_state
+from tarot import Checkpoint, FeatureStore, GradientFeaturizer, StoreError, featurize_to_store
+from tarot.distributed import (
+    add_shard_arguments,
+    featurize_distributed,
+    init_process_group_if_needed,
+    merge_shards,
+    resolve_backend,
+    shard_from_args,
+    shard_from_env,
+)
+from tarot.gradients import shard_rows
+
+K, BATCH, N_CAND, N_TGT = 16, 3, 22, 9
+CRASH_CODE = 17
+CRASH_AFTER = 2  # rank 1 dies when it starts its 3rd candidate batch (2 batches written and flushed)
+HERE = Path(__file__).resolve()
+
+
+# ---------------------------------------------------------------------------------------------- shared setup
+class LoggedSamples(Samples):
+    """Samples that append every row read to a log file and can kill the process (os._exit) at one row."""
+
+    def __init__(self, n: int, seed: int, split: str, log_file: Path | None = None, crash_row: int | None = None):
+        super().__init__(n, seed)
+        self.split, self.log_file, self.crash_row = split, log_file, crash_row
+
+    def __getitem__(self, i: int):
+        if self.crash_row is not None and i == self.crash_row:
+            os._exit(CRASH_CODE)  # simulated hard failure: no cleanup, no exception handling
+        if self.log_file is not None:
+            with open(self.log_file, "a", encoding="ascii") as fh:
+                fh.write(f"{self.split} {i}\n")
+        return super().__getitem__(i)
+
+
+def _setup(log_file: Path | None = None, crash_row: int | None = None, seed: int = 0):
+    model = TinyNet()
+    ckpts = [
+        Checkpoint("ep1", state_dict=perturbed_state(model, 1), weight=1.0),
+        Checkpoint("ep2", state_dict=perturbed_state(model, 2), weight=0.5),
+    ]
+    feat = GradientFeaturizer(model, CELoss(), proj_dim=K, seed=seed)
+    data = {
+        "candidate": LoggedSamples(N_CAND, 10, "candidate", log_file, crash_row),
+        "target": LoggedSamples(N_TGT, 11, "target", log_file),
+    }
+    labels = {
+        "ids": {"candidate": [f"c{i:03d}" for i in range(N_CAND)]},
+        "sources": {"candidate": ["a" if i % 3 else "b" for i in range(N_CAND)]},
+    }
+    return feat, data, ckpts, labels
+
+
+def _worker_main(argv: list[str]) -> int:
+    """Entry point of one rank (run by torchrun, or by hand with --rank/--world-size)."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--log-dir", required=True)
+    p.add_argument("--crash-rank", type=int, default=None)
+    add_shard_arguments(p)
+    args = p.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps the stacks of a stuck worker
+    torch.set_num_threads(1)
+    shard = shard_from_args(args)
+    rank = 0 if shard is None else shard[0]
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    log_file = Path(args.log_dir) / f"reads-rank{rank}-attempt{attempt}-{os.getpid()}.txt"
+    crash_row = None
+    if args.crash_rank == rank and attempt == 0:
+        crash_row = shard_rows(N_CAND, BATCH, *shard)[0] + CRASH_AFTER * BATCH
+    feat, data, ckpts, labels = _setup(log_file, crash_row)
+    store = featurize_distributed(feat, data, args.out, ckpts, batch_size=BATCH, shard=shard, merge=args.merge,
+                                  timeout=120, progress=False, **labels)
+    (Path(args.log_dir) / f"done-rank{rank}-attempt{attempt}.txt").write_text(str(store.path))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers use one thread too: identical kernels, identical bytes
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> FeatureStore:
+    """The single-process store every distributed run must reproduce byte for byte."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        feat, data, ckpts, labels = _setup()
+        path = tmp_path_factory.mktemp("ref") / "store"
+        return featurize_to_store(feat, data, path, ckpts, batch_size=BATCH, progress=False, **labels)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _assert_same_store(got: FeatureStore, ref: FeatureStore) -> None:
+    assert got.complete and got.splits == ref.splits
+    for split in ref.splits:
+        assert (got.path / f"{split}.npy").read_bytes() == (ref.path / f"{split}.npy").read_bytes(), split
+        assert got.ids(split) == ref.ids(split)
+        assert got.sources(split) == ref.sources(split)
+    for key in ("dim", "projector", "checkpoints", "batch_size", "labels_sha256"):
+        assert got.manifest[key] == ref.manifest[key], key
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(out: Path, log_dir: Path, max_restarts: int, crash_rank: int | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                             "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", PYTHONUNBUFFERED="1")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes", "1", "--nproc-per-node", "2", "--max-restarts", str(max_restarts), "--monitor-interval", "0.2",
+        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+        str(HERE), "--out", str(out), "--log-dir", str(log_dir),
+    ]
+    if crash_rank is not None:
+        cmd += ["--crash-rank", str(crash_rank)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _reads(log_dir: Path, rank: int, attempt: int) -> collections.Counter:
+    out: collections.Counter = collections.Counter()
+    for f in log_dir.glob(f"reads-rank{rank}-attempt{attempt}-*.txt"):
+        out.update(f.read_text().split("\n")[:-1])
+    return out
+
+
+def _rank_rows(rank: int, world: int = 2, n_ckpts: int = 2) -> collections.Counter:
+    """Every row read by a fresh run of ``rank``: each row of its ranges once per checkpoint."""
+    out: collections.Counter = collections.Counter()
+    for split, n in (("candidate", N_CAND), ("target", N_TGT)):
+        lo, hi = shard_rows(n, BATCH, rank, world)
+        out.update({f"{split} {i}": n_ckpts for i in range(lo, hi)})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- torchrun tests
+def test_torchrun_gloo_rank_killed_restarted_resumes_and_merge_equals_single_process(tmp_path, reference):
+    """2 gloo ranks under torchrun; rank 1 dies (os._exit) after 2 batches; torchrun restarts the group; rank 1
+    resumes from its completion masks (rows done before the crash are not recomputed); rank 0 merges; the merged
+    store is byte-identical to a single-process run."""
+    out, logs = tmp_path / "features", tmp_path / "logs"
+    logs.mkdir()
+    proc = _torchrun(out, logs, max_restarts=1, crash_rank=1)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # attempt 0 of rank 1: exactly its first CRASH_AFTER candidate batches (checkpoint ep1), then the crash
+    lo1 = shard_rows(N_CAND, BATCH, 1, 2)[0]
+    first = _reads(logs, 1, 0)
+    assert first == collections.Counter({f"candidate {i}": 1 for i in range(lo1, lo1 + CRASH_AFTER * BATCH)})
+    assert not (logs / "done-rank1-attempt0.txt").exists()
+    # attempt 1 of rank 1 read exactly the rest: resumed, nothing recomputed
+    assert _reads(logs, 1, 1) == _rank_rows(1) - first
+    # rank 0 may have been stopped by torchrun mid-way; over both attempts it covered its rows
+    both0 = _reads(logs, 0, 0) + _reads(logs, 0, 1)
+    assert not _rank_rows(0) - both0
+    for rank in (0, 1):
+        assert (logs / f"done-rank{rank}-attempt1.txt").read_text() == str(out)
+    merged = FeatureStore.open(out)
+    assert merged.manifest["shard"] is None and len(merged.manifest["merged_from"]) == 2
+    _assert_same_store(merged, reference)
+    for rank in (0, 1):
+        shard = FeatureStore.open(out / f"shard-{rank:05d}-of-00002")
+        assert shard.complete and shard.manifest["shard"] == {"rank": rank, "world": 2}
+
+
+def test_killed_rank_restarted_alone_then_merged(tmp_path, reference, monkeypatch):
+    """Ranks run as independent processes (no process group, --rank/--world-size): rank 1 dies mid-way (os._exit);
+    merging refuses the incomplete shard and says how far it got; rank 1 rerun on its own resumes; rank 0 then finds
+    every shard complete and merges; the result is byte-identical to a single-process run."""
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT"):
+        monkeypatch.delenv(key, raising=False)
+    out, logs = tmp_path / "features", tmp_path / "logs"
+    logs.mkdir()
+    cmd = [sys.executable, str(HERE), "--out", str(out), "--log-dir", str(logs), "--rank", "1", "--world-size", "2",
+           "--crash-rank", "1"]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == CRASH_CODE, proc.stderr[-3000:]
+    shard1 = FeatureStore.open(out / "shard-00001-of-00002")
+    assert not shard1.complete
+    assert shard1.progress()["candidate"] == {"ep1": CRASH_AFTER * BATCH, "ep2": 0}
+    with pytest.raises(StoreError, match=r"rank 0 missing, rank 1 incomplete \(candidate: \{'ep1': 6, 'ep2': 0\}"):
+        merge_shards(out, 2)
+
+    feat, data, ckpts, labels = _setup(logs / "reads-rank1-attempt1-restart.txt")
+    own = featurize_distributed(feat, data, out, ckpts, batch_size=BATCH, shard=(1, 2), merge=True,
+                                progress=False, **labels)
+    assert own.path == out / "shard-00001-of-00002" and own.complete  # only rank 0 merges
+    assert _reads(logs, 1, 1) == _rank_rows(1) - _reads(logs, 1, 0)  # resumed: the 6 rows done are not redone
+    assert not (out / "manifest.json").exists()
+    feat, data, ckpts, labels = _setup()
+    merged = featurize_distributed(feat, data, out, ckpts, batch_size=BATCH, shard=(0, 2), progress=False, **labels)
+    assert merged.path == out
+    _assert_same_store(merged, reference)
+
+
+# ---------------------------------------------------------------------------------------------- in-process tests
+def test_independent_ranks_in_process_merge_verify_and_keep_shards(tmp_path, reference):
+    feat, data, ckpts, labels = _setup()
+    s0 = featurize_distributed(feat, data, tmp_path / "f", ckpts, batch_size=BATCH, shard=(0, 2), progress=False,
+                               **labels)
+    assert s0.manifest["shard"] == {"rank": 0, "world": 2}  # rank 1 not done: nothing merged yet
+    assert not (tmp_path / "f" / "manifest.json").exists()
+    featurize_distributed(feat, data, tmp_path / "f", ckpts, batch_size=BATCH, shard=(1, 2), progress=False, **labels)
+    # another run with a different projector seed is refused against the finished shards, with a clear message
+    other, _, _, _ = _setup(seed=1)
+    with pytest.raises(StoreError, match="different 'projector'"):
+        featurize_distributed(other, data, tmp_path / "f", ckpts, batch_size=BATCH, shard=(0, 2),
+                              use_process_group=False, progress=False, **labels)
+    assert not (tmp_path / "f" / "manifest.json").exists()
+    merged = featurize_distributed(feat, data, tmp_path / "f", ckpts, batch_size=BATCH, shard=(0, 2),
+                                   keep_shards=False, progress=False, **labels)
+    _assert_same_store(merged, reference)
+    assert not list((tmp_path / "f").glob("shard-*"))
+    # rerun after the merge: no featurization at all (shards are gone), the merged store comes back
+    feat, data, ckpts, labels = _setup(tmp_path / "rerun.txt")
+    again = featurize_distributed(feat, data, tmp_path / "f", ckpts, batch_size=BATCH, shard=(1, 2), progress=False,
+                                  **labels)
+    assert again.path == tmp_path / "f" and not (tmp_path / "rerun.txt").exists()
+    with pytest.raises(StoreError, match="different 'labels_sha256'"):
+        featurize_distributed(feat, data, tmp_path / "f", ckpts, batch_size=BATCH, shard=(1, 2), progress=False)
+    with pytest.raises(StoreError, match="different 'batch_size'"):
+        featurize_distributed(feat, data, tmp_path / "f", ckpts, batch_size=BATCH + 1, shard=(1, 2),
+                              progress=False, **labels)
+
+
+def test_world_of_one_is_a_plain_store(tmp_path, reference):
+    feat, data, ckpts, labels = _setup()
+    store = featurize_distributed(feat, data, tmp_path / "one", ckpts, batch_size=BATCH, shard=(0, 1),
+                                  progress=False, **labels)
+    assert store.manifest["shard"] is None and not list((tmp_path / "one").glob("shard-*"))
+    _assert_same_store(store, reference)
+
+
+def test_merge_shards_reports_missing_ranks(tmp_path):
+    feat, data, ckpts, labels = _setup()
+    featurize_to_store(feat, data, tmp_path / "p", ckpts, batch_size=BATCH, shard=(2, 3), progress=False)
+    with pytest.raises(StoreError, match=r"rank 0 missing, rank 1 missing"):
+        merge_shards(tmp_path / "p", 3)
+
+
+# ---------------------------------------------------------------------------------------------- env and flags
+def test_shard_from_env():
+    assert shard_from_env({}) is None
+    assert shard_from_env({"RANK": "3", "WORLD_SIZE": "4"}) == (3, 4)
+    with pytest.raises(ValueError, match=r"\$WORLD_SIZE is not set but RANK is"):
+        shard_from_env({"RANK": "0"})
+    with pytest.raises(ValueError, match=r"rank 4 is not in \[0, 4\)"):
+        shard_from_env({"RANK": "4", "WORLD_SIZE": "4"})
+    with pytest.raises(ValueError, match="is not an integer"):
+        shard_from_env({"RANK": "x", "WORLD_SIZE": "2"})
+
+
+def test_process_group_helpers_without_torchrun(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    assert resolve_backend("auto") == ("nccl" if torch.cuda.is_available() else "gloo")
+    assert resolve_backend("gloo") == "gloo"
+    assert init_process_group_if_needed() is False  # no torchrun environment: single process
+    assert init_process_group_if_needed(environ={"RANK": "0", "WORLD_SIZE": "1"}) is False
+    with pytest.raises(ValueError, match=r"\$MASTER_ADDR, \$MASTER_PORT not set"):
+        init_process_group_if_needed(environ={"RANK": "0", "WORLD_SIZE": "2"})
+    assert not torch.distributed.is_initialized()
+
+
+def test_shard_arguments():
+    p = argparse.ArgumentParser()
+    add_shard_arguments(p)
+    args = p.parse_args([])
+    assert args.merge is True and args.rank is None and args.world_size is None
+    assert shard_from_args(args, environ={}) is None
+    assert shard_from_args(args, environ={"RANK": "1", "WORLD_SIZE": "4"}) == (1, 4)
+    args = p.parse_args(["--rank", "2", "--world-size", "3", "--no-merge"])
+    assert args.merge is False and shard_from_args(args, environ={"RANK": "0", "WORLD_SIZE": "8"}) == (2, 3)
+    with pytest.raises(ValueError, match=r"rank 3 is not in \[0, 3\)"):
+        shard_from_args(p.parse_args(["--rank", "3", "--world-size", "3"]), environ={})
+    with pytest.raises(SystemExit):
+        p.parse_args(["--world-size", "0"])
+
+
+def test_featurize_distributed_refuses_a_shard_that_disagrees_with_torchrun(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "1")
+    feat, data, ckpts, _ = _setup()
+    with pytest.raises(ValueError, match=r"disagrees with \$RANK/\$WORLD_SIZE \(0, 2\)"):
+        featurize_distributed(feat, data, tmp_path / "x", ckpts, batch_size=BATCH, shard=(1, 2),
+                              use_process_group=True)
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1:]))
