@@ -6,7 +6,6 @@ The extraction logic lives in ``tests_docs/doccmd.py`` at the repository root; s
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -14,17 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 PAGE = ROOT / "docs" / "tutorials" / "vision.md"
-HELPER = ROOT / "tests_docs" / "doccmd.py"
-
-pytestmark = pytest.mark.skipif(not (PAGE.is_file() and HELPER.is_file()), reason="needs the repository checkout")
-
-
-def _doccmd():
-    spec = importlib.util.spec_from_file_location("tarot_doccmd", HELPER)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses need the module registered
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, str(ROOT / "tests_docs"))
+doccmd = pytest.importorskip("doccmd", reason="needs the repository checkout (tests_docs/doccmd.py)")
 
 
 def _validate(prog: str, args, workdir: Path) -> None:
@@ -39,11 +29,10 @@ def _validate(prog: str, args, workdir: Path) -> None:
 
 
 def test_vision_tutorial_commands(tmp_path):
-    log = _doccmd().run_page(PAGE, tmp_path, validate=_validate, timeout=900)
+    log = doccmd.run_page(PAGE, tmp_path, validate=_validate, timeout=900)
     assert any(line.endswith("ran") for line in log), log
     assert (tmp_path / "runs" / "vision-quick" / "report" / "index.html").is_file()
 
 
 def test_cli_reference_is_current():
-    ok, out = _doccmd().cli_reference_is_current("tarot-vision")
-    assert ok, out
+    doccmd.assert_cli_reference_current("tarot-vision")
