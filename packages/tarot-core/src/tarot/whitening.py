@@ -170,7 +170,7 @@ class Whitener:
             ev = np.linalg.eigvalsh(cov)
             diag["eigenvalue_max"] = float(ev[-1])
             diag["eigenvalue_min"] = float(ev[0])
-            diag["eigenvalue_spread"] = float(ev[-1] / max(ev[0], np.finfo(float).tiny))
+            diag["eigenvalue_spread"] = float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
         lam = ridge
         for attempt in range(max_ridge_raises + 1):
             try:
