@@ -2,7 +2,7 @@
 
 Sessions
 --------
-tests-<pkg>   run one package's test suite in its own virtualenv (only that package, tarot-core and its test extras)
+tests(<pkg>)  run one package's test suite in its own virtualenv (only that package, tarot-core and its test extras)
 lint          ruff over every package
 docs          build the docs site strictly
 bench         selection-step benchmark on synthetic features (``nox -s bench -- --full`` for the large sizes)
@@ -74,7 +74,7 @@ def _install_package(session: nox.Session, name: str) -> None:
 
 
 @nox.session
-@nox.parametrize("package", list(PACKAGES))
+@nox.parametrize("package", list(PACKAGES), ids=list(PACKAGES))
 def tests(session: nox.Session, package: str) -> None:
     """Run one package's tests offline on the CPU."""
     _install_package(session, package)
