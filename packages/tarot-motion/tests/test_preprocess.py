@@ -224,3 +224,15 @@ def test_parallel_workers_give_identical_cache(tmp_path):
     assert serial["scenario_id"] == par["scenario_id"]
     for k in ("obj_trajs", "map_polylines", "center_gt_trajs"):
         np.testing.assert_array_equal(serial[k], par[k])
+
+
+def test_malformed_map_feature_names_the_file(tmp_path):
+    sc = waymo_scenario("wm")
+    del sc["map_features"]["500"]["position"]  # a stop sign without its position
+    root = write_flat_db(tmp_path / "db", [sc])
+    with pytest.raises(MotionDataError) as exc:
+        preprocess_database(root, tmp_path / "c", progress=False)
+    msg = str(exc.value)
+    assert "sd_waymo_v1.2_wm.pkl" in msg and "position" in msg and "\n" not in msg
+    out = preprocess_database(root, tmp_path / "c", skip_invalid=True, progress=False)
+    assert json.loads((out / "index.json").read_text())["skipped"] == {"invalid": 1}

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which embedded scenario is the target domain (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a demo config value")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1; more threads were slower on a shared 2-core CPU)")
     p.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -117,7 +119,7 @@ def _cmd(args: argparse.Namespace) -> Any:
         from .demo import run_demo
 
         return run_demo(args.out, seeds=args.seeds, quick=args.quick, target_scenario=args.target_scenario,
-                        overrides=args.overrides, progress=progress)
+                        overrides=args.overrides, progress=progress, threads=args.threads)
     cfg = load_config(args.config, args.overrides)
     if args.out is not None:
         save_config(cfg, args.out)

@@ -498,6 +498,11 @@ def _process_entry(args: tuple) -> tuple[int, str, dict[str, int], str | None]:
         if not skip_invalid:
             raise
         return i, "invalid", {}, str(exc)
+    except (KeyError, ValueError, IndexError, TypeError) as exc:  # malformed content the schema check cannot see
+        err = MotionDataError(path, None, f"cannot preprocess ({type(exc).__name__}: {exc})")
+        if not skip_invalid:
+            raise err from None
+        return i, "invalid", {}, str(err)
     if not samples:
         return i, "no_valid_center", info, None
     arrays = stack_samples(samples)
