@@ -22,6 +22,9 @@ def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     assert "--quick" in capsys.readouterr().out
+    assert main(["featurize", "--out", "unused", "--print-config", "select.ratio=auto"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["select"]["ratio"] == "auto" and printed["backend"] == "torch"
 
 
 def test_config_overrides_and_unknown_keys(tmp_path):
