@@ -318,6 +318,9 @@ def test_featurize_distributed_refuses_a_shard_that_disagrees_with_torchrun(tmp_
     with pytest.raises(ValueError, match=r"disagrees with \$RANK/\$WORLD_SIZE \(0, 2\)"):
         featurize_distributed(feat, data, tmp_path / "x", ckpts, batch_size=BATCH, shard=(1, 2),
                               use_process_group=True)
+    with pytest.raises(ValueError, match=r"every rank would write the same store"):
+        featurize_distributed(feat, data, tmp_path / "x", ckpts, batch_size=BATCH, shard=None)
+    assert not (tmp_path / "x").exists()
 
 
 if __name__ == "__main__":

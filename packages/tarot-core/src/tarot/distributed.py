@@ -343,10 +343,13 @@ def _resolve_shard(
             shard = env_shard
     elif isinstance(shard, str):
         raise ValueError(f"shard must be (rank, world_size), None or 'auto', got {shard!r}")
-    if shard is None:
-        return None, False, False
-    rank, world = check_shard(shard)
+    rank, world = (0, 1) if shard is None else check_shard(shard)
     if world == 1:
+        if env_shard is not None and env_shard[1] > 1:
+            raise ValueError(
+                f"a single-process store was requested but $WORLD_SIZE={env_shard[1]}: every rank would write the same "
+                "store; pass shard='auto' (or drop --world-size) under torchrun"
+            )
         return None, False, False
     created = False
     if _pg_active():
