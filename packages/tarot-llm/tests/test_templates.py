@@ -61,3 +61,20 @@ def test_truncation_keeps_lengths_consistent(tiny_tokenizer):
 def test_wrap_query(tiny_tokenizer):
     assert wrap_query(tiny_tokenizer, "Q?", "A:") == "<|user|>\nQ?\n<|assistant|>\nA:"
     assert wrap_query(tiny_tokenizer, "Q?", "A:", "chat") == "<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\nA:"
+
+
+def test_training_dataset_skips_fully_truncated_examples(tiny_tokenizer):
+    import pytest
+    from tarot_llm.data import InstructionExample
+    from tarot_llm.training import EncodedDataset, pad_collate
+
+    long = InstructionExample(id="long", dataset="x", messages=[{"role": "user", "content": "word " * 50},
+                                                                {"role": "assistant", "content": "ok"}])
+    short = InstructionExample(id="short", dataset="x", prompt="2+2=", completion="4")
+    ds = EncodedDataset(tiny_tokenizer, [long, short], "tulu", max_length=16)
+    assert len(ds) == 1 and ds.empty == ["long"]
+    batch = pad_collate(tiny_tokenizer.pad_token_id)([ds[0], {"input_ids": [1], "labels": [1], "attention_mask": [1]}])
+    assert batch["input_ids"].shape == (2, len(ds[0]["input_ids"])) and batch["labels"][1, 1:].eq(IGNORE).all()
+    assert batch["attention_mask"][1].sum() == 1
+    with pytest.raises(ValueError, match="no example has a trained token"):
+        EncodedDataset(tiny_tokenizer, [long], "tulu", max_length=16)

@@ -156,7 +156,7 @@ class TokenDataset(torch.utils.data.Dataset):
 class CausalLMLoss:
     """tarot-core loss adapter: mean token cross-entropy over the unmasked labels of ONE right-padded sample."""
 
-    def loss(self, model, params, buffers, sample) -> torch.Tensor:  # noqa: ANN001
+    def loss(self, model, params, buffers, sample) -> torch.Tensor:
         kwargs = {k: sample[k].unsqueeze(0) for k in ("input_ids", "attention_mask", "labels")}
         return torch.func.functional_call(model, {**params, **buffers}, args=(), kwargs=kwargs).loss
 

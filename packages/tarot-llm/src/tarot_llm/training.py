@@ -49,7 +49,11 @@ class TrainSettings:
 
 
 class EncodedDataset(torch.utils.data.Dataset):
-    """Tokenised examples (``input_ids``, ``labels`` with the prompt masked, ``attention_mask``)."""
+    """Tokenised examples (``input_ids``, ``labels`` with the prompt masked, ``attention_mask``).
+
+    Examples left without any trained token after truncation are skipped (their loss would be 0/0); their ids are
+    kept in ``empty``.
+    """
 
     def __init__(self, tokenizer, examples: list[InstructionExample], template: str, max_length: int) -> None:
         self.items = []
@@ -60,8 +64,14 @@ class EncodedDataset(torch.utils.data.Dataset):
             self.unstable += int(not enc.stable)
             if enc.n_trained == 0:
                 self.empty.append(ex.id)
+                continue
             self.items.append({"input_ids": enc.input_ids, "labels": enc.labels,
                                "attention_mask": [1] * len(enc.input_ids)})
+        if self.empty:
+            log.warning("%d examples have no trained token after truncation and are skipped: %s", len(self.empty),
+                        ", ".join(self.empty[:5]))
+        if not self.items:
+            raise ValueError("no example has a trained token after truncation (raise max_length)")
         if self.unstable:
             log.warning("%d of %d examples tokenised a prefix differently from the full text (mask boundaries may "
                         "be off by a token)", self.unstable, len(examples))
@@ -135,7 +145,7 @@ def train_lora(model, tokenizer, dataset: torch.utils.data.Dataset, out_dir: str
     epoch_of_step: list[int] = []
 
     class _LrRecorder(TrainerCallback):
-        def on_step_begin(self, args, state, control, optimizer=None, **kw):  # noqa: ANN001
+        def on_step_begin(self, args, state, control, optimizer=None, **kw):
             lrs.append(float(optimizer.param_groups[0]["lr"]))
             epoch_of_step.append(int(math.floor(state.epoch + 1e-9)) if state.epoch is not None else 0)
 
@@ -196,7 +206,8 @@ def run_warmup(model_path: str, pool: list[InstructionExample], out_dir: str | o
     summary.update({"model": model_path, "subset_indices": [int(i) for i in idx],
                     "subset_ids": [pool[i].id for i in idx], "percentage": percentage,
                     "subset_seed": subset_seed, "lora": lora.__dict__,
-                    "train": train.__dict__, "unstable_prefix_examples": ds.unstable})
+                    "train": train.__dict__, "unstable_prefix_examples": ds.unstable,
+                    "skipped_no_trained_token": ds.empty})
     write_json(out_dir / "warmup.json", summary)
     return summary
 
