@@ -225,6 +225,28 @@ def test_killed_rank_restarted_alone_then_merged(tmp_path, reference, monkeypatc
     _assert_same_store(merged, reference)
 
 
+def test_process_group_from_hand_set_env_without_torchrun(tmp_path, reference):
+    """Two processes launched with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set by hand (as srun or a custom launcher
+    would): rank 0 hosts the rendezvous store, both meet in a gloo group, rank 0 merges, every rank returns it."""
+    out, logs = tmp_path / "features", tmp_path / "logs"
+    logs.mkdir()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC_")}
+    base.update(OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+                WORLD_SIZE="2")
+    procs = [
+        subprocess.Popen([sys.executable, str(HERE), "--out", str(out), "--log-dir", str(logs)],
+                         env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for r in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    for rank in (0, 1):
+        assert (logs / f"done-rank{rank}-attempt0.txt").read_text() == str(out)
+        assert _reads(logs, rank, 0) == _rank_rows(rank)
+    _assert_same_store(FeatureStore.open(out), reference)
+
+
 # ---------------------------------------------------------------------------------------------- in-process tests
 def test_independent_ranks_in_process_merge_verify_and_keep_shards(tmp_path, reference):
     feat, data, ckpts, labels = _setup()
