@@ -147,8 +147,13 @@ def run_page(
     env: dict[str, str] | None = None,
     timeout: float = 600.0,
     only: Callable[[Block], bool] | None = None,
+    rewrite: Callable[[Block], str | None] | None = None,
 ) -> list[str]:
-    """Run every marked block of ``page`` in ``workdir``; return a log of what was done. Raises on failure."""
+    """Run every marked block of ``page`` in ``workdir``; return a log of what was done. Raises on failure.
+
+    ``rewrite(block)`` may return replacement shell text for a ``run`` or ``check`` block (e.g. the same commands
+    with small settings appended, see :func:`append_args`); a checked block with a replacement is then also run.
+    """
     page = Path(page)
     blocks = extract(page)
     if not blocks:
@@ -176,7 +181,8 @@ def run_page(
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(block.text, encoding="utf-8")
             done.append(f"{where}: wrote {block.arg}")
-        elif block.kind == "check":
+            continue
+        if block.kind == "check":
             n = 0
             for argv in commands(block.text):
                 parsed = parse_command(argv)
@@ -188,9 +194,11 @@ def run_page(
             if n == 0:
                 raise AssertionError(f"{where}: no command of a known program to check")
             done.append(f"{where}: parsed {n} command(s)")
-        else:
+        text = rewrite(block) if rewrite is not None else None
+        if block.kind == "run" or text is not None:
+            script = text if text is not None else block.text
             proc = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", block.text],
+                ["bash", "-euo", "pipefail", "-c", script],
                 cwd=workdir,
                 env=full_env,
                 capture_output=True,
@@ -199,12 +207,34 @@ def run_page(
             )
             if proc.returncode != 0:
                 raise AssertionError(
-                    f"{where}: exit status {proc.returncode}\n--- block ---\n{block.text}"
+                    f"{where}: exit status {proc.returncode}\n--- block ---\n{script}"
                     f"--- stdout (tail) ---\n{proc.stdout[-3000:]}\n--- stderr (tail) ---\n"
                     f"{proc.stderr[-3000:]}"
                 )
-            done.append(f"{where}: ran")
+            done.append(f"{where}: ran" + (" (rewritten)" if text is not None else ""))
     return done
+
+
+def append_args(text: str, prog: str, args: list[str], when: Callable[[list[str]], bool] | None = None) -> str:
+    """``text`` with continuation lines joined and ``args`` appended to every command line of ``prog`` for which
+    ``when(argv)`` holds: e.g. small-size config overrides for a test run of a full-size tutorial command."""
+    out = []
+    buf = ""
+    for raw in text.splitlines():
+        if raw.rstrip().endswith("\\"):
+            buf += raw.rstrip()[:-1] + " "
+            continue
+        line = buf + raw
+        buf = ""
+        code = line.split(" #", 1)[0].rstrip()
+        try:
+            argv = shlex.split(code)
+        except ValueError:
+            argv = []
+        if argv and argv[0] == prog and (when is None or when(argv)):
+            line = code + " " + " ".join(shlex.quote(a) for a in args)
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def assert_cli_reference_current(prog: str) -> None:
