@@ -68,15 +68,14 @@ def _arguments_table(parser: argparse.ArgumentParser) -> list[str]:
             arg = _code(fmt._metavar_formatter(action, action.dest)(1)[0])
         help_text = fmt._expand_help(action) if action.help else ""
         if action.choices and not isinstance(action.choices, dict) and "{" not in arg:
-            help_text += " Choices: " + ", ".join(str(c) for c in action.choices) + "."
+            sep = " " if not help_text or help_text.rstrip()[-1] in ".)!?" else ". "
+            help_text = help_text.rstrip() + sep + "Choices: " + ", ".join(str(c) for c in action.choices) + "."
         default = action.default
-        if (
-            action.option_strings
-            and default not in (None, False, [], argparse.SUPPRESS)
-            and "default" not in help_text.lower()
-        ):
-            shown = default if not isinstance(default, Path) else str(default)
-            help_text += f" Default: {shown}."
+        if action.option_strings and default not in (None, False, [], argparse.SUPPRESS):
+            shown = str(default)
+            if "default" not in help_text.lower() and f"({shown})" not in help_text:
+                sep = " " if not help_text or help_text.rstrip()[-1] in ".)!?" else ". "
+                help_text = help_text.rstrip() + f"{sep}Default: {shown}."
         req = "yes" if getattr(action, "required", False) and action.nargs not in ("*", "?") else ""
         rows.append(f"| {arg} | {req} | {_md(help_text)} |")
     if not rows:
