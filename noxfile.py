@@ -106,7 +106,8 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the docs site with --strict (API pages read the sources statically: no torch in this venv)."""
-    session.install("mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "ruff>=0.6")
+    session.install("mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "ruff>=0.6", "pytest>=7")
+    session.run("pytest", "-q", "tests_docs")  # the docs tooling (reST rewrite, CLI pages, doc-block helpers)
     session.run("mkdocs", "build", "--strict", "-f", "mkdocs.yml", "-d", os.environ.get("DOCS_SITE", "site"),
                 env={"NO_MKDOCS_2_WARNING": "1"})
 
