@@ -71,6 +71,17 @@ def test_fixed_size_sizes_and_layer_equivalence(mix):
             fixed_size(Zc, Zt, bad)
 
 
+@pytest.mark.parametrize("n", [25, 43, 60, 75])
+def test_fixed_size_exact_size_when_fill_does_not_split_evenly(n):
+    rng = np.random.default_rng(0)
+    C = rng.normal(size=(300, 8)).astype(np.float32)
+    T = rng.normal(size=(20, 8)).astype(np.float32)
+    Zc, Zt, _ = whiten(C, T)
+    sel = fixed_size(Zc, Zt, n)
+    assert len(sel.indices) == n == len(np.unique(sel.indices))
+    assert sum(r["taken"] for r in sel.diagnostics["fill_rounds"]) == sel.diagnostics["partial_fill"]
+
+
 def test_fixed_size_needs_depth_beyond_any_fixed_cap():
     """Reference defect B9: a budget needing depth > 2000 still returns exactly n items."""
     rng = np.random.default_rng(0)

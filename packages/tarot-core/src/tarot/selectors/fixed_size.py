@@ -106,10 +106,12 @@ def fixed_size(
         rounds = 1 if fill_context == "layer" else min(fill_rounds, q)
         per_round = math.ceil(q / rounds)
         remaining = D.copy()
+        left = q
         for rnd in range(rounds):
-            take = per_round if rnd < rounds - 1 else q - per_round * (rounds - 1)
+            take = min(per_round, left)  # ⌈q/R⌉ per round, the last round takes the remainder
             if take <= 0:
                 break
+            left -= take
             if fill_rule == "random":
                 pos = rng.choice(len(remaining), size=take, replace=False)
             else:
