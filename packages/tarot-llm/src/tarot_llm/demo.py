@@ -33,7 +33,7 @@ def _cut(text: str) -> str:
 def _mc(rec: dict) -> tuple[str, str]:
     opts = str(rec["options"]).strip()
     ctx = f"{_cut(rec['passage'])}\n\n" if rec.get("passage") else ""
-    return (f"{ctx}Question: {str(rec['question']).strip()}\n{opts}\nChoose the correct option.",
+    return (f"{ctx}Question: {_cut(rec['question'])}\n{opts}\nChoose the correct option.",
             str(rec["answer"]).strip())
 
 
