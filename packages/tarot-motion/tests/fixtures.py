@@ -325,3 +325,19 @@ def varied(kind: str, i: int) -> dict[str, Any]:
     st["velocity"] = np.tile([speed * np.cos(ang), speed * np.sin(ang)], (T, 1)).astype(st["velocity"].dtype)
     st["heading"] = np.full(st["heading"].shape, ang, dtype=st["heading"].dtype)
     return _finish(sc)
+
+
+def write_argoverse1_log(path: Path, steps: int = 100) -> None:
+    """Argoverse-1 log as shipped in metadrive 0.3.0.1: pickle of ``(agents, city)``; agents keyed by UUID strings
+    with ``init_pos``, ``traj`` (step string from "1" -> xy) and ``heading`` (None for the AV, else step -> [2])."""
+    av = "00000000-0000-0000-0000-000000000000"
+    agents: dict[str, Any] = {}
+    agents[av] = {"init_pos": np.array([100.0, 50.0]),
+                  "traj": {str(s): np.array([100.0 + 1.0 * s, 50.0]) for s in range(1, steps + 1)}, "heading": None}
+    agents["5e98551d-aaaa"] = {"init_pos": np.array([90.0, 40.0]),
+                               "traj": {str(s): np.array([90.0, 40.0 + 0.5 * s]) for s in range(1, steps + 1)},
+                               "heading": {str(s): np.array([2.8, -2.9]) for s in range(0, steps + 1)}}
+    gap = {str(s): np.array([80.0 - 0.8 * s, 45.0]) for s in range(1, steps + 1) if not 30 <= s < 35}
+    agents["d72d1add-bbbb"] = {"init_pos": np.array([80.0, 45.0]), "traj": gap,
+                               "heading": {str(s): np.array([2.7, -3.0]) for s in range(0, steps + 1)}}
+    _dump((agents, "PIT"), path)

@@ -67,3 +67,42 @@ def test_real_embedded_waymo_scenarios(tmp_path):
     assert report["scenarios"] == 36
     db = ScenarioNetDatabase(tmp_path / "db")
     assert len(db) == 36
+
+
+def test_argoverse1_log_fixture(tmp_path):
+    from fixtures import write_argoverse1_log
+    from tarot_motion.convert import ARGOVERSE_AV_ID, convert_argoverse1
+
+    src = tmp_path / "log.pkl"
+    write_argoverse1_log(src, steps=100)
+    rep = convert_argoverse1(tmp_path / "db", files=[src])
+    st = rep["files"][str(src)]
+    # 100 steps -> windows at 0, 10 (81 long); the agent with a gap at steps 30..34 is fully valid in neither
+    assert st["windows"] == 2 and st["full_window_agents"] == 4 and rep["scenarios"] == 2
+    db = ScenarioNetDatabase(tmp_path / "db")
+    sc = db.load(1)
+    assert sc["metadata"]["dataset"] == "argoverse1" and sc["map_features"] == {}
+    assert sc["metadata"]["sdc_id"] == ARGOVERSE_AV_ID
+    av = sc["tracks"][ARGOVERSE_AV_ID]["state"]
+    np.testing.assert_allclose(av["velocity"], np.tile([10.0, 0.0], (81, 1)), atol=1e-9)  # 1 m per 0.1 s
+    np.testing.assert_allclose(av["heading"], 0.0, atol=1e-9)
+    ped = sc["tracks"]["5e98551d-aaaa"]["state"]
+    np.testing.assert_allclose(ped["heading"], np.pi / 2, atol=1e-9)  # direction of motion, not the stored vectors
+    gap = sc["tracks"]["d72d1add-bbbb"]["state"]
+    assert gap["valid"].sum() == 76 and not gap["valid"][19:24].any()  # steps 30..34 at window start 10
+    data = load_cache(preprocess_database(tmp_path / "db", tmp_path / "cache", progress=False))
+    assert set(data["dataset_name"]) == {"argoverse1"} and not data["map_polylines_mask"].any()
+    assert sorted(set(data["center_objects_id"])) == sorted([ARGOVERSE_AV_ID, "5e98551d-aaaa"])
+
+
+def test_real_embedded_argoverse1_log(tmp_path):
+    from tarot_motion.convert import argoverse1_files, convert_argoverse1
+
+    try:
+        files = argoverse1_files()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    assert len(files) == 1
+    rep = convert_argoverse1(tmp_path / "db", files=files)
+    assert rep["scenarios"] == 8 and rep["full_window_agents"] == 58
+    assert len(ScenarioNetDatabase(tmp_path / "db")) == 8

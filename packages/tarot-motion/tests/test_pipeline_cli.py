@@ -141,7 +141,10 @@ def test_demo_quick_on_real_embedded_scenarios(tmp_path, capsys):
     for r in res["rows"]:
         assert len(r["brier_fde"]["values"]) == 2 and np.isfinite(r["brier_fde"]["mean"])
         assert sum(v["selected"] for v in r["composition"].values()) == r["selected"]
-    assert res["skipped"] == {} and "TAROT" in res["verdict"]
+    assert len(res["skipped"]) == 2 and all(v == {} for v in res["skipped"].values())
+    assert "TAROT" in res["verdict"] or "no clear winner" in res["verdict"]
+    pool = {k.split("/")[0] for r in res["rows"] for k in r["composition"]}
+    assert pool == {"waymo", "argoverse1"}
     for key in ("fixed_size", "otm"):
         html = (tmp_path / "demo" / "report" / key / "index.html").read_text()
         assert "brier_fde" in html and "minADE6" in html
@@ -173,3 +176,12 @@ def test_demo_stage_guard_discards_outputs_of_another_config(tmp_path):
     assert (stage / "metrics.json").exists()
     _claim(stage, {"lr": 2})  # another configuration: stale outputs are removed
     assert not (stage / "metrics.json").exists()
+
+
+def test_cli_convert_argoverse1_log_fixture(tmp_path, capsys):
+    from fixtures import write_argoverse1_log
+
+    src = tmp_path / "log.pkl"
+    write_argoverse1_log(src, steps=91)
+    rc, cap = _run(["convert-metadrive", "--source", "argoverse1", "--out", tmp_path / "db", "--files", src], capsys)
+    assert rc == 0 and "wrote 2 scenarios" in cap.out

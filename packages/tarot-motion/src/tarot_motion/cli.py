@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "scenarios inside metadrive-simulator==0.3.0.1, found without importing metadrive) into a "
                        "ScenarioNet database of 81-step windows.")
     p.add_argument("--out", type=Path, required=True, help="output database folder")
-    p.add_argument("--files", type=Path, nargs="*", help="legacy pickles (default: the embedded Waymo scenarios)")
+    p.add_argument("--files", type=Path, nargs="*", help="legacy pickles (default: the embedded files of --source)")
+    p.add_argument("--source", choices=["waymo", "argoverse1"], default="waymo",
+                   help="waymo: legacy MetaDrive scenario pickles (default); argoverse1: the Argoverse-1 log format "
+                   "of the same wheel (positions only, no map)")
     p.add_argument("--window", type=int, default=81, help="window length in steps (default 81 = 21 past + 60 future)")
     p.add_argument("--stride", type=int, default=10, help="window stride in steps (default 10)")
     p = sub.add_parser("preprocess", help="preprocess every configured database into the cache",
@@ -108,9 +111,10 @@ def _cmd(args: argparse.Namespace) -> Any:
 
     progress = not getattr(args, "no_progress", False)
     if args.command == "convert-metadrive":
-        from .convert import convert_metadrive
+        from .convert import convert_argoverse1, convert_metadrive
 
-        rep = convert_metadrive(args.out, files=args.files or None, window=args.window, stride=args.stride)
+        conv = convert_argoverse1 if args.source == "argoverse1" else convert_metadrive
+        rep = conv(args.out, files=args.files or None, window=args.window, stride=args.stride)
         write_json(args.out / "convert_report.json", rep)
         print(f"wrote {rep['scenarios']} scenarios ({rep['full_window_agents']} fully valid agent windows) to "
               f"{args.out}")

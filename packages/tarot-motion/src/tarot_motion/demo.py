@@ -2,11 +2,12 @@
 
 Stages (each resumable; rerunning the command continues where it stopped):
 
-1. convert the three legacy MetaDrive pickles into a ScenarioNet database (81-step windows, stride 10);
+1. convert the three legacy MetaDrive pickles (Waymo) and the Argoverse-1 log of the same wheel into two ScenarioNet
+   databases (81-step windows, stride 10; the Argoverse log has no map);
 2. preprocess (UniTraj-style) into a cache;
 3. split: the windows of one scenario form the target domain (its center agents split alternately into a target set,
    which is featurised, and a validation set, which is only evaluated); the windows of the other scenarios are the
-   candidate pool (source label = ``waymo/<scenario id>``);
+   candidate pool together with the Argoverse-1 windows (source label = ``<dataset>/<scenario or log id>``);
 4. warm-up training of AutoBot-Ego on the pool from scratch, keeping two checkpoints;
 5. featurise pool and target at both checkpoints with tarot-core's per-sample gradient featurizer;
 6. select with tarot-core: random, topk_mean, fixed_size (ratio 0.2) and otm (ratio chosen by OTM);
@@ -25,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from .config import load_config, save_config
-from .convert import METADRIVE_INSTALL, convert_metadrive, legacy_waymo_files
-from .data import MotionDataset
+from .convert import METADRIVE_INSTALL, convert_argoverse1, convert_metadrive, legacy_waymo_files
+from .data import MotionDataset, concat_data
 from .errors import write_json
 from .preprocess import load_cache, preprocess_database, summarize_skips
 from .safe_pickle import load_legacy_pickle
@@ -122,9 +123,17 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
         write_json(out / "data" / "convert_report.json", rep)
         log(f"converted {len(files)} legacy scenarios -> {rep['scenarios']} window scenarios "
             f"({rep['full_window_agents']} fully valid agent windows)")
-    cache = preprocess_database(db, cfg["data"]["cache_dir"], cfg["preprocess"], progress=progress)
-    data = load_cache(cache)
-    log(summarize_skips(data["index"]))
+    av_db = out / "data" / "argoverse1_metadrive"
+    if not (av_db / "dataset_summary.pkl").exists():
+        rep = convert_argoverse1(av_db)
+        write_json(out / "data" / "convert_report_argoverse1.json", rep)
+        log(f"converted the Argoverse-1 log -> {rep['scenarios']} window scenarios (no map)")
+    parts = []
+    for d in (db, av_db):
+        part = load_cache(preprocess_database(d, cfg["data"]["cache_dir"], cfg["preprocess"], progress=progress))
+        log(summarize_skips(part["index"]))
+        parts.append(part)
+    data = concat_data(parts)
 
     # 3. split by original scenario
     scen = np.array([s.rsplit("_s", 1)[0] for s in data["scenario_id"]])
@@ -142,7 +151,7 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
     cand = MotionDataset(data, cand_rows)
     tgt = MotionDataset(data, tgt_rows)
     val = MotionDataset(data, val_rows)
-    cand_sources = [f"waymo/{scen[i]}" for i in cand_rows]
+    cand_sources = [f"{data['dataset_name'][i]}/{scen[i]}" for i in cand_rows]
     log(f"target scenario {tgt_name}: {len(tgt)} target + {len(val)} validation samples "
         f"({len(agents)} agents); candidate pool {len(cand)} samples from {sorted(set(cand_sources))}")
 
@@ -222,7 +231,7 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
     results = {"target_scenario": tgt_name, "n_candidates": len(cand), "n_target": len(tgt), "n_val": len(val),
                "seeds": seeds, "quick": quick, "rows": rows, "best_method": best["method"], "verdict": verdict,
                "featurize_seconds": t_feat, "wall_seconds": time.perf_counter() - t_start,
-               "skipped": data["index"]["skipped"]}
+               "skipped": {ix["db_root"]: ix["skipped"] for ix in data["index"]}}
     table = _html_table(rows, metric_keys)
     md = _markdown_table(rows, metric_keys)
     notes = (f"<p>{verdict}</p><p>Validation: {len(val)} samples of scenario {tgt_name} (agents disjoint from the "
@@ -232,7 +241,8 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
              f"{cfg['model']['hidden_size']}, dropout {cfg['model']['dropout']}, "
              f"{cfg['preprocess']['max_num_roads']} map polylines) to fit a CPU budget: the models are far from "
              f"converged; read differences between methods against the ± seed spread. Data: Waymo Open "
-             f"Motion Dataset scenarios shipped in metadrive-simulator 0.3.0.1 (Waymo non-commercial licence).</p>")
+             f"Motion Dataset scenarios and one Argoverse-1 log (CC BY-NC-SA 4.0; no map, velocities and headings "
+             f"derived from positions) shipped in metadrive-simulator 0.3.0.1.</p>")
     for key in ("fixed_size", "otm"):
         write_report(selections[key], out / "report" / key, store=store,
                      title=f"TAROT motion demo: {key} selection (target {tgt_name})",
