@@ -7,7 +7,8 @@ Stages (each resumable; rerunning the command continues where it stopped):
 2. preprocess (UniTraj-style) into a cache;
 3. split: the windows of one scenario form the target domain (its center agents split alternately into a target set,
    which is featurised, and a validation set, which is only evaluated); the windows of the other scenarios are the
-   candidate pool together with the Argoverse-1 windows (source label = ``<dataset>/<scenario or log id>``);
+   candidate pool together with the Argoverse-1 windows (source label = ``<dataset>/<first 8 characters of the
+   scenario or log id>``);
 4. warm-up training of AutoBot-Ego on the pool from scratch, keeping two checkpoints;
 5. featurise pool and target at both checkpoints with tarot-core's per-sample gradient featurizer;
 6. select with tarot-core: random, topk_mean, fixed_size (ratio 0.2) and otm (ratio chosen by OTM);
@@ -151,7 +152,7 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
     cand = MotionDataset(data, cand_rows)
     tgt = MotionDataset(data, tgt_rows)
     val = MotionDataset(data, val_rows)
-    cand_sources = [f"{data['dataset_name'][i]}/{scen[i]}" for i in cand_rows]
+    cand_sources = [f"{data['dataset_name'][i]}/{scen[i][:8]}" for i in cand_rows]  # short labels for plots
     log(f"target scenario {tgt_name}: {len(tgt)} target + {len(val)} validation samples "
         f"({len(agents)} agents); candidate pool {len(cand)} samples from {sorted(set(cand_sources))}")
 
