@@ -131,7 +131,7 @@ def docs(session: nox.Session) -> None:
 def docs_browser(session: nox.Session) -> None:
     """Build the site, open every page in headless Chromium (Debian ``chromium``), fail on console errors.
 
-    Screenshots of the home page and the vision tutorial and a JSON report go to ``docs-artifacts/`` (or
+    Screenshots (home page, Concepts, vision tutorial) and a JSON report go to ``artifacts/docs/`` (or
     ``$DOCS_ARTIFACTS``).
     """
     import shutil
@@ -143,4 +143,4 @@ def docs_browser(session: nox.Session) -> None:
     site = os.environ.get("DOCS_SITE", "site")
     session.run("mkdocs", "build", "--strict", "-f", "mkdocs.yml", "-d", site, env={"NO_MKDOCS_2_WARNING": "1"})
     session.run("python", "tests_docs/browser_check.py", "--site", site,
-                "--artifacts", os.environ.get("DOCS_ARTIFACTS", "docs-artifacts"))
+                "--artifacts", os.environ.get("DOCS_ARTIFACTS", "artifacts/docs"))

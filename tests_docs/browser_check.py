@@ -3,9 +3,10 @@
 Serves the site directory on 127.0.0.1, starts Debian's ``chromium`` headless with a fresh profile, and drives it
 over the DevTools protocol (``websocket-client``). A page fails when it logs a console error, throws an uncaught
 exception, fails to load a resource, gets an HTTP status >= 400 for one, or requests anything outside the local
-server (the site must work offline: no web fonts, no CDN). Screenshots of the home page and one tutorial are saved.
+server (the site must work offline: no web fonts, no CDN). Screenshots of the home page, the Concepts page and the
+vision tutorial are saved.
 
-    python tests_docs/browser_check.py --site site --artifacts docs-artifacts
+    python tests_docs/browser_check.py --site site --artifacts artifacts/docs
 
 Exit status 0 when every page is clean; the report is also written to ``<artifacts>/browser-report.json``.
 """
@@ -237,7 +238,7 @@ def check(site: Path, artifacts: Path, settle: float = 0.7) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--site", type=Path, default=Path("site"), help="built site directory (mkdocs build -d)")
-    ap.add_argument("--artifacts", type=Path, default=Path("docs-artifacts"), help="screenshots and report")
+    ap.add_argument("--artifacts", type=Path, default=Path("artifacts/docs"), help="screenshots and report")
     args = ap.parse_args(argv)
     if not (args.site / "index.html").is_file():
         print(f"{args.site}: no index.html; build the site first (nox -s docs)", file=sys.stderr)
