@@ -208,3 +208,22 @@ def test_lds_on_cifar_batches(tmp_path, cifar_root):
     )
     doc = json.loads((out / "results.json").read_text())
     assert doc["data"] == "cifar10" and doc["n_train"] == 40 and doc["n_targets"] == 10
+
+
+def test_featurize_sharding_flags_merge_to_the_single_process_store(tmp_path, gta_root, cityscapes_root):
+    """Two shards written by separate invocations (--rank/--world-size) merge into the unsharded store exactly."""
+    from tarot import FeatureStore
+
+    common = [f"candidate.root={gta_root}", f"target.root={cityscapes_root}", "data.size=[32, 64]",
+              "featurize.proj_dim=16", "featurize.batch_size=1", "backend=torch", "model.arch=tiny"]
+    assert main(["convert", "gta5", "--root", str(gta_root), "--no-progress"]) == 0
+    assert main(["convert", "cityscapes", "--root", str(cityscapes_root), "--no-progress"]) == 0
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    assert main(["featurize", "--out", str(single), "--no-progress", *common]) == 0
+    for rank in ("1", "0"):  # rank 0 last: it merges once both shards are complete
+        assert main(["featurize", "--out", str(sharded), "--rank", rank, "--world-size", "2", "--no-progress",
+                     *common]) == 0
+    a, b = FeatureStore.open(single / "features"), FeatureStore.open(sharded / "features")
+    for split in ("candidate", "target"):
+        assert np.array_equal(np.asarray(a.features(split)), np.asarray(b.features(split)))
+        assert list(a.ids(split)) == list(b.ids(split))

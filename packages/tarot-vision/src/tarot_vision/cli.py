@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", type=Path, required=True, help="output folder")
         for flag, kwargs in extra:
             p.add_argument(flag, **kwargs)
+        if name == "featurize":
+            from tarot.distributed import add_shard_arguments
+
+            add_shard_arguments(p)  # --rank/--world-size/--merge, torchrun-aware (tarot-core owns the sharding)
         _common(p, config)
     return parser
 
@@ -179,7 +183,9 @@ def _run(args: argparse.Namespace) -> int:
 
     save_resolved(cfg, args.out, args.command)
     if args.command == "featurize":
-        store = segpipe.featurize(cfg, args.out, progress=progress)
+        from tarot.distributed import shard_from_args
+
+        store = segpipe.featurize(cfg, args.out, progress=progress, shard=shard_from_args(args), merge=args.merge)
         print(f"features: {store.path}")
     elif args.command == "select":
         print(json.dumps(segpipe.select(cfg, args.features, args.out, progress=progress), default=str))

@@ -79,9 +79,15 @@ def _checkpoints(cfg: dict[str, Any]) -> list:
     return out
 
 
-def featurize(cfg: dict[str, Any], out: str | Path, progress: bool = True):
-    """Projected per-sample gradient features of the candidate pool and the target set → a FeatureStore."""
-    from tarot import GradientFeaturizer, featurize_to_store
+def featurize(cfg: dict[str, Any], out: str | Path, progress: bool = True, shard: tuple[int, int] | None = None,
+              merge: bool = True):
+    """Projected per-sample gradient features of the candidate pool and the target set → a FeatureStore.
+
+    ``shard=(rank, world)`` featurizes one shard (several processes or torchrun; see tarot.distributed); rank 0
+    merges the shards into ``OUT/features`` when ``merge`` and all shards are complete.
+    """
+    from tarot import GradientFeaturizer
+    from tarot.distributed import featurize_distributed
 
     d = cfg["data"]
     cand = _records(cfg["candidate"], "candidate")
@@ -90,15 +96,19 @@ def featurize(cfg: dict[str, Any], out: str | Path, progress: bool = True):
         "candidate": S.SegmentationDataset(cand, size=d["size"], fit=d["fit"], on_size_mismatch=d["on_size_mismatch"]),
         "target": S.SegmentationDataset(tgt, size=d["size"], fit=d["fit"], on_size_mismatch=d["on_size_mismatch"]),
     }
-    model, adapter, globs = build_model(cfg)
     fz = cfg["featurize"]
+    # every process (and every rank of a sharded run) must featurize the same weights: seed the initialisation
+    torch.manual_seed(int(fz["seed"]))
+    model, adapter, globs = build_model(cfg)
     feat = GradientFeaturizer(
         model, adapter, proj_dim=int(fz["proj_dim"]), seed=int(fz["seed"]), params=globs, mode=fz["mode"]
     )
-    return featurize_to_store(
+    return featurize_distributed(
         feat,
         ds,
         Path(out) / "features",
+        shard=shard,
+        merge=merge,
         checkpoints=_checkpoints(cfg),
         batch_size=int(fz["batch_size"]),
         ids={"candidate": [r.stem for r in cand], "target": [r.stem for r in tgt]},
