@@ -189,8 +189,8 @@ def dense_sinkhorn(
     """Dense log-domain Sinkhorn (POT ``sinkhorn_log``) with ε-scaling from the squared cost bound, ÷4 per stage.
 
     The iteration caps and tolerances mirror :func:`tarot.entropic_ot`'s defaults (POT measures the violation of the
-    target marginal in L2 every 10 iterations). The final stage runs in chunks of ``chunk`` iterations so that the
-    solve can stop at ``deadline`` (a ``time.perf_counter`` value); the result then says it was cut short.
+    target marginal in L2 every 10 iterations). Every stage runs in chunks of ``chunk`` iterations so that the solve
+    can stop at ``deadline`` (a ``time.perf_counter`` value); the result then says it was cut short.
     """
     import ot as pot
 
@@ -211,7 +211,7 @@ def dense_sinkhorn(
         thr = tol if last else stage_tol
         done = 0
         while done < budget:
-            step = min(chunk if last else budget, budget - done)
+            step = min(chunk, budget - done)
             with np.errstate(over="ignore"):  # POT exponentiates the log-scalings for its log dict (harmless)
                 _, log = pot.bregman.sinkhorn_log(
                     a, b, cost, e, numItermax=step, stopThr=thr, log=True, warn=False,
@@ -338,6 +338,30 @@ def _run_child(spec: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | N
     return None, "failed: the worker printed no result"
 
 
+def _measure(spec: dict[str, Any], size: tuple[int, int, int], features_mb: float, gemm_seconds: float | None,
+             timeout: float, dense_limit: int, echo: bool) -> BenchRow:
+    """Run one variant at one size in a fresh subprocess (or skip the dense recipe when it does not fit)."""
+    variant, (n, m, d) = spec["variant"], size
+    if variant == "dense" and dense_bytes(n, m, spec["ratio"]) > dense_limit:
+        return BenchRow(variant, n, m, d, None, None, None, features_mb, None, None, "skipped",
+                        f"N×M matrices need {dense_bytes(n, m, spec['ratio']) / 2**30:.1f} GB "
+                        f"> limit {dense_limit / 2**30:.1f} GB")
+    if echo:
+        print(f"[bench] {variant:>10}  N={n:,} M={m:,} d={d} ...", end="", flush=True)
+    res, err = _run_child(spec, timeout)
+    if res is None:
+        if echo:
+            print(f" {err}", flush=True)
+        return BenchRow(variant, n, m, d, None, None, None, features_mb, None, None,
+                        "timeout" if err.startswith("timeout") else "failed", err)
+    if echo:
+        print(f" {res['seconds']:.2f} s, peak +{res['peak_rss_mb']:.0f} MB", flush=True)
+    seconds = res["seconds"]
+    rel = seconds / gemm_seconds if gemm_seconds else (1.0 if variant == "gemm" else None)
+    return BenchRow(variant, n, m, d, seconds, rel, res["peak_rss_mb"], features_mb, res.get("selected"),
+                    res.get("ot_distance"), res.get("status", "ok"), res.get("note", ""))
+
+
 def run_benchmark(
     sizes: Sequence[tuple[int, int, int]],
     out_dir: str | os.PathLike,
@@ -359,8 +383,7 @@ def run_benchmark(
     out_dir : path-like
         Directory receiving the table files (created if missing).
     variants : sequence of str
-        Subset of ``("gemm", "fixed_size", "otm", "dense")``; the GEMM floor is always run first when ratios are
-        wanted.
+        Subset of ``("gemm", "fixed_size", "otm", "dense")``, run in that order; ``ratio_to_gemm`` needs ``gemm``.
     ratio : float
         Selection ratio of ``fixed_size`` and of the dense recipe (``otm`` chooses its own).
     seed : int
@@ -402,30 +425,13 @@ def run_benchmark(
             features_mb = (n + m) * d * 4 / 2**20
             gemm_seconds: float | None = None
             for variant in ordered:
-                if variant == "dense" and dense_bytes(n, m, ratio) > limit:
-                    rows.append(BenchRow(variant, n, m, d, None, None, None, features_mb, None, None, "skipped",
-                                         f"N×M matrices need {dense_bytes(n, m, ratio) / 2**30:.1f} GB "
-                                         f"> limit {limit / 2**30:.1f} GB"))
-                    continue
-                if echo:
-                    print(f"[bench] {variant:>10}  N={n:,} M={m:,} d={d} ...", end="", flush=True)
                 spec = {"variant": variant, "candidates": str(cand), "targets": str(tgt), "ratio": ratio,
                         "budget": dense_budget}
-                res, err = _run_child(spec, timeout)
-                if res is None:
-                    rows.append(BenchRow(variant, n, m, d, None, None, None, features_mb, None, None,
-                                         "timeout" if err.startswith("timeout") else "failed", err))
-                    if echo:
-                        print(f" {err}", flush=True)
-                    continue
-                if variant == "gemm":
-                    gemm_seconds = res["seconds"]
-                rel = res["seconds"] / gemm_seconds if gemm_seconds else None
-                rows.append(BenchRow(variant, n, m, d, res["seconds"], rel, res["peak_rss_mb"], features_mb,
-                                     res.get("selected"), res.get("ot_distance"), res.get("status", "ok"),
-                                     res.get("note", "")))
-                if echo:
-                    print(f" {res['seconds']:.2f} s, peak +{res['peak_rss_mb']:.0f} MB", flush=True)
+                row = _measure(spec, (n, m, d), features_mb, gemm_seconds, timeout, limit, echo)
+                if variant == "gemm" and row.status == "ok":
+                    gemm_seconds = row.seconds
+                rows.append(row)
+                write_tables(rows, out_dir)  # a partial table survives an interrupted run
     finally:
         if own_tmp:
             shutil.rmtree(base, ignore_errors=True)
