@@ -89,6 +89,14 @@ def test_full_cli_chain_featurize_select_train_evaluate(project, capsys):
     assert store.features("candidate").shape == (10, 16) and store.features("target").shape == (3, 16)
     assert sorted(set(store.sources("candidate"))) == ["av2", "waymo"]
     assert store.manifest  # written by tarot-core
+    for rank in ("1", "0"):  # the same features in two shards (rank 0 last merges them)
+        rc, _ = _run(["featurize", "--config", cfgf, "--out", project / "feat2", "--checkpoint",
+                      project / "warm/epoch1.pt", "--checkpoint", project / "warm/epoch2.pt", "--rank", rank,
+                      "--world-size", "2", "--no-progress"], capsys)
+        assert rc == 0
+    merged = tarot.FeatureStore.open(str(project / "feat2" / "store"))
+    for split in ("candidate", "target"):
+        assert np.array_equal(np.asarray(merged.features(split)), np.asarray(store.features(split)))
     rc, cap = _run(["select", "--config", cfgf, "--store", project / "feat", "--out", project / "sel",
                     "--no-progress"], capsys)
     assert rc == 0

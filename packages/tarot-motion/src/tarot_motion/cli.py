@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--checkpoint", type=Path, action="append", required=True,
                    help="checkpoint file (repeatable; order is kept)")
+    from tarot.distributed import add_shard_arguments
+
+    add_shard_arguments(p)  # --rank/--world-size/--merge, torchrun-aware (tarot-core owns the sharding)
     p = sub.add_parser("select", help="select candidates with a tarot-core method",
                        description="tarot.select on a feature store (select.method: random, topk_mean, less, "
                        "round_robin, fixed_size, otm, tsds; select.ratio; select.weighting; select.merge_targets). "
@@ -162,8 +165,11 @@ def _cmd(args: argparse.Namespace) -> Any:
     if args.command == "featurize":
         cand = _require(pipeline.load_split(cfg, "candidates", progress=progress), "data.candidates")
         tgt = _require(pipeline.load_split(cfg, "target", progress=progress), "data.target")
+        from tarot.distributed import shard_from_args
+
         store = pipeline.featurize(cfg["model"], cfg["featurize"], args.checkpoint, {"candidate": cand, "target": tgt},
-                                   args.out / "store", progress=progress)
+                                   args.out / "store", progress=progress, shard=shard_from_args(args),
+                                   merge=args.merge)
         print(f"feature store: {args.out / 'store'} (candidate {len(cand)}, target {len(tgt)} rows)")
         return store
     if args.command == "select":

@@ -61,12 +61,15 @@ def load_split(cfg: Mapping[str, Any], key: str, progress: bool = True, log: Any
 
 def featurize(model_cfg: Mapping[str, Any], fcfg: Mapping[str, Any], checkpoints: Sequence[str | Path],
               datasets: Mapping[str, MotionDataset], out: str | Path,
-              sources: Mapping[str, Sequence[str]] | None = None, progress: bool = True) -> Any:
+              sources: Mapping[str, Sequence[str]] | None = None, progress: bool = True,
+              shard: tuple[int, int] | None = None, merge: bool = True) -> Any:
     """Per-sample projected gradients of every split at every checkpoint, summed over checkpoints (tarot-core).
 
-    Returns the ``tarot.FeatureStore``. Rerunning the same call resumes.
+    Returns the ``tarot.FeatureStore``. Rerunning the same call resumes. ``shard=(rank, world)`` featurizes one shard
+    (several processes or torchrun, see ``tarot.distributed``); rank 0 merges when ``merge`` and all are complete.
     """
     import tarot
+    from tarot.distributed import featurize_distributed
 
     if not checkpoints:
         raise MotionDataError(None, "featurize.checkpoints", "at least one checkpoint file is required")
@@ -83,9 +86,10 @@ def featurize(model_cfg: Mapping[str, Any], fcfg: Mapping[str, Any], checkpoints
                                     projector=fcfg["projector"], params=fcfg["params"], mode=fcfg["mode"],
                                     device="cpu")
     srcs = sources or {k: ds.sources for k, ds in datasets.items()}
-    return tarot.featurize_to_store(feat, dict(datasets), str(out), checkpoints=ckpts,
-                                   batch_size=int(fcfg["batch_size"]), ids={k: ds.ids for k, ds in datasets.items()},
-                                   sources={k: list(v) for k, v in srcs.items()}, progress=progress)
+    return featurize_distributed(feat, dict(datasets), str(out), checkpoints=ckpts, batch_size=int(fcfg["batch_size"]),
+                                 ids={k: ds.ids for k, ds in datasets.items()},
+                                 sources={k: list(v) for k, v in srcs.items()}, progress=progress, shard=shard,
+                                 merge=merge)
 
 
 def select(store: Any, scfg: Mapping[str, Any], out: str | Path | None = None, progress: bool = True) -> Any:
