@@ -45,6 +45,11 @@ import torch
 
 Cost = Literal["wfd", "sqeuclidean"]
 
+#: Largest problem (N·M cost entries) warm-started from the exact duals of POT's network simplex. Measured here:
+#: ``ot.emd`` takes ≈ 1.5 s at 5,000 × 1,000 and ≈ 6 s at 20,000 × 1,000 (float64 cost, 160 MB), far less than
+#: the ε-scaling iterations it replaces; beyond this size the dense cost copy it needs is the limit.
+EMD_MAX_ENTRIES = 25_000_000
+
 
 @dataclass
 class OTResult:
@@ -221,7 +226,7 @@ def entropic_ot(
     overrelax: float = 1.8,
     value_tol: float | None = None,
     init: tuple[np.ndarray, np.ndarray] | str | None = "auto",
-    emd_max_entries: int = 4_000_000,
+    emd_max_entries: int = EMD_MAX_ENTRIES,
     backend: Literal["auto", "dense", "blocked"] = "auto",
     dense_max_entries: int = 16_000_000,
     block_rows: int = 4096,
@@ -395,7 +400,7 @@ def _sinkhorn_stage(P, f, g, loga, logb, eps, cap, thr, omega, value_tol=None, c
 
 
 def warm_start(previous: OTResult | None, n_rows: int, n_cols: int, new_f: np.ndarray | None = None,
-               emd_max_entries: int = 4_000_000):
+               emd_max_entries: int = EMD_MAX_ENTRIES):
     """Choose the ``init`` for the next solve of a growing problem (OTM depths, fixed-size fill rounds).
 
     Small problems restart from the exact duals (``"auto"``: fastest and most accurate); large ones reuse the

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from tarot.ot import entropic_ot, softmin_potential, warm_start
+from tarot.ot import EMD_MAX_ENTRIES, entropic_ot, softmin_potential, warm_start
 from tarot.selectors.base import NeighbourLayers, Selection
 
 ValueFn = Callable[[np.ndarray, np.ndarray, int], float]
@@ -114,7 +114,7 @@ def otm(
                 v = float(value_fn(np.sort(members), eval_targets, d))
             else:
                 new_f = None
-                if warm is not None and len(members) * len(T_eval) > 4_000_000:
+                if warm is not None and len(members) * len(T_eval) > EMD_MAX_ENTRIES:
                     new_f = softmin_potential(candidates[new], T_eval, warm.g, eps=eps)
                 init = warm_start(warm, len(members), len(T_eval), new_f)
                 warm = entropic_ot(candidates[members], T_eval, eps=eps, tol=ot_tol, value_tol=ot_value_tol,
