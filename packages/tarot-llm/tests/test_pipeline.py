@@ -82,8 +82,7 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys):
     sel = json.loads((run / "selection" / "summary.json").read_text())
     for m in ("random", "less"):
         assert sel[m]["size"] == 9, m
-    # tarot-core's fixed_size returned 10 for n=9 on this store when this was written (spec: exactly n)
-    assert sel["fixed_size"]["size"] in (9, 10)
+    assert sel["fixed_size"]["size"] == 9  # exactly n (spec §8)
     assert sel["fixed_size"]["training_items"] == 2 * sel["fixed_size"]["size"]  # weighted repeats: R = 2n
     assert sum(sel["less"]["composition"].values()) == 9
     lines = (run / "selection" / "less" / "sorted.csv").read_text().splitlines()
