@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from tarot.outofcore import available_bytes
+
 __all__ = ["BenchRow", "dense_layer_selection", "dense_sinkhorn", "generate_features", "run_benchmark", "main"]
 
 VARIANTS = ("gemm", "fixed_size", "otm", "dense")
@@ -306,17 +308,6 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ parent process
-def _mem_available_bytes() -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 << 30
-
-
 def dense_bytes(n: int, m: int, ratio: float) -> int:
     """Memory the dense recipe needs: float32 scores and their negation, int64 ranks (N×M), ~3 float64 |S|×M arrays."""
     s = max(1, int(round(ratio * n)))
@@ -409,7 +400,7 @@ def run_benchmark(
         raise ValueError(f"unknown variant(s) {unknown}; expected a subset of {list(VARIANTS)}")
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
-    limit = dense_max_bytes if dense_max_bytes is not None else int(0.7 * _mem_available_bytes())
+    limit = dense_max_bytes if dense_max_bytes is not None else int(0.7 * available_bytes())
     ordered = [v for v in VARIANTS if v in variants]
     rows: list[BenchRow] = []
     own_tmp = workdir is None

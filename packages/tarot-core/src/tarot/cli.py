@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from tarot.argtypes import positive_int
+
 __all__ = ["main", "build_parser"]
 
 _METHOD_TEXT = {
@@ -89,16 +91,6 @@ def _ratio(text: str) -> float | str:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _key_value(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
@@ -141,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--ratio", type=_ratio, default=None, metavar="R|auto",
                       help="fraction of the candidate pool to keep, in (0, 1]; 'auto' lets otm choose it")
-    size.add_argument("--n", type=_positive_int, default=None, metavar="N", help="number of candidates to keep")
+    size.add_argument("--n", type=positive_int, default=None, metavar="N", help="number of candidates to keep")
     p.add_argument("--seed", type=int, default=None,
                    help=f"seed of random choices (random selector, random fills); default {defaults.get('seed')}")
     p.add_argument("--weighting", action=argparse.BooleanOptionalAction, default=None,

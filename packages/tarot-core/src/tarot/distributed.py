@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from tarot.argtypes import non_negative_int, positive_int
 from tarot.gradients import Checkpoint, GradientFeaturizer, featurize_to_store
 from tarot.store import MANIFEST, FeatureStore, StoreError, labels_hash
 
@@ -507,23 +508,6 @@ def featurize_distributed(
 
 
 # ---------------------------------------------------------------------------------------------- argparse
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected an integer >= 1, got 0")
-    return value
-
-
 def add_shard_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Add the sharding flags every domain ``featurize`` command shares.
 
@@ -541,9 +525,9 @@ def add_shard_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
         "Featurize one shard of the data per process; under torchrun the rank and world size come from the "
         "environment. Each shard resumes on its own when rerun.",
     )
-    group.add_argument("--rank", type=_non_negative_int, default=None, metavar="R",
+    group.add_argument("--rank", type=non_negative_int, default=None, metavar="R",
                        help="index of this process's shard (default: $RANK from torchrun, else 0)")
-    group.add_argument("--world-size", type=_positive_int, default=None, metavar="W",
+    group.add_argument("--world-size", type=positive_int, default=None, metavar="W",
                        help="number of shards (default: $WORLD_SIZE from torchrun, else 1)")
     group.add_argument("--merge", action=argparse.BooleanOptionalAction, default=True,
                        help="rank 0 merges all shards into the store once they are complete (default: on)")

@@ -51,7 +51,8 @@ def parse_bytes(value: int | float | str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
-def _available_bytes() -> int:
+def available_bytes() -> int:
+    """Memory available now (``MemAvailable`` of /proc/meminfo; physical memory, else 8 GiB, where unreadable)."""
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
             for line in fh:
@@ -76,7 +77,7 @@ def memory_budget(budget: int | float | str | None = None) -> int:
             return parse_bytes(env)
         except ValueError as exc:
             raise ValueError(f"${BUDGET_ENV}: {exc}") from None
-    return _available_bytes() // 2
+    return available_bytes() // 2
 
 
 def temp_memmap(shape: Sequence[int], dtype: np.dtype | type = np.float32,
