@@ -134,6 +134,27 @@ def test_two_shards_merged_equal_single_process(tmp_path):
         FeatureStore.merge(tmp_path / "shards", tmp_path / "merged")
 
 
+def test_merge_carries_kept_per_checkpoint_arrays(tmp_path):
+    ckpts = [Checkpoint("c1", state_dict=perturbed_state(TinyNet(), 3), weight=2.0), Checkpoint("c2")]
+    data = _data(n_cand=11, n_tgt=14)
+    single = featurize_to_store(_feat(), data, tmp_path / "single", ckpts, batch_size=3, progress=False,
+                                keep_partials=True)
+    for rank in (0, 1):
+        featurize_to_store(_feat(), data, tmp_path / "shards", ckpts, batch_size=3, shard=(rank, 2), progress=False,
+                           keep_partials=True)
+    merged = FeatureStore.merge(tmp_path / "shards", tmp_path / "merged")
+    for split in single.splits:
+        for ci in range(2):
+            want, got = single.partial_paths(split, ci), merged.partial_paths(split, ci)
+            assert np.array_equal(np.load(want[0]), np.load(got[0]))
+            assert np.load(got[1]).all()
+    # shards without kept partials merge without them
+    for rank in (0, 1):
+        featurize_to_store(_feat(), data, tmp_path / "bare", ckpts, batch_size=3, shard=(rank, 2), progress=False)
+    bare = FeatureStore.merge(tmp_path / "bare", tmp_path / "merged_bare")
+    assert not bare.partial_paths("candidate", 0)[0].exists()
+
+
 def test_merge_refuses_mismatched_or_missing_shards(tmp_path):
     data = _data(n_cand=8, n_tgt=6)
     featurize_to_store(_feat(seed=0), data, tmp_path / "p", None, batch_size=2, shard=(0, 2), progress=False)

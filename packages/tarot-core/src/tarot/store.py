@@ -567,6 +567,28 @@ class FeatureStore:
                 arr[info["row_start"] : info["row_stop"]] = s.features(split)
             arr.flush()
             del arr
+        store._merge_partials(shards, counts)
         store._manifest["status"] = "complete"
         store.write_manifest()
         return store
+
+    def _merge_partials(self, shards: list[FeatureStore], counts: dict[str, int]) -> None:
+        """Concatenate the shards' per-checkpoint arrays (kept with ``keep_partials=True``) when every shard has all
+        of them, so that per-checkpoint consumers (e.g. LESS scoring) work on a merged store too."""
+        n_ck = len(self._manifest["checkpoints"])
+        wanted = [(split, ci) for split in self.splits for ci in range(n_ck)]
+        if not wanted or not all(s.partial_paths(sp, ci)[0].is_file() for s in shards for sp, ci in wanted):
+            return
+        for split, ci in wanted:
+            fpath, mpath = self.partial_paths(split, ci)
+            fpath.parent.mkdir(parents=True, exist_ok=True)
+            out = np.lib.format.open_memmap(fpath, mode="w+", dtype=np.float32, shape=(counts[split], self.dim))
+            for s in shards:
+                info = s.manifest["splits"][split]
+                out[info["row_start"] : info["row_stop"]] = np.load(s.partial_paths(split, ci)[0], mmap_mode="r")
+            out.flush()
+            del out
+            mask = np.lib.format.open_memmap(mpath, mode="w+", dtype=np.uint8, shape=(counts[split],))
+            mask[:] = 1
+            mask.flush()
+            del mask
