@@ -77,6 +77,18 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys):
     assert store.groups("target")[:5] == ["anatomy"] * 5 and store.groups("target")[-3:] == ["parity"] * 3
     assert set(store.sources("candidate")) == {"dolly", "flan_v2", "sum"}
     check_feature_row(run, tiny_model_dir, cfg, store)
+    # the same features from two shards (rank 0 last merges them, per-checkpoint arrays included)
+    import shutil
+
+    run2 = tmp_path / "run2"
+    shutil.copytree(run / "warmup", run2 / "warmup")
+    for rank in ("1", "0"):
+        assert main(["featurize", "--config", str(tmp_path / "cfg.yaml"), "--run", str(run2), "--no-progress",
+                     "--rank", rank, "--world-size", "2"]) == 0
+    merged = FeatureStore.open(run2 / "features")
+    for split in store.splits:
+        assert np.array_equal(np.asarray(merged.features(split)), np.asarray(store.features(split)))
+        assert np.array_equal(np.load(merged.partial_paths(split, 1)[0]), np.load(store.partial_paths(split, 1)[0]))
 
     assert main(["select", *common]) == 0
     sel = json.loads((run / "selection" / "summary.json").read_text())

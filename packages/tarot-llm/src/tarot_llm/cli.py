@@ -54,8 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("dst", type=Path, help="output jsonl (written atomically)")
     _stage_parser(sub, "warmup", "LoRA warm-up on a random percentage of the pool; one checkpoint per epoch, "
                                  "epoch-mean learning rates recorded")
-    _stage_parser(sub, "featurize", "Adam-preconditioned LoRA gradients of the pool and plain gradients of the "
-                                    "targets, projected and LR-weighted, into a tarot FeatureStore")
+    f = _stage_parser(sub, "featurize", "Adam-preconditioned LoRA gradients of the pool and plain gradients of the "
+                                        "targets, projected and LR-weighted, into a tarot FeatureStore")
+    from tarot.distributed import add_shard_arguments
+
+    add_shard_arguments(f)  # --rank/--world-size/--merge, torchrun-aware (tarot-core owns the sharding)
     _stage_parser(sub, "select", "run tarot-core selectors (random, less, topk_mean, round_robin, fixed_size, otm)")
     _stage_parser(sub, "train", "final LoRA training from the base model on each selection")
     _stage_parser(sub, "evaluate", "lm-eval (offline local tasks) on the base model and every trained adapter")
@@ -115,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
             cfg = _resolve_config(args)
             fn = {"warmup": P.stage_warmup, "featurize": P.stage_featurize, "select": P.stage_select,
                   "train": P.stage_train, "evaluate": P.stage_evaluate}.get(args.command)
-            if fn is not None:
+            if args.command == "featurize":
+                from tarot.distributed import shard_from_args
+
+                fn(cfg, args.run, progress=not args.no_progress, shard=shard_from_args(args), merge=args.merge)
+            elif fn is not None:
                 fn(cfg, args.run, progress=not args.no_progress)
             else:
                 print(f"report: {P.stage_report(cfg, args.run)}")

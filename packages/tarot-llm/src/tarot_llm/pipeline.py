@@ -178,10 +178,16 @@ def checkpoints_from_warmup(peft_model, warm: dict, weighting: str) -> list:
     return out
 
 
-def stage_featurize(cfg: dict, run: Path, progress: bool = True):
-    """Adam-preconditioned LoRA gradients of the pool and plain gradients of the targets into a FeatureStore."""
+def stage_featurize(cfg: dict, run: Path, progress: bool = True, shard: tuple[int, int] | None = None,
+                    merge: bool = True):
+    """Adam-preconditioned LoRA gradients of the pool and plain gradients of the targets into a FeatureStore.
+
+    ``shard=(rank, world)`` featurizes one shard (several processes or torchrun, see ``tarot.distributed``); rank 0
+    merges the shards, per-checkpoint arrays included, into ``RUN/features`` once all are complete.
+    """
     from peft import PeftModel
-    from tarot import GradientFeaturizer, featurize_to_store
+    from tarot import GradientFeaturizer
+    from tarot.distributed import featurize_distributed
 
     from .models import load_model_and_tokenizer
 
@@ -220,10 +226,10 @@ def stage_featurize(cfg: dict, run: Path, progress: bool = True):
         ids["target_adam"], sources["target_adam"] = ids["target"], sources["target"]
         groups["target_adam"] = groups["target"]
         precondition["target_adam"] = AdamPreconditioner()
-    store = featurize_to_store(
+    store = featurize_distributed(
         feat, datasets, out, checkpoints=ckpts, batch_size=int(fc["batch_size"]),
         collate_fn=pad_collate(tok.pad_token_id), ids=ids, sources=sources, groups=groups,
-        precondition=precondition, progress=progress, keep_partials=True)
+        precondition=precondition, progress=progress, keep_partials=True, shard=shard, merge=merge)
     save_config(cfg, out)  # after the store exists (tarot refuses a non-empty directory without a manifest)
     write_json(out / "pool_kept.json", {
         "kept_pool_indices": kept, "dropped_ids": dropped, "target_notes": notes, "seconds": time.time() - t0,
