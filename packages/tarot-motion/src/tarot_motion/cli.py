@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--checkpoint", type=Path, required=True)
     p = sub.add_parser("demo", help="the embedded real-data demo (CPU, several seeds)",
-                       description="Warm-up -> featurize -> select (random, topk_mean, fixed_size 20%%, otm) -> train "
+                       description="Warm-up -> featurize -> select (random, topk_mean, fixed_size 20%, otm) -> train "
                        "-> evaluate on the real Waymo scenarios embedded in metadrive-simulator==0.3.0.1 (install "
                        "with: pip install --no-deps metadrive-simulator==0.3.0.1). Resumable.")
     p.add_argument("--out", type=Path, default=Path("runs/motion-demo"), help="output folder")
