@@ -17,17 +17,12 @@ from tarot.ot import entropic_ot
 from tarot.result import SelectionResult
 from tarot.selectors import SELECTORS
 from tarot.weighting import potential_weights, repeat_counts
-from tarot.whitening import check_float_features, whiten
+from tarot.whitening import check_float_features, unit_rows, whiten
 
 log = logging.getLogger(__name__)
 
 SCORE_SPACES = ("whitened", "raw")
 _SHARED_OPTIONS = ("seed", "eps", "ot_tol", "ot_value_tol", "progress")
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _budget(ratio: float | str | None, n: int | None, n_candidates: int, method: str) -> int | None:
@@ -164,7 +159,7 @@ def select(
         Zc, Zt, whitener = whiten(candidates, targets, ridge=ridge, fit_on=fit_on)
         diagnostics["whitening"] = whitener.diagnostics
     else:
-        Zc, Zt = _unit(candidates), _unit(targets)
+        Zc, Zt = unit_rows(candidates), unit_rows(targets)
     t_whiten = time.perf_counter()
 
     selector = SELECTORS[method]
@@ -174,7 +169,8 @@ def select(
         kwargs["target_groups"] = target_groups
         sel = selector(np.asarray(candidates), np.asarray(targets), budget, **kwargs)
     elif method == "topk_mean" and space == "raw":
-        sel = selector(_unit(candidates), _unit(targets), budget, **kwargs)
+        raw = (Zc, Zt) if not whiten_features else (unit_rows(candidates), unit_rows(targets))  # unit rows once
+        sel = selector(*raw, budget, **kwargs)
     else:
         sel = selector(Zc, Zt, budget, **kwargs)
     diagnostics.update(sel.diagnostics)
@@ -189,8 +185,8 @@ def select(
     if weighting:
         probs = potential_weights(potentials, beta=beta, max_ratio=max_weight_ratio)
         weights = repeat_counts(probs, total=total_repeats, min_repeats=min_repeats)
-        a_w = probs
-        diagnostics["weighted_ot"] = entropic_ot(Zc[idx], Zt, a=a_w, eps=eps, tol=ot_tol, value_tol=ot_value_tol).value
+        diagnostics["weighted_ot"] = entropic_ot(Zc[idx], Zt, a=probs, eps=eps, tol=ot_tol,
+                                                 value_tol=ot_value_tol).value
     t_end = time.perf_counter()
     diagnostics["timing_s"] = {"whiten": t_whiten - t0, "select": t_select - t_whiten, "ot_and_weights":
                                t_end - t_select, "total": t_end - t0}

@@ -125,10 +125,10 @@ def cost_block(X: torch.Tensor, Y: torch.Tensor, cost: Cost) -> torch.Tensor:
 
 def _cost_bound(X: torch.Tensor, Y: torch.Tensor, cost: Cost) -> float:
     """An upper bound of the cost, used for the first ε stage (ε₀ = bound²)."""
-    rx = float(torch.linalg.vector_norm(X, dim=1).max()) if len(X) else 0.0
-    ry = float(torch.linalg.vector_norm(Y, dim=1).max()) if len(Y) else 0.0
     if cost == "wfd":
         return 2.0
+    rx = float(torch.linalg.vector_norm(X, dim=1).max()) if len(X) else 0.0
+    ry = float(torch.linalg.vector_norm(Y, dim=1).max()) if len(Y) else 0.0
     return (rx + ry) ** 2
 
 

@@ -16,8 +16,6 @@ R = 2n, r_min = 1: nothing is dropped).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -132,9 +130,3 @@ class RepeatSampler(Sampler[int]):
             order = torch.randperm(len(self.index), generator=g).numpy()
         return iter(self.index[order].tolist())
 
-
-def weighted_mode_shares(labels: Sequence, indices: np.ndarray, counts: np.ndarray) -> dict[str, float]:
-    """Share of repeat mass per label (diagnostic)."""
-    lab = np.asarray([str(labels[i]) for i in indices])
-    tot = counts.sum()
-    return {k: float(counts[lab == k].sum() / tot) for k in sorted(set(lab.tolist()))}

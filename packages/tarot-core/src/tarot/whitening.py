@@ -36,6 +36,12 @@ def check_float_features(x: np.ndarray, name: str) -> None:
         raise TypeError(f"{name}: features must be float32 or float64, got {dt} (fp16 is not accepted for whitening)")
 
 
+def unit_rows(x: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Rows of ``x`` divided by max(‖row‖₂, 1e-12), as ``dtype`` (normalisation without whitening)."""
+    x = np.asarray(x, dtype=dtype)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def iter_blocks(x: np.ndarray, block_rows: int) -> Iterable[np.ndarray]:
     """Yield consecutive row blocks of ``x`` (works on memmaps without loading them whole)."""
     for s in range(0, x.shape[0], block_rows):

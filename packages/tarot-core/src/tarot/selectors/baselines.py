@@ -8,6 +8,7 @@ import numpy as np
 
 from tarot.scoring import mean_scores, top_n_by_score
 from tarot.selectors.base import NeighbourLayers, Selection, check_budget
+from tarot.whitening import unit_rows
 
 
 def random_selection(candidates: np.ndarray, targets: np.ndarray, n: int, *, seed: int = 0, **_: object) -> Selection:
@@ -59,8 +60,8 @@ def less(
     names = sorted(set(map(str, groups)))
     total = np.zeros((cands[0].shape[0], len(names)))
     for wc, C, T in zip(w, cands, tgts):
-        Cn = _unit_rows(C)
-        Tn = _unit_rows(T)
+        Cn = unit_rows(C, np.float64)
+        Tn = unit_rows(T, np.float64)
         labels = np.asarray([str(g) for g in groups])
         if len(labels) != Tn.shape[0]:
             raise ValueError(f"less: {len(labels)} target group labels for {Tn.shape[0]} targets")
@@ -69,11 +70,6 @@ def less(
     scores = total.max(axis=1)
     return Selection(indices=top_n_by_score(scores, n), scores=scores,
                      diagnostics={"groups": len(names), "checkpoints": len(cands)})
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def round_robin(candidates: np.ndarray, targets: np.ndarray, n: int, *, progress: bool = False,
