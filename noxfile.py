@@ -86,7 +86,7 @@ def tests(session: nox.Session, package: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check + format check over all packages and the noxfile."""
+    """ruff check over all packages and the noxfile."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", "packages", "noxfile.py")
 

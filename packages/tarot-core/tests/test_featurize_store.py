@@ -205,6 +205,35 @@ def test_preconditioner_applied_to_configured_split_only(tmp_path):
     np.testing.assert_allclose(both.features("target"), 2.0 * np.asarray(plain.features("target")), rtol=1e-6)
 
 
+def test_splits_sharing_a_data_set_compute_gradients_once(tmp_path):
+    """The same target data set under two preconditioners: one gradient pass, same bytes as featurizing apart."""
+
+    class Counting(GradientFeaturizer):
+        calls = 0
+
+        def per_sample_grads(self, batch):
+            Counting.calls += 1
+            return super().per_sample_grads(batch)
+
+    def double(grads, checkpoint):
+        return {k: 2.0 * v for k, v in grads.items()}
+
+    model = TinyNet()
+    ckpts = [Checkpoint(f"c{i}", state_dict=perturbed_state(model, i)) for i in (1, 2)]
+    cand, tgt = Samples(6, seed=10), Samples(5, seed=11)
+    kw = dict(checkpoints=ckpts, batch_size=4, precondition={"candidate": double, "target_pre": double},
+              progress=False, keep_partials=True)
+    shared = featurize_to_store(Counting(model, CELoss(), proj_dim=K), {"candidate": cand, "target": tgt,
+                                "target_pre": tgt}, tmp_path / "shared", **kw)
+    assert Counting.calls == 2 * (2 + 2)  # per checkpoint: 2 candidate batches + 2 target batches, not 2 + 2 + 2
+    Counting.calls = 0
+    apart = featurize_to_store(Counting(model, CELoss(), proj_dim=K), {"candidate": cand, "target": tgt,
+                               "target_pre": Samples(5, seed=11)}, tmp_path / "apart", **kw)
+    assert Counting.calls == 2 * (2 + 2 + 2)
+    _files_equal(shared, apart)
+    np.testing.assert_allclose(shared.features("target_pre"), 2.0 * np.asarray(shared.features("target")), rtol=1e-6)
+
+
 def test_argument_validation(tmp_path):
     data = _data(n_cand=4, n_tgt=4)
     with pytest.raises(ValueError, match="unique"):

@@ -53,7 +53,8 @@ def test_full_report_writes_all_plots_and_escapes(tmp_path, data):
     cand, tgt, idx, sources = data
     res = _otm_result(idx, sources)
     extra = [("Comparison <table>", html_table([["otm", 40, 0.81]], ["method", "selected", "OT"]))]
-    page = write_report(res, tmp_path / "rep", candidates=cand, targets=tgt, title="My <title>", extra_sections=extra)
+    page = write_report(res, tmp_path / "rep", candidates=cand, targets=tgt, title="My <title>", extra_sections=extra,
+                        lead_sections=[("Verdict", "<p>first</p>")])
     out = tmp_path / "rep"
     assert page == out / "index.html"
     text = page.read_text(encoding="utf-8")
@@ -66,6 +67,8 @@ def test_full_report_writes_all_plots_and_escapes(tmp_path, data):
     assert "&lt;books &amp; co&gt;" in text
     assert "Comparison &lt;table&gt;" in text
     assert "<th>method</th>" in text  # extra html inserted as html
+    body = text.split("<body>")[1]
+    assert body.index("<p>first</p>") < body.index("Summary</h2>") < body.index("Comparison &lt;table&gt;</h2>")
     # the 'otm' fold lists are plotted, scalars appear in the diagnostics table
     assert "otm.ratio" in text and "solver.iterations" in text and "otm.folds" in text  # config key otm.folds
     assert "scores.png" not in text and "No score histogram" in text

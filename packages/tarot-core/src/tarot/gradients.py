@@ -422,7 +422,9 @@ def featurize_to_store(
     ----------
     featurizer : GradientFeaturizer
     datasets : dict split -> map-style Dataset
-        ``len(ds)`` and ``ds[i]`` returning one sample pytree; batched by a ``DataLoader`` in index order.
+        ``len(ds)`` and ``ds[i]`` returning one sample pytree; batched by a ``DataLoader`` in index order. Splits
+        given the *same* data set object (e.g. targets featurized plain and Adam-preconditioned) share each batch's
+        per-sample gradients: they are computed once and handed to every such split's preconditioner.
     path : str or PathLike
         Store directory (with ``shard``: the parent of ``shard-{rank:05d}-of-{world:05d}``).
     checkpoints : list of Checkpoint, optional
@@ -535,18 +537,18 @@ def featurize_to_store(
                 model.load_state_dict(snapshot)
             if state is not None:
                 model.load_state_dict(state, strict=ck.strict)
-            for s, batches in todo.items():
-                _featurize_split(
+            for group in _shared_gradient_groups(todo, datasets, ranges):
+                _featurize_splits(
                     featurizer,
                     store,
-                    datasets[s],
-                    s,
+                    datasets[group[0]],
+                    group,
                     ci,
                     ck,
-                    batches,
-                    ranges[s][0],
+                    todo[group[0]],
+                    ranges[group[0]][0],
                     collate_fn,
-                    precond[s],
+                    [precond[s] for s in group],
                     num_workers,
                     tqdm,
                     progress,
@@ -558,45 +560,76 @@ def featurize_to_store(
     return store
 
 
-def _featurize_split(
+def _shared_gradient_groups(
+    todo: Mapping[str, list[list[int]]], datasets: Mapping[str, Any], ranges: Mapping[str, tuple[int, int, int]]
+) -> list[list[str]]:
+    """Group pending splits that are the SAME data set object over the same rows with the same pending batches.
+
+    Such splits differ only in their preconditioner (e.g. LESS-style targets featurized both plain and
+    Adam-preconditioned), so each batch's per-sample gradients are computed once and reused for all of them.
+    """
+    groups: list[list[str]] = []
+    for s in todo:
+        for g in groups:
+            t = g[0]
+            if datasets[t] is datasets[s] and ranges[t] == ranges[s] and todo[t] == todo[s]:
+                g.append(s)
+                break
+        else:
+            groups.append([s])
+    return groups
+
+
+def _featurize_splits(
     featurizer: GradientFeaturizer,
     store: FeatureStore,
     dataset: Any,
-    split: str,
+    splits: list[str],
     ci: int,
     ck: Checkpoint,
     batches: list[list[int]],
     start: int,
     collate_fn: Callable[[list[Any]], Any] | None,
-    precond: Preconditioner | None,
+    preconds: list[Preconditioner | None],
     num_workers: int,
     tqdm: Any,
     progress: bool,
 ) -> None:
-    """Compute and write the pending ``batches`` (global row lists) of one (split, checkpoint)."""
-    feats, mask = store.open_partial(split, ci)
-    n = store.count(split)
+    """Compute and write the pending ``batches`` (global row lists) of one checkpoint for ``splits`` that share
+    ``dataset``: per-sample gradients once per batch, then each split's preconditioner and the projection.
+    Preconditioners must return new tensors (they are handed the same gradients in turn)."""
+    opened = [store.open_partial(s, ci) for s in splits]
+    n = store.count(splits[0])
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=_Batches(batches), collate_fn=collate_fn, num_workers=num_workers
     )
-    bar = tqdm(total=n, initial=int(mask.sum()), desc=f"{ck.name}/{split}", unit="row", disable=not progress)
+    bar = tqdm(total=n, initial=int(opened[0][1].sum()), desc=f"{ck.name}/{'+'.join(splits)}", unit="row",
+               disable=not progress)
     try:
         for rows, batch in zip(batches, loader):
-            out = featurizer.featurize_batch(batch, checkpoint=ck, precondition=precond).cpu().numpy()
-            if out.shape != (len(rows), store.dim):
-                raise ValueError(
-                    f"split {split!r} rows {rows[0]}..{rows[-1]}: features of shape {out.shape}, "
-                    f"expected ({len(rows)}, {store.dim})"
-                )
-            bad = ~np.isfinite(out).all(axis=1)
-            if bad.any():
-                raise FloatingPointError(
-                    f"split {split!r} row {rows[int(np.argmax(bad))]} (checkpoint {ck.name!r}): non-finite gradient "
-                    "feature; check the loss adapter"
-                )
-            lo = rows[0] - start
-            FeatureStore.write_rows(feats, mask, slice(lo, lo + len(rows)), out)
+            grads = featurizer.per_sample_grads(batch)
+            for split, (feats, mask), fn in zip(splits, opened, preconds):
+                g = fn(grads, ck) if fn is not None else grads
+                with torch.no_grad():
+                    out = featurizer.project(g).cpu().numpy()
+                _check_rows(out, split, rows, ck, store.dim)
+                lo = rows[0] - start
+                FeatureStore.write_rows(feats, mask, slice(lo, lo + len(rows)), out)
             bar.update(len(rows))
     finally:
         bar.close()
-        del feats, mask
+        del opened
+
+
+def _check_rows(out: np.ndarray, split: str, rows: list[int], ck: Checkpoint, dim: int) -> None:
+    """Refuse a batch of features with the wrong shape or a non-finite row (naming split, row and checkpoint)."""
+    if out.shape != (len(rows), dim):
+        raise ValueError(
+            f"split {split!r} rows {rows[0]}..{rows[-1]}: features of shape {out.shape}, expected ({len(rows)}, {dim})"
+        )
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        raise FloatingPointError(
+            f"split {split!r} row {rows[int(np.argmax(bad))]} (checkpoint {ck.name!r}): non-finite gradient "
+            "feature; check the loss adapter"
+        )

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from tarot.result import SelectionResult, _jsonable
+from tarot.config import plain
+from tarot.result import SelectionResult
 from tarot.store import StoreError
 
 __all__ = ["write_report", "html_table"]
@@ -68,7 +69,7 @@ def _fmt(value: Any) -> str:
             return f"list of {len(value)} items"
         return ", ".join(_fmt(v) for v in value)
     if isinstance(value, dict):
-        return json.dumps(_jsonable(value), sort_keys=True)
+        return json.dumps(plain(value), sort_keys=True)
     return str(value)
 
 
@@ -461,6 +462,7 @@ def write_report(
     seed: int = 0,
     embedding: str = "pca",
     max_points: int = MAX_MAP_POINTS,
+    lead_sections: Sequence[tuple[str, str]] | None = None,
 ) -> Path:
     """Write an HTML report of a selection.
 
@@ -487,6 +489,8 @@ def write_report(
         2-D map method. ``"tsne"`` needs scikit-learn and falls back to PCA (with a note) without it.
     max_points : int
         Largest number of points drawn in the map (candidates and targets together).
+    lead_sections : sequence of (heading, html), optional
+        Like ``extra_sections`` but placed first, before the summary (e.g. the downstream verdict of a demo).
 
     Returns
     -------
@@ -504,9 +508,9 @@ def write_report(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.report-", dir=out.parent))
     try:
         page, meta = _render(result, tmp, store, candidates, targets, title, extra_sections, seed, embedding,
-                             max_points)
+                             max_points, lead_sections)
         (tmp / "index.html").write_text(page, encoding="utf-8")
-        (tmp / "report.json").write_text(json.dumps(_jsonable(meta), indent=2) + "\n", encoding="utf-8")
+        (tmp / "report.json").write_text(json.dumps(plain(meta), indent=2) + "\n", encoding="utf-8")
         out.mkdir(parents=True, exist_ok=True)
         for old in ("otm_curves.png", "map.png", "composition.png", "scores.png", "weights.png"):
             if (out / old).exists() and not (tmp / old).exists():
@@ -516,6 +520,15 @@ def write_report(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out / "index.html"
+
+
+def _add_given_sections(sections: list, meta: dict, given: Sequence[tuple[str, str]] | None, name: str) -> None:
+    """Append caller-made (heading, html) sections, recorded as ``"extra"`` in ``report.json``."""
+    for item in given or ():
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ValueError(f"{name} items must be (heading, html) pairs, got {item!r}")
+        sections.append((str(item[0]), str(item[1])))
+        meta["sections"][str(item[0])] = "extra"
 
 
 def _render(
@@ -529,12 +542,14 @@ def _render(
     seed: int,
     embedding: str,
     max_points: int,
+    lead_sections: Sequence[tuple[str, str]] | None = None,
 ) -> tuple[str, dict]:
     title = title or f"TAROT selection report: {result.method}"
     summary = result.summary()
     sections: list[tuple[str, str]] = []
     meta: dict[str, Any] = {"title": title, "summary": summary, "sections": {}}
 
+    _add_given_sections(sections, meta, lead_sections, "lead_sections")
     summary_rows = [(k, v) for k, v in summary.items() if k != "composition"]
     sections.append(("Summary", html_table(summary_rows, ["quantity", "value"])))
 
@@ -561,11 +576,7 @@ def _render(
         "Diagnostics",
         html_table(diag_rows, ["key", "value"]) if diag_rows else _note("The result records no diagnostics."),
     ))
-    for item in extra_sections or ():
-        if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise ValueError(f"extra_sections items must be (heading, html) pairs, got {item!r}")
-        sections.append((str(item[0]), str(item[1])))
-        meta["sections"][str(item[0])] = "extra"
+    _add_given_sections(sections, meta, extra_sections, "extra_sections")
 
     body = [f"<h1>{html.escape(title)}</h1>"]
     body.append(

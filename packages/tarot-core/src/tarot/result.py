@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from tarot.config import plain
+
 FORMAT_VERSION = 1
 _ARRAY_FIELDS = ("indices", "weights", "probabilities", "potentials", "scores")
 
@@ -35,23 +37,6 @@ def _frozen(array: np.ndarray | None, dtype: Any) -> np.ndarray | None:
     out = np.array(array, dtype=dtype, copy=True)
     out.setflags(write=False)
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays and paths inside nested containers into plain JSON types."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not np.isfinite(value):
-        return str(value)
-    return value
 
 
 @dataclass
@@ -184,13 +169,13 @@ class SelectionResult:
             "n_candidates": int(self.n_candidates),
             "ratio": float(self.ratio),
             "ot_distance": None if self.ot_distance is None else float(self.ot_distance),
-            "config": _jsonable(self.config),
-            "diagnostics": _jsonable(self.diagnostics),
-            "candidate_ids": _jsonable(self.candidate_ids),
-            "candidate_sources": _jsonable(self.candidate_sources),
+            "config": plain(self.config),
+            "diagnostics": plain(self.diagnostics),
+            "candidate_ids": plain(self.candidate_ids),
+            "candidate_sources": plain(self.candidate_sources),
             "merged_targets": int(self.merged_targets),
             "target_repeats": int(self.target_repeats),
-            "summary": _jsonable(self.summary()),
+            "summary": plain(self.summary()),
         }
         (tmp / "result.json").write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
         if path.exists():
