@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import yaml
+from tarot.config import ConfigError, save_config  # noqa: F401  (re-exported for the package)
+from tarot.config import load_config as _load
 
 from .model import MODEL_DEFAULTS
 from .preprocess import DEFAULT_CONFIG as PREPROCESS_DEFAULTS
@@ -49,73 +48,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
-    """A bad configuration key or value (one line, naming the key)."""
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any], where: str) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        key = f"{where}.{k}" if where else k
-        if k not in out:
-            raise ConfigError(f"{key}: unknown config key (known here: {', '.join(sorted(out))})")
-        if isinstance(out[k], dict) and not out[k] and isinstance(v, Mapping):
-            out[k] = copy.deepcopy(dict(v))  # free-form section (e.g. select.options)
-        elif isinstance(out[k], dict) and isinstance(v, Mapping):
-            out[k] = _merge(out[k], v, key)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """``a.b=value`` -> (["a", "b"], YAML-parsed value)."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.lr=0.001")
-    key, raw = item.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
-
-
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
                 base: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults <- ``base`` <- YAML file <- ``overrides`` (``section.key=value``); unknown keys are errors."""
-    cfg = _merge(DEFAULTS, base or {}, "")
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{p}: expected a YAML mapping at the top level")
-        try:
-            cfg = _merge(cfg, loaded, "")
-        except ConfigError as exc:
-            raise ConfigError(f"{p}: {exc}") from None
-    for item in overrides or []:
-        keys, value = parse_override(item)
-        nested: Any = value
-        for k in reversed(keys):
-            nested = {k: nested}
-        cfg = _merge(cfg, nested, "")
-    return cfg
-
-
-def save_config(cfg: Mapping[str, Any], out_dir: str | os.PathLike, name: str = "config.yaml") -> Path:
-    """Write the resolved config as YAML into ``out_dir`` (atomically)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / name
-    tmp = out / (name + ".tmp")
-    tmp.write_text(yaml.safe_dump(_plain(cfg), sort_keys=False))
-    os.replace(tmp, path)
-    return path
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    return x
+    """Defaults <- ``base`` <- YAML file <- ``overrides`` (``section.key=value``); unknown keys are errors
+    (:func:`tarot.config.load_config`)."""
+    return _load(DEFAULTS, path, overrides or [], preset=base)
