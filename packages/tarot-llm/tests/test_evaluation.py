@@ -33,6 +33,11 @@ def test_mmlu_local_task_runs_offline(tmp_path, tiny_model_dir):
     s = rec["summary"]
     assert s["n"] == 5 and 0.0 <= s["score"] <= 1.0 and s["gold_nll"] > 0
     assert rec["results"]["tarot_mmlu"]["acc,none"] == pytest.approx(s["score"])
+    items = rec["items"]
+    assert sorted(i["doc_id"] for i in items) == [0, 1, 2, 3, 4] and {i["task"] for i in items} == {
+        "tarot_mmlu_counting"}
+    assert sum(i["score"] for i in items) / 5 == pytest.approx(s["score"])
+    assert sum(i["gold_nll"] for i in items) / 5 == pytest.approx(s["gold_nll"])
     saved = json.loads((tmp_path / "res.json").read_text())
     assert saved["protocol"]["num_fewshot"] == 5 and "weight_by_size" in saved["protocol"]["aggregation"]
 
@@ -47,6 +52,7 @@ def test_bbh_local_task_runs_offline(tmp_path, tiny_model_dir):
     rec = evaluate_to_file(str(tiny_model_dir), None, task_dir, "tarot_bbh", "bbh", tmp_path / "bbh.json",
                            batch_size=2, protocol_extra={"max_gen_toks": 8})
     assert rec["summary"]["n"] == 5 and rec["summary"]["score"] == 0.0  # a random model never says "the answer is"
+    assert [i["score"] for i in rec["items"]] == [0.0] * 5 and "gold_nll" not in rec["items"][0]
     assert rec["protocol"]["max_gen_toks"] == 8 and rec["protocol"]["num_fewshot"] == 3
     with pytest.raises(DataError, match="2 few-shot samples, expected 3"):
         write_bbh_tasks(task_dir, {"parity": {"test": test, "samples": samples[:2]}})

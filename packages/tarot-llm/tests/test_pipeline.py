@@ -110,9 +110,14 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys):
     assert {"base", "random", "less", "fixed_size"} <= set(ev)
     assert all(0 <= r["tarot_mmlu"]["score"] <= 1 and r["tarot_mmlu"]["n"] == 6 for r in ev.values())
     assert json.loads((run / "eval" / "less.tarot_mmlu.json").read_text())["protocol"]["num_fewshot"] == 5
+    cmp = json.loads((run / "eval" / "comparisons.json").read_text())
+    pairs = {(r["method"], r["baseline"]) for r in cmp["comparisons"]}
+    assert {("fixed_size", "random"), ("fixed_size", "less"), ("fixed_size", "base")} <= pairs
+    assert all(r["n"] == 6 and r["gold_nll"] is not None for r in cmp["comparisons"])
     assert main(["report", *common]) == 0
     html = (run / "report" / "index.html").read_text()
     assert "Evaluation protocol" in html and "fixed_size" in html
+    assert "Does TAROT win?" in html and cmp["verdict"][0].split(":")[0] in html
 
 
 def check_feature_row(run, model_dir, cfg, store):
@@ -165,7 +170,7 @@ def test_bad_inputs_give_one_line_cli_errors(tmp_path, capsys):
     assert err.startswith("tarot-llm: error: ") and f"{bad}:2: invalid JSON" in err and "\n" not in err
     assert not (tmp_path / "out.jsonl").exists()
     assert main(["select", "--run", str(tmp_path / "nothing"), "--set", "select.ratoi=0.1"]) == 2
-    assert "unknown config key 'ratoi'" in capsys.readouterr().err
+    assert "unknown config key 'select.ratoi'" in capsys.readouterr().err
 
 
 def test_help_lists_commands():

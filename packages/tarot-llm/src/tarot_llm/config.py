@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import os
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .io import atomic_write_text
+from tarot.config import ConfigError, merge_config, save_config  # noqa: F401  (re-exported for the package)
+from tarot.config import load_config as _load
 
 DEFAULTS: dict[str, Any] = {
     "model": "smollm2",          # "smollm2" (embedded GGUF, converted once) or a local save_pretrained directory
@@ -43,50 +40,11 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
-    """Bad configuration key or value (one line)."""
-
-
-def _merge(base: dict, new: dict, where: str) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in new.items():
-        if k not in base:
-            raise ConfigError(f"{where}: unknown config key {k!r} (known: {', '.join(base)})")
-        if isinstance(base[k], dict) and isinstance(v, dict):
-            out[k] = _merge(base[k], v, f"{where}.{k}")
-        else:
-            out[k] = v
-    return out
-
-
-def apply_override(cfg: dict, item: str) -> dict:
-    """Apply one ``a.b.c=value`` override (value parsed as YAML) to a copy of ``cfg``."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r}: expected key=value (e.g. warmup.epochs=2)")
-    key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
-    node: Any = {}
-    for part in reversed(key.strip().split(".")):
-        node = {part: node} if node != {} else {part: value}
-    return _merge(cfg, node, "override")
-
-
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
                 base: dict | None = None) -> dict:
-    """Defaults, then the YAML file, then the overrides; unknown keys are errors."""
-    cfg = copy.deepcopy(base or DEFAULTS)
-    if path is not None:
-        p = Path(path)
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", -1) + 1
-            raise ConfigError(f"{p}:{line}: invalid YAML") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level")
-        cfg = _merge(cfg, loaded, str(p))
-    for item in overrides or []:
-        cfg = apply_override(cfg, item)
+    """Defaults (or ``base``), then the YAML file, then the overrides (:func:`tarot.config.load_config`); unknown
+    keys are errors, and the few enumerated values are checked."""
+    cfg = _load(base or DEFAULTS, path, overrides or [])
     if cfg["template"] not in ("tulu", "chat"):
         raise ConfigError(f"template must be 'tulu' or 'chat', got {cfg['template']!r}")
     if cfg["features"]["tarot_targets"] not in ("adam", "sgd"):
@@ -94,8 +52,3 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     if cfg["features"]["checkpoint_weighting"] not in ("lr", "uniform"):
         raise ConfigError("features.checkpoint_weighting must be 'lr' or 'uniform'")
     return cfg
-
-
-def save_config(cfg: dict, directory: str | os.PathLike, name: str = "config.yaml") -> Path:
-    """Write the resolved config into ``directory`` (atomically)."""
-    return atomic_write_text(Path(directory) / name, yaml.safe_dump(cfg, sort_keys=False))

@@ -206,6 +206,24 @@ def gold_nll(samples: list[dict]) -> float | None:
     return float(sum(vals) / len(vals)) if vals else None
 
 
+def item_records(out: dict[str, Any], group: str, metric: str) -> list[dict[str, Any]]:
+    """Per-question results (task, doc_id, doc_hash, score, gold-choice NLL when multiple choice), so that methods
+    can be compared question by question (:func:`tarot.paired_difference`)."""
+    name = metric.split(",")[0]
+    items = []
+    for task, samples in sorted(out.get("samples", {}).items()):
+        if task == group:
+            continue
+        for s in samples:
+            rec = {"task": task, "doc_id": int(s["doc_id"]), "doc_hash": s.get("doc_hash"),
+                   "score": float(s[name])}
+            nll = gold_nll([s])
+            if nll is not None:
+                rec["gold_nll"] = nll
+            items.append(rec)
+    return items
+
+
 def run_lm_eval(model, tokenizer, task_dir: str | os.PathLike, tasks: list[str], limit: int | None = None,
                 batch_size: int = 4, seed: int = 1234) -> dict[str, Any]:
     """Run lm-eval's ``simple_evaluate`` on in-memory objects and local tasks; returns the raw output dict."""
@@ -275,7 +293,8 @@ def nan_to_none(x: Any) -> Any:
 def evaluate_to_file(model_path: str, adapter: str | None, task_dir: str | os.PathLike, group: str, kind: str,
                      out_file: str | os.PathLike, limit: int | None = None, batch_size: int = 4,
                      cache_dir: str | None = None, protocol_extra: dict | None = None) -> dict[str, Any]:
-    """Evaluate base+adapter on a generated task group and write ``{protocol, summary, results}`` atomically."""
+    """Evaluate base+adapter on a generated task group and write ``{protocol, summary, results, items}`` atomically
+    (``items``: one record per question, see :func:`item_records`)."""
     model, tok = merged_model(model_path, adapter, cache_dir)
     out = run_lm_eval(model, tok, task_dir, [group], limit=limit, batch_size=batch_size)
     metric = "acc,none" if kind == "mmlu" else "exact_match,get-answer"
@@ -283,6 +302,7 @@ def evaluate_to_file(model_path: str, adapter: str | None, task_dir: str | os.Pa
     record = {"model": model_path, "adapter": adapter, "group": group,
               "protocol": protocol_block(kind, limit=limit, **(protocol_extra or {})), "summary": summary,
               "results": json.loads(json.dumps(out["results"], default=str)),
+              "items": item_records(out, group, metric),
               "n_samples": out.get("n-samples")}
     write_json(out_file, record)
     return record

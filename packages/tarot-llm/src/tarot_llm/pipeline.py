@@ -13,6 +13,7 @@ Run directory layout (every stage writes its resolved ``config.yaml`` beside its
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .comparison import compare_methods, verdict_lines
 from .config import save_config
 from .data import InstructionExample, load_pool
 from .evaluation import (
@@ -459,7 +461,22 @@ def stage_evaluate(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any
             table.setdefault(name, {})[group] = rec["summary"]
     write_json(run / "eval" / "summary.json", {"results": table,
                                                "groups": {g: i["notes"] for g, i in groups.items()}})
+    write_comparisons(run)
     return table
+
+
+def write_comparisons(run: Path) -> dict[str, Any] | None:
+    """``eval/comparisons.json``: every OT method vs every baseline, question by question (None before evaluate)."""
+    p = run / "eval" / "summary.json"
+    if not p.exists():
+        return None
+    results = json.loads(p.read_text())["results"]
+    groups = sorted({g for r in results.values() for g in r})
+    rows = compare_methods(run / "eval", groups, list(results))
+    rec = {"method": "paired bootstrap over questions (tarot.paired_difference, 9999 resamples, percentile 95 % CI)",
+           "verdict": verdict_lines(rows), "comparisons": rows}
+    write_json(run / "eval" / "comparisons.json", rec)
+    return rec
 
 
 # -------------------------------------------------------------------------------------------------- report
@@ -484,9 +501,12 @@ def stage_report(cfg: dict, run: Path, headline: str = "fixed_size") -> Path:
                  ", ".join(f"{k}: {v}" for k, v in sorted(s["composition"].items()))] if "error" not in s
                 else [m, "failed", None, None, None, s["error"]] for m, s in sel.items()]
     protocols = {}
-    for f in sorted((run / "eval").glob("*.json")):
-        if f.name != "summary.json":
-            protocols[f.name.split(".")[1]] = json.loads(f.read_text())["protocol"]
+    for f in sorted((run / "eval").glob("*.*.json")):  # <model>.<group>.json (not summary/comparisons)
+        protocols[f.name.split(".")[1]] = json.loads(f.read_text())["protocol"]
+    cmp = write_comparisons(run)
+    lead = [("Does TAROT win? (paired, question by question)",
+             "<p>" + "</p><p>".join(html.escape(x) for x in cmp["verdict"]) + "</p><p><small>"
+             + html.escape(cmp["method"]) + "</small></p>")] if cmp else []
     sections = [
         ("Evaluation (lm-eval, offline)", html_table(rows, ["model", "task group", "accuracy / exact match",
                                                              "gold-answer NLL", "questions", "selected",
@@ -497,13 +517,10 @@ def stage_report(cfg: dict, run: Path, headline: str = "fixed_size") -> Path:
         ("Configuration", "<pre>" + json.dumps(cfg, indent=2, default=str).replace("<", "&lt;") + "</pre>"),
     ]
     res = tarot.SelectionResult.load(run / "selection" / headline)
-    write_report = getattr(tarot, "write_report", None)
-    if write_report is None:  # older tarot-core exports it from tarot.report only
-        from tarot.report import write_report
     C = np.asarray(store.features("candidate"))
     T = np.asarray(store.features(tarot_target_split(store)))
-    return write_report(res, run / "report", store=store, candidates=C, targets=T,
-                        title=f"tarot-llm: {headline} selection", extra_sections=sections)
+    return tarot.write_report(res, run / "report", store=store, candidates=C, targets=T,
+                        title=f"tarot-llm: {headline} selection", extra_sections=sections, lead_sections=lead)
 
 
 def load_run_config(run: str | os.PathLike) -> Path:
