@@ -58,7 +58,8 @@ def test_identical_answers_are_said_plainly(tmp_path):
     _write(tmp_path, "random", [1, 0, 1, 0], [1.0, 2.0, 1.0, 2.0])
     _write(tmp_path, "fixed_size", [1, 0, 1, 0], [0.9, 1.9, 0.95, 1.9])
     lines = verdict_lines(compare_methods(tmp_path, ["tarot_mmlu"], ["random", "fixed_size"]))
-    assert lines[0] == "Accuracy cannot separate the methods: every model scores every question the same (4 questions)."
+    assert lines[0] == ("Accuracy cannot separate the methods: every model scores every question the same "
+                        "(4 tarot_mmlu).")
     assert "accuracy identical on every question" in lines[2] and "NLL lower by +0.0875 nats" in lines[2]
     assert "trained once" in lines[-1]
 

@@ -42,7 +42,11 @@ def make_inputs(root):
     return mm
 
 
-def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys):
+def _must_not_run(*a, **k):
+    raise AssertionError("a finished step ran again")
+
+
+def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys, monkeypatch):
     mm = make_inputs(tmp_path)
     for kind, name in (("dolly", "dolly"), ("flan_v2", "flan")):
         assert main(["convert", kind, str(tmp_path / "raw" / f"{name}.jsonl"),
@@ -68,6 +72,10 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys):
     assert warm["checkpoints"][0]["lr_mean"] > warm["checkpoints"][1]["lr_mean"] > 0
     assert np.isclose(warm["checkpoints"][0]["lr_mean"], np.mean(warm["step_lrs"][:9]))
     assert (run / "warmup" / "config.yaml").exists()
+    with monkeypatch.context() as mp:  # a rerun reuses the finished warm-up ...
+        mp.setattr("tarot_llm.pipeline.run_warmup", _must_not_run)
+        assert main(["warmup", *common]) == 0
+    assert json.loads((run / "warmup" / "warmup.json").read_text()) == warm
 
     assert main(["featurize", *common]) == 0  # reuses the run's saved config
     from tarot import FeatureStore
@@ -106,6 +114,17 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys):
 
     assert main(["train", *common]) == 0
     assert main(["evaluate", *common]) == 0
+    ev_before = (run / "eval" / "random.tarot_mmlu.json").read_bytes()
+    with monkeypatch.context() as mp:  # ... and finished trainings and evaluations (after a crash, say)
+        mp.setattr("tarot_llm.pipeline.train_lora", _must_not_run)
+        mp.setattr("tarot_llm.evaluation.run_lm_eval", _must_not_run)
+        assert main(["train", *common]) == 0
+        assert main(["evaluate", *common]) == 0
+    assert (run / "eval" / "random.tarot_mmlu.json").read_bytes() == ev_before
+    with monkeypatch.context() as mp:  # a changed setting is not reused
+        mp.setattr("tarot_llm.evaluation.run_lm_eval", _must_not_run)
+        with pytest.raises(AssertionError, match="ran again"):
+            main(["evaluate", *common, "--set", "eval.mmlu.limit=2"])
     ev = json.loads((run / "eval" / "summary.json").read_text())["results"]
     assert {"base", "random", "less", "fixed_size"} <= set(ev)
     assert all(0 <= r["tarot_mmlu"]["score"] <= 1 and r["tarot_mmlu"]["n"] == 6 for r in ev.values())

@@ -75,9 +75,9 @@ def _fmt(d: dict, scale: float, unit: str, digits: int) -> str:
 def _summary(rows: list[dict[str, Any]], key: str, what: str) -> str:
     """One sentence on whether any OT method beat (or lost to) a selection baseline on ``key``."""
     got = [r for r in rows if r[key] is not None and r["baseline"] != "base"]
+    sizes = ", ".join(f"{n} {g}" for g, n in sorted({(r["group"], r["n"]) for r in got}))
     if got and all(r[key]["low"] == r[key]["high"] == r[key]["mean"] == 0.0 for r in got):
-        return (f"{what.capitalize()} cannot separate the methods: every model scores every question the same "
-                f"({max(r['n'] for r in got)} questions).")
+        return f"{what.capitalize()} cannot separate the methods: every model scores every question the same ({sizes})."
     won = sorted({f"{r['method']} over {r['baseline']} ({r['group']})" for r in got if r[key]["verdict"] == "better"})
     lost = sorted({f"{r['method']} below {r['baseline']} ({r['group']})" for r in got if r[key]["verdict"] == "worse"})
     vs = " or ".join(sorted({r["baseline"] for r in got})) or "the base model"
@@ -87,9 +87,8 @@ def _summary(rows: list[dict[str, Any]], key: str, what: str) -> str:
         return f"TAROT does not win on {what}: it is measurably worse for {'; '.join(lost)}."
     if won and lost:
         return f"Mixed result on {what}: better for {'; '.join(won)}, worse for {'; '.join(lost)}."
-    n = max(r["n"] for r in rows)
     return (f"TAROT does not win on {what} in this run: no OT selection is measurably better or worse than {vs} "
-            f"(paired bootstrap over {n} questions).")
+            f"(paired bootstrap over the questions: {sizes}).")
 
 
 def verdict_lines(rows: list[dict[str, Any]]) -> list[str]:

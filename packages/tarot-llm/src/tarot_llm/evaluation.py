@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .io import DataError, read_jsonl, write_json, write_jsonl
+from .io import DataError, fingerprint, read_jsonl, reusable, write_json, write_jsonl
 from .targets import LETTERS, subject_words
 
 log = logging.getLogger(__name__)
@@ -292,9 +292,20 @@ def nan_to_none(x: Any) -> Any:
 
 def evaluate_to_file(model_path: str, adapter: str | None, task_dir: str | os.PathLike, group: str, kind: str,
                      out_file: str | os.PathLike, limit: int | None = None, batch_size: int = 4,
-                     cache_dir: str | None = None, protocol_extra: dict | None = None) -> dict[str, Any]:
+                     cache_dir: str | None = None, protocol_extra: dict | None = None,
+                     resume: bool = True) -> dict[str, Any]:
     """Evaluate base+adapter on a generated task group and write ``{protocol, summary, results, items}`` atomically
-    (``items``: one record per question, see :func:`item_records`)."""
+    (``items``: one record per question, see :func:`item_records`).
+
+    With ``resume``, an existing ``out_file`` whose fingerprint (model, adapter files, task files, group, limit,
+    batch size, protocol notes) matches is returned as is, so a rerun after a crash skips finished evaluations.
+    """
+    fp = fingerprint(model_path, Path(adapter) if adapter else None, Path(task_dir), group, kind, limit, batch_size,
+                     protocol_extra or {})
+    done = reusable(out_file, fp) if resume else None
+    if done is not None:
+        log.info("%s: finished evaluation reused (same model, adapter, tasks and settings)", out_file)
+        return done
     model, tok = merged_model(model_path, adapter, cache_dir)
     out = run_lm_eval(model, tok, task_dir, [group], limit=limit, batch_size=batch_size)
     metric = "acc,none" if kind == "mmlu" else "exact_match,get-answer"
@@ -303,6 +314,6 @@ def evaluate_to_file(model_path: str, adapter: str | None, task_dir: str | os.Pa
               "protocol": protocol_block(kind, limit=limit, **(protocol_extra or {})), "summary": summary,
               "results": json.loads(json.dumps(out["results"], default=str)),
               "items": item_records(out, group, metric),
-              "n_samples": out.get("n-samples")}
+              "n_samples": out.get("n-samples"), "fingerprint": fp}
     write_json(out_file, record)
     return record

@@ -69,3 +69,37 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> P
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def fingerprint(*parts: Any) -> str:
+    """SHA-256 over the inputs of a finished step, so a rerun can reuse it only when nothing changed.
+
+    Each part is a path (a file's bytes; a directory's files in sorted order, by relative name and bytes) or any
+    JSON-serialisable value (hashed as sorted-key JSON).
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, os.PathLike) and Path(part).is_dir():
+            root = Path(part)
+            for f in sorted(p for p in root.rglob("*") if p.is_file()):
+                h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+        elif isinstance(part, os.PathLike):
+            h.update(Path(part).read_bytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"\x1e")
+    return h.hexdigest()
+
+
+def reusable(path: str | os.PathLike, fp: str) -> dict[str, Any] | None:
+    """The JSON record at ``path`` if it exists and carries ``"fingerprint": fp`` (a finished, unchanged step)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) and rec.get("fingerprint") == fp else None

@@ -34,7 +34,7 @@ from .evaluation import (
     write_bbh_tasks,
     write_mmlu_tasks,
 )
-from .io import DataError, write_json, write_jsonl
+from .io import DataError, fingerprint, reusable, write_json, write_jsonl
 from .optim_state import AdamPreconditioner, load_adam_moments
 from .targets import (
     TargetExample,
@@ -79,11 +79,20 @@ def pool_examples(cfg: dict) -> list[InstructionExample]:
 def stage_warmup(cfg: dict, run: Path, progress: bool = True) -> dict:
     """LoRA warm-up on a random ``warmup.percentage`` of the pool (LESS), one checkpoint per epoch."""
     out = run / "warmup"
-    save_config(cfg, out)
     w = cfg["warmup"]
-    return run_warmup(cfg["model"], pool_examples(cfg), out, percentage=float(w["percentage"]),
-                      subset_seed=int(w["subset_seed"]), lora=lora_settings(cfg), train=train_settings(cfg, "warmup"),
-                      progress=progress, cache_dir=cfg["cache_dir"])
+    fp = fingerprint(*[Path(p) for p in cfg["data"]["pool"]], cfg["model"], cfg["template"], cfg["max_length"],
+                     cfg["lora"], w)
+    done = reusable(out / "warmup.json", fp)
+    if done is not None:
+        log.info("%s: finished warm-up reused (same pool and settings)", out)
+        return done
+    save_config(cfg, out)
+    summary = run_warmup(cfg["model"], pool_examples(cfg), out, percentage=float(w["percentage"]),
+                         subset_seed=int(w["subset_seed"]), lora=lora_settings(cfg),
+                         train=train_settings(cfg, "warmup"), progress=progress, cache_dir=cfg["cache_dir"])
+    summary["fingerprint"] = fp
+    write_json(out / "warmup.json", summary)
+    return summary
 
 
 # ------------------------------------------------------------------------------------------------- targets
@@ -366,10 +375,16 @@ def stage_train(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any]:
         d = run / "selection" / m / "selected.jsonl"
         if not d.exists():
             raise FileNotFoundError(f"{d}: missing; run `tarot-llm select` first")
+        out = run / "train" / m
+        fp = fingerprint(d, cfg["model"], cfg["template"], cfg["max_length"], cfg["lora"], cfg["train"], budget)
+        done = reusable(out / "train.json", fp)
+        if done is not None and (out / "adapter").is_dir():
+            log.info("%s: finished training reused (same selection and settings)", out)
+            summary[m] = done["summary"]
+            continue
         examples = load_instruction_jsonl(d)
         model, tok = load_model_and_tokenizer(cfg["model"], cfg["cache_dir"])
         ds = EncodedDataset(tok, examples, cfg["template"], int(cfg["max_length"]))
-        out = run / "train" / m
         save_config(cfg, out)
         ts_m = dataclasses.replace(ts, epochs=budget / len(ds)) if cfg["train"].get("equal_budget") else ts
         torch.manual_seed(ts.seed)
@@ -377,6 +392,7 @@ def stage_train(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any]:
         summary[m] = {"train_loss": res["train_loss"], "steps": res["global_steps"], "items": len(ds),
                       "selected": sel[m]["size"], "epochs": ts_m.epochs, "items_seen": round(ts_m.epochs * len(ds)),
                       "adapter": res["adapter"]}
+        write_json(out / "train.json", {"fingerprint": fp, "summary": summary[m]})
     write_json(run / "train" / "summary.json", summary)
     return summary
 
