@@ -137,6 +137,7 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys, monkeypatch):
     html = (run / "report" / "index.html").read_text()
     assert "Evaluation protocol" in html and "fixed_size" in html
     assert "Does TAROT win?" in html and cmp["verdict"][0].split(":")[0] in html
+    assert "pool examples featurized; 0 left out" in html
 
 
 def check_feature_row(run, model_dir, cfg, store):

@@ -530,6 +530,7 @@ def stage_report(cfg: dict, run: Path, headline: str = "fixed_size") -> Path:
         ("Selections", html_table(sel_rows, ["method", "selected", "ratio", "OT distance (whitened)",
                                              "training items", "composition"])),
         ("Evaluation protocol", "<pre>" + json.dumps(protocols, indent=2).replace("<", "&lt;") + "</pre>"),
+        ("Data notes", _data_notes(run)),
         ("Configuration", "<pre>" + json.dumps(cfg, indent=2, default=str).replace("<", "&lt;") + "</pre>"),
     ]
     res = tarot.SelectionResult.load(run / "selection" / headline)
@@ -537,6 +538,16 @@ def stage_report(cfg: dict, run: Path, headline: str = "fixed_size") -> Path:
     T = np.asarray(store.features(tarot_target_split(store)))
     return tarot.write_report(res, run / "report", store=store, candidates=C, targets=T,
                         title=f"tarot-llm: {headline} selection", extra_sections=sections, lead_sections=lead)
+
+
+def _data_notes(run: Path) -> str:
+    """HTML list of what the featurize stage left out or changed (pool rows without a trained token, target notes)."""
+    kept = json.loads((run / "features" / "pool_kept.json").read_text())
+    dropped = kept.get("dropped_ids", [])
+    notes = [f"{len(kept['kept_pool_indices'])} pool examples featurized; {len(dropped)} left out because no trained "
+             f"(assistant) token survived truncation to max_length" + (f": {', '.join(dropped)}" if dropped else "")]
+    notes += list(kept.get("target_notes", []))
+    return "<ul>" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>"
 
 
 def load_run_config(run: str | os.PathLike) -> Path:
