@@ -4,7 +4,7 @@ import numpy as np
 import ot as pot
 import pytest
 import torch
-from tarot.ot import cost_block, entropic_ot, eps_schedule, exact_ot, softmin_potential
+from tarot.ot import cost_block, entropic_ot, eps_schedule, exact_ot, softmin_potential, warm_start
 
 
 def _unit(rng, n, d):
@@ -57,6 +57,20 @@ def test_emd_warm_start_and_scaling_reach_the_same_problem(clouds):
     b = entropic_ot(X, Y, init=None, value_tol=1e-11, max_iter=3000)
     assert a.stages[0]["eps"] == 1e-4 and len(b.stages) > 5
     assert abs(a.value - b.value) < 1e-7
+
+
+def test_warm_start_of_a_growing_problem(clouds):
+    X, Y = clouds
+    prev = entropic_ot(X[:120], Y, value_tol=1e-9)
+    assert warm_start(None, X, Y, eps=1e-4, emd_max_entries=0) == "auto"
+    assert warm_start(prev, X, Y, eps=1e-4) == "auto"  # small: exact duals instead
+    f0, g0 = warm_start(prev, X, Y, eps=1e-4, emd_max_entries=0)
+    assert np.array_equal(f0[:120], prev.f) and g0 is prev.g
+    np.testing.assert_allclose(f0[120:], softmin_potential(X[120:], Y, prev.g, eps=1e-4), rtol=0, atol=0)
+    assert warm_start(prev, X[:120], Y, eps=1e-4, emd_max_entries=0)[0] is prev.f  # nothing added
+    assert warm_start(prev, X[:100], Y, eps=1e-4, emd_max_entries=0) == "auto"  # fewer rows: not a growth
+    res = entropic_ot(X, Y, init=(f0, g0), value_tol=1e-9, max_iter=3000)
+    assert abs(res.value - entropic_ot(X, Y, value_tol=1e-9, max_iter=3000).value) < 1e-6
 
 
 def test_matches_pot_sinkhorn_log_at_moderate_eps(clouds):

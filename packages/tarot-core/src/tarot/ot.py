@@ -399,19 +399,23 @@ def _sinkhorn_stage(P, f, g, loga, logb, eps, cap, thr, omega, value_tol=None, c
     return f, g, it, reason
 
 
-def warm_start(previous: OTResult | None, n_rows: int, n_cols: int, new_f: np.ndarray | None = None,
+def warm_start(previous: OTResult | None, X: np.ndarray, Y: np.ndarray, *, eps: float,
                emd_max_entries: int = EMD_MAX_ENTRIES):
     """Choose the ``init`` for the next solve of a growing problem (OTM depths, fixed-size fill rounds).
 
-    Small problems restart from the exact duals (``"auto"``: fastest and most accurate); large ones reuse the
-    previous potentials, extended to the new rows by ``new_f`` (their soft-min values).
+    ``X`` holds the source points of the new problem, the rows of the previous one first. Small problems restart
+    from the exact duals (``"auto"``: fastest and most accurate); large ones reuse the previous potentials, extended
+    to the added rows ``X[len(previous.f):]`` by their soft-min values (:func:`softmin_potential`).
     """
-    if previous is None or n_rows * n_cols <= emd_max_entries:
+    n, m = len(X), len(Y)
+    if previous is None or n * m <= emd_max_entries:
         return "auto"
-    f0 = previous.f if new_f is None else np.concatenate([previous.f, new_f])
-    if len(f0) != n_rows or len(previous.g) != n_cols:
+    k = len(previous.f)
+    if k > n or len(previous.g) != m:
         return "auto"
-    return (f0, previous.g)
+    if k == n:
+        return (previous.f, previous.g)
+    return (np.concatenate([previous.f, softmin_potential(X[k:], Y, previous.g, eps=eps)]), previous.g)
 
 
 def softmin_potential(

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from tarot.ot import EMD_MAX_ENTRIES, entropic_ot, softmin_potential, warm_start
+from tarot.ot import entropic_ot, softmin_potential, warm_start
 from tarot.selectors.base import NeighbourLayers, Selection, check_budget
 
 
@@ -119,11 +119,8 @@ def fixed_size(
                     res = entropic_ot(candidates[remaining], targets, **ot_kw)
                     fD = res.f
                 else:
-                    new_f = None
-                    if last_ot is not None and len(S) * M > EMD_MAX_ENTRIES:
-                        new_f = softmin_potential(candidates[S[len(last_ot.f):]], targets, last_ot.g, eps=eps)
-                    init = warm_start(last_ot, len(S), M, new_f)
-                    last_ot = entropic_ot(candidates[S], targets, init=init, **ot_kw)
+                    X = candidates[S]
+                    last_ot = entropic_ot(X, targets, init=warm_start(last_ot, X, targets, eps=eps), **ot_kw)
                     fD = softmin_potential(candidates[remaining], targets, last_ot.g, eps=eps)
                     res = last_ot
                 pos = _smallest(fD if fill_rule == "smallest" else -fD, take)

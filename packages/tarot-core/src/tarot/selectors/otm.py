@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from tarot.ot import EMD_MAX_ENTRIES, entropic_ot, softmin_potential, warm_start
+from tarot.ot import entropic_ot, warm_start
 from tarot.selectors.base import NeighbourLayers, Selection
 
 ValueFn = Callable[[np.ndarray, np.ndarray, int], float]
@@ -113,12 +113,9 @@ def otm(
             if value_fn is not None:
                 v = float(value_fn(np.sort(members), eval_targets, d))
             else:
-                new_f = None
-                if warm is not None and len(members) * len(T_eval) > EMD_MAX_ENTRIES:
-                    new_f = softmin_potential(candidates[new], T_eval, warm.g, eps=eps)
-                init = warm_start(warm, len(members), len(T_eval), new_f)
-                warm = entropic_ot(candidates[members], T_eval, eps=eps, tol=ot_tol, value_tol=ot_value_tol,
-                                   max_iter=ot_max_iter, init=init)
+                X = candidates[members]
+                warm = entropic_ot(X, T_eval, eps=eps, tol=ot_tol, value_tol=ot_value_tol, max_iter=ot_max_iter,
+                                   init=warm_start(warm, X, T_eval, eps=eps))
                 v = warm.value
             depths.append(d)
             sizes.append(int(len(members)))
