@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tarot.fileio import write_text_atomic
+
 
 class ConfigError(ValueError):
     """A bad config file, key or override (one line, naming the file or key)."""
@@ -149,11 +151,5 @@ def plain(x: Any) -> Any:
 
 
 def save_config(cfg: Mapping[str, Any], directory: str | os.PathLike, name: str = "config.yaml") -> Path:
-    """Write ``cfg`` as YAML to ``directory/name`` atomically (temporary file, then rename); returns the path."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / name
-    tmp = path.with_name(f".{name}.tmp")
-    tmp.write_text(yaml.safe_dump(plain(cfg), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write ``cfg`` as YAML to ``directory/name`` atomically (:func:`tarot.fileio.write_text_atomic`)."""
+    return write_text_atomic(Path(directory) / name, yaml.safe_dump(plain(cfg), sort_keys=False))

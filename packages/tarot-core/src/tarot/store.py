@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from tarot.fileio import write_text_atomic
+
 __all__ = ["FeatureStore", "StoreError"]
 
 FORMAT = "tarot-feature-store"
@@ -79,22 +81,8 @@ def labels_hash(values: Sequence[str] | None) -> str | None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` via a temporary file, fsync and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Write JSON to ``path`` atomically (:func:`tarot.fileio.write_text_atomic`: temporary file, fsync, rename)."""
+    write_text_atomic(path, json.dumps(obj, indent=1))
 
 
 def check_split_name(split: str) -> str:

@@ -22,11 +22,7 @@ class MotionDataError(ValueError):
 def write_json(path: str | Path, obj: object) -> Path:
     """Write JSON atomically (temporary file + rename): a crash never leaves a truncated file that looks complete."""
     import json
-    import os
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
-    return path
+    from tarot.fileio import write_text_atomic
+
+    return write_text_atomic(path, json.dumps(obj, indent=1, default=float))

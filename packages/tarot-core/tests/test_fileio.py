@@ -1,0 +1,19 @@
+"""tarot.fileio.write_text_atomic: whole file or the old one, never a partial one, and no temporaries left."""
+
+import pytest
+from tarot.fileio import write_text_atomic
+
+
+def test_write_replaces_whole_file_and_leaves_no_temporary(tmp_path):
+    p = write_text_atomic(tmp_path / "a" / "b.txt", "first")
+    assert p.read_text() == "first"
+    write_text_atomic(p, "second")
+    assert p.read_text() == "second" and [x.name for x in p.parent.iterdir()] == ["b.txt"]
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    p = write_text_atomic(tmp_path / "c.txt", "old")
+
+    with pytest.raises(TypeError):
+        write_text_atomic(p, 123)  # not text: nothing replaced
+    assert p.read_text() == "old" and [x.name for x in tmp_path.iterdir()] == ["c.txt"]
