@@ -87,12 +87,9 @@ def stage_warmup(cfg: dict, run: Path, progress: bool = True) -> dict:
         log.info("%s: finished warm-up reused (same pool and settings)", out)
         return done
     save_config(cfg, out)
-    summary = run_warmup(cfg["model"], pool_examples(cfg), out, percentage=float(w["percentage"]),
-                         subset_seed=int(w["subset_seed"]), lora=lora_settings(cfg),
-                         train=train_settings(cfg, "warmup"), progress=progress, cache_dir=cfg["cache_dir"])
-    summary["fingerprint"] = fp
-    write_json(out / "warmup.json", summary)
-    return summary
+    return run_warmup(cfg["model"], pool_examples(cfg), out, percentage=float(w["percentage"]),
+                      subset_seed=int(w["subset_seed"]), lora=lora_settings(cfg), train=train_settings(cfg, "warmup"),
+                      progress=progress, cache_dir=cfg["cache_dir"], record={"fingerprint": fp})
 
 
 # ------------------------------------------------------------------------------------------------- targets
@@ -477,22 +474,11 @@ def stage_evaluate(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any
             table.setdefault(name, {})[group] = rec["summary"]
     write_json(run / "eval" / "summary.json", {"results": table,
                                                "groups": {g: i["notes"] for g, i in groups.items()}})
-    write_comparisons(run)
+    rows = compare_methods(run / "eval", list(groups), [name for name, _ in models])
+    write_json(run / "eval" / "comparisons.json", {
+        "method": "paired bootstrap over questions (tarot.paired_difference, 9999 resamples, percentile 95 % CI)",
+        "verdict": verdict_lines(rows), "comparisons": rows})
     return table
-
-
-def write_comparisons(run: Path) -> dict[str, Any] | None:
-    """``eval/comparisons.json``: every OT method vs every baseline, question by question (None before evaluate)."""
-    p = run / "eval" / "summary.json"
-    if not p.exists():
-        return None
-    results = json.loads(p.read_text())["results"]
-    groups = sorted({g for r in results.values() for g in r})
-    rows = compare_methods(run / "eval", groups, list(results))
-    rec = {"method": "paired bootstrap over questions (tarot.paired_difference, 9999 resamples, percentile 95 % CI)",
-           "verdict": verdict_lines(rows), "comparisons": rows}
-    write_json(run / "eval" / "comparisons.json", rec)
-    return rec
 
 
 # -------------------------------------------------------------------------------------------------- report
@@ -519,7 +505,8 @@ def stage_report(cfg: dict, run: Path, headline: str = "fixed_size") -> Path:
     protocols = {}
     for f in sorted((run / "eval").glob("*.*.json")):  # <model>.<group>.json (not summary/comparisons)
         protocols[f.name.split(".")[1]] = json.loads(f.read_text())["protocol"]
-    cmp = write_comparisons(run)
+    cmp_path = run / "eval" / "comparisons.json"  # written by evaluate
+    cmp = json.loads(cmp_path.read_text()) if cmp_path.exists() else None
     lead = [("Does TAROT win? (paired, question by question)",
              "<p>" + "</p><p>".join(html.escape(x) for x in cmp["verdict"]) + "</p><p><small>"
              + html.escape(cmp["method"]) + "</small></p>")] if cmp else []
@@ -537,7 +524,7 @@ def stage_report(cfg: dict, run: Path, headline: str = "fixed_size") -> Path:
     C = np.asarray(store.features("candidate"))
     T = np.asarray(store.features(tarot_target_split(store)))
     return tarot.write_report(res, run / "report", store=store, candidates=C, targets=T,
-                        title=f"tarot-llm: {headline} selection", extra_sections=sections, lead_sections=lead)
+                              title=f"tarot-llm: {headline} selection", extra_sections=sections, lead_sections=lead)
 
 
 def _data_notes(run: Path) -> str:

@@ -187,11 +187,12 @@ def train_lora(model, tokenizer, dataset: torch.utils.data.Dataset, out_dir: str
 
 def run_warmup(model_path: str, pool: list[InstructionExample], out_dir: str | os.PathLike, percentage: float = 0.05,
                subset_seed: int = 42, lora: LoraSettings | None = None, train: TrainSettings | None = None,
-               progress: bool = True, cache_dir: str | None = None) -> dict[str, Any]:
+               progress: bool = True, cache_dir: str | None = None, record: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
     """LESS warm-up: LoRA training on a random ``percentage`` of the pool; writes ``warmup.json`` last.
 
     ``warmup.json`` lists the epoch checkpoints with their mean learning rates (the LR weights of the gradient
-    features); its presence marks a complete warm-up.
+    features); its presence marks a complete warm-up. ``record`` adds fields to it (e.g. the inputs' fingerprint).
     """
     from .models import load_model_and_tokenizer
 
@@ -207,7 +208,7 @@ def run_warmup(model_path: str, pool: list[InstructionExample], out_dir: str | o
                     "subset_ids": [pool[i].id for i in idx], "percentage": percentage,
                     "subset_seed": subset_seed, "lora": lora.__dict__,
                     "train": train.__dict__, "unstable_prefix_examples": ds.unstable,
-                    "skipped_no_trained_token": ds.empty})
+                    "skipped_no_trained_token": ds.empty, **(record or {})})
     write_json(out_dir / "warmup.json", summary)
     return summary
 
