@@ -11,6 +11,15 @@ def test_write_replaces_whole_file_and_leaves_no_temporary(tmp_path):
     assert p.read_text() == "second" and [x.name for x in p.parent.iterdir()] == ["b.txt"]
 
 
+def test_permissions_follow_the_umask_like_a_plain_write(tmp_path):
+    import os
+
+    plain_file = tmp_path / "plain.txt"
+    plain_file.write_text("x")
+    p = write_text_atomic(tmp_path / "atomic.txt", "x")
+    assert os.stat(p).st_mode & 0o777 == os.stat(plain_file).st_mode & 0o777
+
+
 def test_failed_write_keeps_the_old_file(tmp_path):
     p = write_text_atomic(tmp_path / "c.txt", "old")
 
