@@ -14,6 +14,8 @@ from typing import Any
 
 from tarot.compare import paired_difference
 
+from .io import DataError
+
 OT_METHODS = ("fixed_size", "otm")
 BASELINES = ("random", "less", "base")
 
@@ -38,7 +40,7 @@ def compare_methods(eval_dir: str | Path, groups: list[str], names: list[str], s
 
     Raises
     ------
-    ValueError
+    DataError
         If two models were evaluated on different questions (different limits or task files).
     """
     eval_dir = Path(eval_dir)
@@ -50,7 +52,7 @@ def compare_methods(eval_dir: str | Path, groups: list[str], names: list[str], s
             for b in (x for x in BASELINES if x in loaded):
                 a_items, b_items = loaded[m], loaded[b]
                 if set(a_items) != set(b_items):
-                    raise ValueError(f"{group}: {m} and {b} were evaluated on different questions "
+                    raise DataError(f"{group}: {m} and {b} were evaluated on different questions "
                                      f"({len(a_items)} vs {len(b_items)}); evaluate both with the same limit")
                 keys = sorted(a_items, key=str)
                 acc = paired_difference([a_items[k]["score"] for k in keys], [b_items[k]["score"] for k in keys],
