@@ -177,3 +177,31 @@ def test_otm_reports_a_hit_cap(mix):
     sel = otm(Zc, Zt, folds=3, max_depth=2, progress=False, patience=100)
     assert sel.diagnostics["otm"]["capped_folds"] == [0, 1, 2]
     assert all(f["stop_reason"] == "max_depth" for f in sel.diagnostics["otm"]["folds"])
+
+
+def test_otm_always_answers_on_a_rank_deficient_store(caplog):
+    """rows < dims with a tiny ridge: the centred fit rows whiten to an almost regular simplex, every whitened cosine
+    between distinct rows is ≈ −1/(n−1) < 0, and the reference filter (cosine > 0) leaves every fold empty. OTM then
+    falls back to rank-based neighbourhoods per fold, says so, and returns a non-empty selection."""
+    rng = np.random.default_rng(0)
+    C = rng.normal(size=(60, 256)).astype(np.float32)
+    T = rng.normal(size=(20, 256)).astype(np.float32)
+    Zc, Zt, _ = whiten(C, T, ridge=1e-5)
+    assert (Zt @ Zc.T).max() < 0
+    with caplog.at_level("WARNING", logger="tarot.selectors.otm"):
+        sel = otm(Zc, Zt, folds=4, progress=False)
+    assert len(sel.indices) > 0
+    diag = sel.diagnostics["otm"]
+    assert diag["rank_fallback_folds"] == [0, 1, 2, 3]
+    assert all(f["min_score"] is None and f["best_size"] > 0 for f in diag["folds"])
+    assert "rank-based neighbourhoods" in caplog.text
+    # through the front door at the defaults of the time (ridge 1e-5) as well
+    res = tarot.select(C, T, method="otm", ratio="auto", ridge=1e-5, progress=False, folds=4)
+    assert res.size > 0 and res.diagnostics["otm"]["rank_fallback_folds"] == [0, 1, 2, 3]
+
+
+def test_otm_fallback_is_per_fold(mix):
+    _, Zc, Zt = mix
+    plain = otm(Zc, Zt, folds=5, progress=False)
+    assert plain.diagnostics["otm"]["rank_fallback_folds"] == []
+    assert all(f["min_score"] == 0.0 for f in plain.diagnostics["otm"]["folds"])

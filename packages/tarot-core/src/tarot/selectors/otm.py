@@ -9,6 +9,7 @@ non-improving depths. The selection is ∪_f C_{d*_f}; its size fixes the ratio.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -18,6 +19,7 @@ from tarot.ot import entropic_ot, warm_start
 from tarot.selectors.base import NeighbourLayers, Selection
 
 ValueFn = Callable[[np.ndarray, np.ndarray, int], float]
+log = logging.getLogger(__name__)
 
 
 def kfold_splits(n_targets: int, n_folds: int, seed: int) -> list[np.ndarray]:
@@ -63,7 +65,10 @@ def otm(
     folds, fold_seed : int
         Target folds (reference: 10, seed 42).
     min_score : float or None
-        Only neighbours with cosine > ``min_score`` enter C_d (reference: 0, i.e. WFD < √2); None disables.
+        Only neighbours with cosine > ``min_score`` enter C_d (reference: 0, i.e. WFD < √2); None disables. A fold
+        none of whose targets has such a neighbour (common when rows < dims) falls back to rank-based
+        neighbourhoods (``min_score=None``) for that fold; the fallback is logged and listed in
+        ``diagnostics["otm"]["rank_fallback_folds"]``, so OTM always returns a non-empty selection.
     patience : int
         Non-improving depths tolerated after the best one (reference: 0).
     min_improvement : float
@@ -84,12 +89,17 @@ def otm(
     N, M = candidates.shape[0], targets.shape[0]
     splits = kfold_splits(M, folds, fold_seed)
     chosen = np.zeros(N, dtype=bool)
-    fold_diags, capped = [], []
+    fold_diags, capped, fallback = [], [], []
     bar = tqdm(total=folds, desc="OTM folds", disable=not progress)
     for fi, sel_targets in enumerate(splits):
         eval_targets = np.setdiff1d(np.arange(M), sel_targets)
         T_eval = targets[eval_targets]
         layers = NeighbourLayers(candidates, targets[sel_targets], depth=32, min_score=min_score)
+        fold_min_score = min_score
+        if min_score is not None and len(layers.layer(1)) == 0:
+            layers = NeighbourLayers(candidates, targets[sel_targets], depth=32, min_score=None)
+            fold_min_score = None
+            fallback.append(fi)
         best, best_depth, best_members = np.inf, 0, np.zeros(0, dtype=np.int64)
         depths, sizes, values = [], [], []
         prev_size, since_best, stop = 0, 0, "exhausted"
@@ -131,13 +141,17 @@ def otm(
         chosen[best_members] = True
         fold_diags.append({"fold": fi, "depths": depths, "sizes": sizes, "values": values, "best_depth": best_depth,
                            "best_value": None if not np.isfinite(best) else best, "best_size": int(len(best_members)),
-                           "stop_reason": stop, "n_select_targets": int(len(sel_targets))})
+                           "stop_reason": stop, "n_select_targets": int(len(sel_targets)),
+                           "min_score": fold_min_score})
         bar.update()
     bar.close()
     idx = np.flatnonzero(chosen)
-    if len(idx) == 0:
-        raise ValueError("OTM selected nothing: no candidate has a positive whitened cosine to any target "
-                         "(try min_score=None)")
+    if fallback:
+        log.warning("OTM: %d of %d folds had no candidate with whitened cosine > %g to any of their targets; they "
+                    "used rank-based neighbourhoods (min_score=None)", len(fallback), folds, min_score)
+    if len(idx) == 0:  # cannot happen: depth 1 of a rank-based fold always holds a candidate with a finite value
+        raise RuntimeError("OTM selected nothing although every fold had neighbours (non-finite OT values?)")
     diag = {"otm": {"folds": fold_diags, "n_folds": folds, "fold_seed": fold_seed, "patience": patience,
-                    "min_score": min_score, "capped_folds": capped, "estimated_ratio": len(idx) / N}}
+                    "min_score": min_score, "capped_folds": capped, "rank_fallback_folds": fallback,
+                    "estimated_ratio": len(idx) / N}}
     return Selection(indices=idx, diagnostics=diag)
