@@ -52,3 +52,62 @@ def test_deterministic_for_a_seed():
 def test_bad_inputs(a, b, msg):
     with pytest.raises(ValueError, match=msg):
         paired_difference(a, b)
+
+
+def test_seed_bootstrap_reduces_to_items_for_one_seed_and_widens_with_seed_noise():
+    from tarot import paired_difference_seeds
+
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=400)
+    other = items + 0.2 + 0.3 * rng.normal(size=400)
+    one = paired_difference_seeds([other], [items], n_resamples=2000)
+    ref = paired_difference(other, items, n_resamples=2000)
+    assert (one.mean, one.low, one.high, one.verdict) == pytest.approx((ref.mean, ref.low, ref.high, ref.verdict))
+    # consistent per-item gain, but the seeds disagree a lot: the seed level must widen the interval
+    base = [rng.normal(size=300) for _ in range(4)]
+    shifts = [0.5, -0.3, 0.6, -0.4]
+    a = [b + s + 0.05 * rng.normal(size=300) for b, s in zip(base, shifts)]
+    two = paired_difference_seeds(a, base, n_resamples=4000)
+    pooled = paired_difference(np.concatenate(a), np.concatenate(base), n_resamples=4000)
+    assert two.mean == pytest.approx(np.mean(shifts), abs=0.02)
+    assert pooled.verdict == "no measurable difference" or pooled.high - pooled.low < two.high - two.low
+    assert two.high - two.low > 3 * (pooled.high - pooled.low)
+    assert two.verdict == "no measurable difference"
+    # the same gain in every seed is found
+    a2 = [b + 0.3 + 0.05 * rng.normal(size=300) for b in base]
+    assert paired_difference_seeds(a2, base, n_resamples=2000).verdict == "better"
+
+
+def test_seed_bootstrap_rejects_mismatched_inputs():
+    from tarot import paired_difference_seeds
+
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_difference_seeds([np.ones(3)] * 2, [np.ones(3)] * 3)
+    with pytest.raises(ValueError, match="seed 1"):
+        paired_difference_seeds([np.ones(3), np.ones(3)], [np.ones(3), np.ones(4)])
+    with pytest.raises(ValueError, match="NaN"):
+        paired_difference_seeds([np.array([1.0, np.nan])], [np.ones(2)])
+
+
+def test_method_verdict_needs_every_baseline_beaten():
+    from tarot import method_verdict
+
+    rng = np.random.default_rng(1)
+    noise = [rng.normal(size=200) for _ in range(3)]
+    scores = {
+        "tarot": [n - 1.0 for n in noise],  # a loss: lower is better
+        "random": [n + 0.0 for n in noise],
+        "strong": [n - 1.0 + 0.001 * rng.normal(size=200) for n in noise],  # ties with tarot
+        "weak": [n + 2.0 for n in noise],
+    }
+    win = method_verdict(scores, ["tarot"], ["random", "weak"], "NLL", higher_is_better=False, n_resamples=2000)
+    assert win["winner"] == "tarot" and win["text"].startswith("TAROT wins on NLL")
+    assert "against random" in win["text"] and "3 seeds" in win["text"]
+    lose = method_verdict(scores, ["tarot"], ["random", "strong", "weak"], "NLL", higher_is_better=False,
+                          n_resamples=2000)
+    assert lose["winner"] is None and lose["text"].startswith("TAROT does not win on NLL")
+    assert "no measurable difference from strong" in lose["text"]
+    assert {(c["method"], c["baseline"]) for c in lose["comparisons"]} == {("tarot", b) for b in
+                                                                          ("random", "strong", "weak")}
+    with pytest.raises(ValueError, match="no scores"):
+        method_verdict(scores, ["tarot"], ["missing"], "NLL")
