@@ -83,3 +83,77 @@ def test_rank_deficient_fit_warns_and_raises_ridge_when_needed():
         w = Whitener.fit(X, ridge=0.0)
     assert w.ridge > 0.0
     assert w.diagnostics["ridge_used"] == w.ridge
+
+
+# ----------------------------------------------------------------------------- ridge chosen from the data
+
+
+@pytest.mark.parametrize("n,k", [(500, 20), (300, 64), (40, 120)])
+def test_shrinkage_rules_equal_scikit_learn(n, k):
+    from sklearn.covariance import ledoit_wolf_shrinkage, oas
+    from tarot.whitening import ledoit_wolf_shrinkage as lw
+    from tarot.whitening import oas_shrinkage
+
+    X = _rotated_gaussian(n, k, 1e-2, 1e1, seed=n) + 3.0
+    mom = RunningMoments(k)
+    for s in range(0, n, 77):  # streamed in uneven blocks
+        mom.update(X[s : s + 77])
+    assert lw(mom) == pytest.approx(ledoit_wolf_shrinkage(X), rel=1e-9, abs=1e-12)
+    assert oas_shrinkage(mom) == pytest.approx(oas(X)[1], rel=1e-9, abs=1e-12)
+    w = Whitener.fit(X, ridge="ledoit_wolf")
+    rho = w.diagnostics["shrinkage"]
+    assert w.diagnostics["ridge_used"] == pytest.approx(rho / (1 - rho))
+    # the ridge form is the shrunk covariance of scikit-learn up to a factor: identical whitened unit rows
+    from sklearn.covariance import ShrunkCovariance
+
+    S = ShrunkCovariance(shrinkage=rho).fit(X).covariance_
+    ev, V = np.linalg.eigh(S)
+    Zs = (X - X.mean(0)) @ V / np.sqrt(ev)
+    Zs /= np.linalg.norm(Zs, axis=1, keepdims=True)
+    Zw = w.transform(X, dtype=np.float64)
+    assert np.abs(Zw @ Zw[:5].T - Zs @ Zs[:5].T).max() < 1e-6
+
+
+def test_moments_of_shards_merge_exactly_in_any_order():
+    X = _rotated_gaussian(3000, 16, 1e-2, 1e2, seed=4) + 50.0
+    parts = [X[:1000], X[1000:1100], X[1100:2999], X[2999:]]
+    merged = [RunningMoments.of_block(parts[i]) for i in (2, 0, 3, 1)]
+    total = merged[0]
+    for m in merged[1:]:
+        total.merge(m)
+    Y = X - X.mean(0)
+    sq = (Y**2).sum(1)
+    assert total.count == 3000
+    assert np.allclose(total.mean, X.mean(0), rtol=1e-12)
+    assert np.abs(total.m2 - Y.T @ Y).max() / np.abs(Y.T @ Y).max() < 1e-10
+    assert total.sum_fourth == pytest.approx(float(sq @ sq), rel=1e-10)
+    assert np.abs(total.b3 - Y.T @ sq).max() / np.abs(Y.T @ sq).max() < 1e-8
+    with pytest.raises(ValueError, match="dimension"):
+        total.merge(RunningMoments(3))
+
+
+@pytest.mark.parametrize("n,k", [(2000, 64), (300, 256)])
+def test_auto_ridge_keeps_sqrt_n_effective_dimensions(n, k):
+    from tarot.whitening import ridge_degrees_of_freedom
+
+    X = _rotated_gaussian(n, k, 1e-4, 1e2, seed=5)
+    w = Whitener.fit(X)  # the default rule
+    d = w.diagnostics
+    assert d["ridge_rule"].startswith("auto") and d["ridge_requested"] == "auto"
+    assert d["df"] == pytest.approx(np.sqrt(n), rel=1e-6)
+    ev = np.linalg.eigvalsh(np.cov(X.T, bias=True))
+    assert ridge_degrees_of_freedom(ev, w.ridge) == pytest.approx(np.sqrt(n), rel=1e-6)
+    assert d["eigenvalues"] == sorted(d["eigenvalues"], reverse=True) and len(d["eigenvalues"]) == k
+    assert d["effective_rank"] == pytest.approx(ev.sum() ** 2 / (ev**2).sum(), rel=1e-9)
+    assert 0 < d["shrinkage_equivalent"] < 1 and "warning" not in d  # no rows < 2k warning for a data-chosen ridge
+    # scale invariant: the same ridge for c·X
+    assert Whitener.fit(X * 1e-6).ridge == pytest.approx(w.ridge, rel=1e-6)
+
+
+def test_auto_ridge_on_few_directions_is_tiny_and_bad_values_are_refused():
+    X = _rotated_gaussian(5000, 8, 1e-1, 1e1, seed=6)  # 8 dims < sqrt(5000): every direction is whitened
+    w = Whitener.fit(X)
+    assert w.ridge <= 1e-8
+    for bad, err in (("lw", ValueError), (-1.0, ValueError), (float("nan"), ValueError), (True, TypeError)):
+        with pytest.raises(err, match="ridge"):
+            Whitener.fit(X, ridge=bad)

@@ -63,7 +63,7 @@ def select(
     n: int | None = None,
     seed: int = 0,
     whiten_features: bool = True,
-    ridge: float = 1e-5,
+    ridge: float | str = "auto",
     fit_on: str = "both",
     space: str = "whitened",
     eps: float = 1e-4,
@@ -101,8 +101,12 @@ def select(
         Seed of random choices (``random``, random fills).
     whiten_features : bool
         Whiten (spec §4) before scoring; when False rows are only L2-normalised.
-    ridge, fit_on : float, str
-        Relative ridge λ and the fit set (``both``, ``candidates``, ``targets``) of the whitening.
+    ridge : float or {"auto", "ledoit_wolf", "oas"}
+        Relative whitening ridge λ, or the rule that chooses it from the data (default ``"auto"``: the square-root
+        rule of :mod:`tarot.whitening`); the chosen value, the spectrum and the effective rank land in
+        ``diagnostics["whitening"]``.
+    fit_on : str
+        Fit set of the whitening: ``both`` (candidates ∪ targets), ``candidates`` or ``targets``.
     space : {"whitened", "raw"}
         Feature space of ``topk_mean`` (``less`` always uses raw per-checkpoint-normalised features, as LESS does).
     eps, ot_tol, ot_value_tol : float

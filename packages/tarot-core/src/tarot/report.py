@@ -253,8 +253,8 @@ def _whiten_for_map(
     """Whiten the map points like the selection did (spec §4), fitted on the plotted points themselves.
 
     Returns the transformed points and a phrase describing the feature space. The selection's ``whiten``, ``ridge``
-    and ``fit_on`` settings are followed; without whitening (or with fewer than 2·k plotted rows, too few for a
-    covariance estimate) the rows are only L2-normalised.
+    and ``fit_on`` settings are followed; without whitening (or with a fixed ridge and fewer than 2·k plotted rows,
+    too few for a covariance estimate) the rows are only L2-normalised.
     """
     from tarot.whitening import Whitener
 
@@ -267,11 +267,14 @@ def _whiten_for_map(
     fit = {"candidates": cand, "targets": tgt}.get(fit_on)
     if fit is None:
         fit = cand if tgt is None else np.concatenate([cand, tgt])
-    if len(fit) < 2 * cand.shape[1]:
+    ridge = config.get("ridge", "auto")
+    ridge = ridge if isinstance(ridge, str) else float(ridge)
+    if isinstance(ridge, float) and len(fit) < 2 * cand.shape[1]:
         return (unit(cand), None if tgt is None else unit(tgt),
-                f"L2-normalised (too few plotted rows, {len(fit)}, to whiten {cand.shape[1]} dimensions)")
+                f"L2-normalised (too few plotted rows, {len(fit)}, to whiten {cand.shape[1]} dimensions with a fixed "
+                f"ridge)")
     try:
-        whitener = Whitener.fit(fit, ridge=float(config.get("ridge", 1e-5)))
+        whitener = Whitener.fit(fit, ridge=ridge)
     except (ValueError, np.linalg.LinAlgError) as exc:
         return unit(cand), None if tgt is None else unit(tgt), f"L2-normalised (whitening failed: {exc})"
     cw = whitener.transform(cand, dtype=np.float64)

@@ -1,10 +1,29 @@
-r"""Whitening of gradient features (spec §4), done correctly.
+r"""Whitening of gradient features (spec §4), done correctly, with the regularisation chosen from the data.
 
 Fit: streamed float64 mean and covariance (Chan et al. pairwise merge of per-block statistics), relative ridge
 
 .. math:: \Sigma_\lambda = \Sigma + \lambda \frac{\operatorname{tr}\Sigma}{k} I,
 
-lower Cholesky factor :math:`\Sigma_\lambda = L L^\top`. Transform (row vectors):
+lower Cholesky factor :math:`\Sigma_\lambda = L L^\top`. A ridge λ is the same as a shrinkage
+:math:`(1-\rho)\Sigma + \rho\,\frac{\operatorname{tr}\Sigma}{k} I` with :math:`\rho = \lambda/(1+\lambda)` (up to a
+factor that whitening and L2 normalisation remove).
+
+How λ is chosen (``ridge=``, see :func:`choose_ridge`):
+
+``"auto"`` (default)
+    the **square-root rule**: with :math:`e_i` the eigenvalues of Σ and :math:`\bar e = \operatorname{tr}\Sigma/k`,
+    the *effective dimension* of the whitening :math:`\operatorname{df}(\lambda) = \sum_i e_i/(e_i + \lambda\bar e)`
+    (the degrees of freedom of a ridge) is set to :math:`\sqrt{n}` for n fit rows. Directions well above
+    :math:`\lambda\bar e` are whitened, the rest are left at a common scale instead of being blown up. Measured by
+    the linear datamodeling score on real image classifiers (digits and Fashion-MNIST, 250–5,200 rows, 128–2,048
+    dimensions), this beat plain cosine, every fixed ridge tried and the covariance-estimation shrinkages below.
+``"ledoit_wolf"``, ``"oas"``
+    the Ledoit–Wolf and Oracle-Approximating shrinkage ρ (identical to scikit-learn's estimators, computed from the
+    streamed moments). They minimise the error of Σ itself and pick ρ ≈ 0.01–0.08 here, which whitens far too
+    much for influence: they lost to plain cosine on the same measurements.
+a number
+    an explicit relative ridge λ (the reference code's absolute 1e-5 corresponds to no regularisation at all).
+ Transform (row vectors):
 
 .. math:: z = (x - \mu) L^{-\top}, \qquad \hat z = z / \max(\|z\|_2, 10^{-12}),
 
@@ -17,6 +36,7 @@ features because the ridge is relative.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -50,43 +70,89 @@ def iter_blocks(x: np.ndarray, block_rows: int) -> Iterable[np.ndarray]:
 
 @dataclass
 class RunningMoments:
-    """Streamed count, mean and centred scatter M2 in float64 with the pairwise (Chan et al.) merge.
+    r"""Streamed count, mean, centred scatter M2 and the two extra sums Ledoit–Wolf needs, in float64.
 
-    For blocks A and B with δ = m_B − m_A: M2 = M2_A + M2_B + δδᵀ·n_A n_B/(n_A + n_B).
+    Every part keeps its sums about its own mean: M2 = Σ y yᵀ, s4 = Σ ‖y‖⁴ and b3 = Σ ‖y‖² y with y = x − m.
+    Two parts A, B merge exactly (pairwise, Chan et al.) by re-centring both on the merged mean: for a shift δ of
+    the centre (Σ y = 0)
+
+    .. math:: \sum\|y-\delta\|^4 = s_4 - 4\delta^\top b_3 + 4\delta^\top M_2\delta + 2\|\delta\|^2
+              \operatorname{tr}M_2 + n\|\delta\|^4,\qquad
+              \sum\|y-\delta\|^2(y-\delta) = b_3 - 2M_2\delta - \operatorname{tr}(M_2)\,\delta
+              - n\|\delta\|^2\delta,
+
+    and M2 = M2_A + M2_B + δδᵀ·n_A n_B/(n_A + n_B) with δ = m_B − m_A. So the moments of shards, ranks or blocks
+    can be combined in any order (:meth:`merge`) and give the one-shot values.
     """
 
     dim: int
     count: int = 0
     mean: np.ndarray = field(default=None)  # type: ignore[assignment]
     m2: np.ndarray = field(default=None)  # type: ignore[assignment]
+    s4: float = 0.0
+    b3: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.mean is None:
             self.mean = np.zeros(self.dim)
         if self.m2 is None:
             self.m2 = np.zeros((self.dim, self.dim))
+        if self.b3 is None:
+            self.b3 = np.zeros(self.dim)
+
+    @classmethod
+    def of_block(cls, block: np.ndarray) -> RunningMoments:
+        """Moments of one row block (float64)."""
+        xb = np.asarray(block, dtype=np.float64)
+        if xb.ndim != 2:
+            raise ValueError(f"block has shape {xb.shape}, expected (rows, dims)")
+        mom = cls(dim=xb.shape[1])
+        if xb.shape[0] == 0:
+            return mom
+        mb = xb.mean(axis=0)
+        y = xb - mb
+        sq = np.einsum("ij,ij->i", y, y)
+        mom.count, mom.mean, mom.m2 = xb.shape[0], mb, y.T @ y
+        mom.s4, mom.b3 = float(sq @ sq), y.T @ sq
+        return mom
+
+    def _recentred(self, centre: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """(M2, s4, b3) about ``centre`` instead of the own mean (M2 is returned about the own mean)."""
+        d = centre - self.mean
+        dd = float(d @ d)
+        tr = float(np.trace(self.m2))
+        m2d = self.m2 @ d
+        s4 = self.s4 - 4.0 * float(d @ self.b3) + 4.0 * float(d @ m2d) + 2.0 * dd * tr + self.count * dd * dd
+        b3 = self.b3 - 2.0 * m2d - tr * d - self.count * dd * d
+        return self.m2, s4, b3
+
+    def merge(self, other: RunningMoments) -> RunningMoments:
+        """Merge the moments of another part into this one (exact; order does not matter); returns ``self``."""
+        if other.dim != self.dim:
+            raise ValueError(f"cannot merge moments of dimension {other.dim} into dimension {self.dim}")
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            self.count, self.mean, self.m2 = other.count, other.mean.copy(), other.m2.copy()
+            self.s4, self.b3 = other.s4, other.b3.copy()
+            return self
+        na, nb = self.count, other.count
+        tot = na + nb
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (nb / tot)
+        _, s4a, b3a = self._recentred(mean)
+        _, s4b, b3b = other._recentred(mean)
+        self.m2 = self.m2 + other.m2 + np.outer(delta, delta) * (na * nb / tot)
+        self.s4, self.b3 = s4a + s4b, b3a + b3b
+        self.mean, self.count = mean, tot
+        return self
 
     def update(self, block: np.ndarray) -> RunningMoments:
         """Merge the statistics of one row block."""
         xb = np.asarray(block, dtype=np.float64)
         if xb.ndim != 2 or xb.shape[1] != self.dim:
             raise ValueError(f"block has shape {xb.shape}, expected (rows, {self.dim})")
-        nb = xb.shape[0]
-        if nb == 0:
-            return self
-        mb = xb.mean(axis=0)
-        centred = xb - mb
-        m2b = centred.T @ centred
-        if self.count == 0:
-            self.count, self.mean, self.m2 = nb, mb, m2b
-            return self
-        na = self.count
-        delta = mb - self.mean
-        tot = na + nb
-        self.m2 = self.m2 + m2b + np.outer(delta, delta) * (na * nb / tot)
-        self.mean = self.mean + delta * (nb / tot)
-        self.count = tot
-        return self
+        return self.merge(RunningMoments.of_block(xb))
 
     @property
     def covariance(self) -> np.ndarray:
@@ -94,6 +160,95 @@ class RunningMoments:
         if self.count == 0:
             raise ValueError("no rows were seen; cannot compute a covariance")
         return self.m2 / self.count
+
+    @property
+    def sum_fourth(self) -> float:
+        """Σ ‖x − μ‖⁴ over all rows (μ: the mean of all rows)."""
+        return self.s4
+
+
+RIDGE_RULES = ("auto", "ledoit_wolf", "oas")
+
+
+def ledoit_wolf_shrinkage(mom: RunningMoments) -> float:
+    r"""Ledoit–Wolf shrinkage ρ ∈ [0, 1] towards :math:`\bar e I` from streamed moments.
+
+    With S = Σ (population covariance), p dims, n rows and :math:`\mu = \operatorname{tr}S/p`:
+    :math:`\delta = \|S - \mu I\|_F^2/p`, :math:`\beta = \frac{1}{p n}\big(\frac1n\sum_i\|x_i-\bar x\|^4 -
+    \|S\|_F^2\big)`, ρ = min(β, δ)/δ — the value of ``sklearn.covariance.ledoit_wolf_shrinkage``.
+    """
+    S, n, p = mom.covariance, mom.count, mom.dim
+    mu = float(np.trace(S)) / p
+    fro = float(np.sum(S * S))
+    delta = (fro - p * mu * mu) / p
+    beta = (mom.sum_fourth / n - fro) / (p * n)
+    beta = min(beta, delta)
+    return 0.0 if beta == 0 else float(beta / delta)
+
+
+def oas_shrinkage(mom: RunningMoments) -> float:
+    r"""Oracle-Approximating Shrinkage ρ ∈ [0, 1] (Chen et al. 2010) from the covariance alone.
+
+    With :math:`\mu = \operatorname{tr}S/p` and :math:`\alpha = \|S\|_F^2/p^2`:
+    ρ = min(1, (α + μ²) / ((n + 1)(α − μ²/p))) — the value of ``sklearn.covariance.oas``.
+    """
+    S, n, p = mom.covariance, mom.count, mom.dim
+    mu = float(np.trace(S)) / p
+    alpha = float(np.mean(S * S))
+    den = (n + 1) * (alpha - mu * mu / p)
+    return 1.0 if den == 0 else float(min((alpha + mu * mu) / den, 1.0))
+
+
+def ridge_degrees_of_freedom(eigenvalues: np.ndarray, ridge: float) -> float:
+    r"""Effective dimension :math:`\operatorname{df}(\lambda) = \sum_i e_i/(e_i + \lambda\bar e)` of a whitening
+    with relative ridge λ (:math:`\bar e` = mean eigenvalue): how many directions it really whitens."""
+    e = np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None)
+    lam = ridge * float(e.mean())
+    if lam == 0.0:
+        return float(np.count_nonzero(e > e.max() * 1e-12))
+    return float(np.sum(e / (e + lam)))
+
+
+def sqrt_rule_ridge(eigenvalues: np.ndarray, n_rows: int, lo: float = 1e-8, hi: float = 1e8) -> float:
+    r"""The relative ridge λ with :math:`\operatorname{df}(\lambda) = \sqrt{n}` (bisection on log λ; df decreases in
+    λ). When the spectrum has fewer than √n non-negligible directions the smallest ridge ``lo`` is returned."""
+    target = math.sqrt(max(int(n_rows), 1))
+    if ridge_degrees_of_freedom(eigenvalues, lo) <= target:
+        return lo
+    a, b = math.log(lo), math.log(hi)
+    for _ in range(100):
+        mid = 0.5 * (a + b)
+        if ridge_degrees_of_freedom(eigenvalues, math.exp(mid)) > target:
+            a = mid
+        else:
+            b = mid
+    return float(math.exp(0.5 * (a + b)))
+
+
+def choose_ridge(mom: RunningMoments, ridge: float | str, eigenvalues: np.ndarray | None = None
+                 ) -> tuple[float, dict]:
+    """Resolve ``ridge`` (a number or one of :data:`RIDGE_RULES`) to a relative ridge λ ≥ 0 for these moments.
+
+    Returns
+    -------
+    (float, dict)
+        λ and what the rule computed (``ridge_rule``, ``shrinkage`` ρ for the shrinkage rules).
+    """
+    if isinstance(ridge, str):
+        if ridge not in RIDGE_RULES:
+            raise ValueError(f"ridge must be a number >= 0 or one of {', '.join(RIDGE_RULES)}, got {ridge!r}")
+        if ridge == "auto":
+            ev = np.linalg.eigvalsh(mom.covariance) if eigenvalues is None else eigenvalues
+            return sqrt_rule_ridge(ev, mom.count), {"ridge_rule": "auto (df = sqrt(n))",
+                                                    "df_target": math.sqrt(mom.count)}
+        rho = ledoit_wolf_shrinkage(mom) if ridge == "ledoit_wolf" else oas_shrinkage(mom)
+        lam = rho / (1.0 - rho) if rho < 1.0 - 1e-12 else 1e12
+        return lam, {"ridge_rule": ridge, "shrinkage": rho}
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float, np.integer, np.floating)):
+        raise TypeError(f"ridge must be a number or one of {', '.join(RIDGE_RULES)}, got {type(ridge).__name__}")
+    if not ridge >= 0 or not math.isfinite(float(ridge)):
+        raise ValueError(f"ridge must be >= 0 and finite, got {ridge}")
+    return float(ridge), {"ridge_rule": "fixed"}
 
 
 @dataclass
@@ -111,7 +266,8 @@ class Whitener:
     n_fit : int
         Rows used for the fit.
     diagnostics : dict
-        Requested/used ridge, eigenvalue spread of Σ (when k ≤ 2048), warnings.
+        Ridge rule, requested/used ridge, shrinkage, df, effective rank, spectrum of Σ, warnings (see
+        :meth:`from_moments`).
     """
 
     mean: np.ndarray
@@ -128,11 +284,16 @@ class Whitener:
     def fit(
         cls,
         blocks: Iterable[np.ndarray] | np.ndarray,
-        ridge: float = 1e-5,
+        ridge: float | str = "auto",
         max_ridge_raises: int = 8,
         block_rows: int = 65536,
     ) -> Whitener:
         """Fit from an array or an iterable of row blocks (statistics in float64, streamed).
+
+        Parameters
+        ----------
+        ridge : float or {"auto", "ledoit_wolf", "oas"}
+            Relative ridge λ, or the rule that chooses it from the data (:func:`choose_ridge`).
 
         Raises
         ------
@@ -153,31 +314,35 @@ class Whitener:
         return cls.from_moments(mom, ridge=ridge, max_ridge_raises=max_ridge_raises)
 
     @classmethod
-    def from_moments(cls, mom: RunningMoments, ridge: float = 1e-5, max_ridge_raises: int = 8) -> Whitener:
-        """Build the transform from streamed moments (relative ridge, Cholesky with automatic ridge raises)."""
-        if ridge < 0:
-            raise ValueError(f"ridge must be >= 0, got {ridge}")
+    def from_moments(cls, mom: RunningMoments, ridge: float | str = "auto", max_ridge_raises: int = 8,
+                     spectrum_max_dim: int = 8192) -> Whitener:
+        """Build the transform from streamed moments (ridge rule, Cholesky with automatic ridge raises).
+
+        ``diagnostics`` records the rule, the requested and used ridge, the equivalent shrinkage ρ = λ/(1+λ), the
+        effective dimension df(λ) kept by the whitening, the effective rank (tr Σ)²/tr(Σ²) of Σ, rows per
+        dimension and — for k ≤ ``spectrum_max_dim`` — the eigenvalue spectrum of Σ (descending).
+        """
         cov = mom.covariance
         k = cov.shape[0]
         scale = float(np.trace(cov)) / k
         if not np.isfinite(scale):
             raise ValueError("features contain NaN or inf; cannot whiten")
-        diag: dict = {"ridge_requested": ridge, "n_fit": mom.count, "dim": k}
         if scale == 0.0:
             raise ValueError("all fit features are identical (zero covariance); cannot whiten")
-        if mom.count < 2 * k:
+        ev = np.linalg.eigvalsh(cov) if (ridge == "auto" or k <= spectrum_max_dim) else None
+        lam0, rule = choose_ridge(mom, ridge, eigenvalues=ev)
+        diag: dict = {"ridge_requested": ridge, **rule, "n_fit": mom.count, "dim": k,
+                      "rows_per_dim": mom.count / k,
+                      "effective_rank": float(np.trace(cov) ** 2 / max(float(np.sum(cov * cov)), 1e-300))}
+        if mom.count < 2 * k and rule["ridge_rule"] == "fixed" and lam0 < 1e-2:
             msg = (
-                f"whitening is fitted on {mom.count} rows for {k} dimensions (< 2k): the covariance is poorly "
-                "estimated and noise directions get amplified; raise the ridge (e.g. 1e-2) or lower proj_dim"
+                f"whitening is fitted on {mom.count} rows for {k} dimensions (< 2k) with the small fixed ridge "
+                f"{lam0:g}: the covariance is poorly estimated and noise directions get amplified; use "
+                "ridge='auto' (the default), a larger ridge, or a lower proj_dim"
             )
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
             diag["warning"] = msg
-        if k <= 2048:
-            ev = np.linalg.eigvalsh(cov)
-            diag["eigenvalue_max"] = float(ev[-1])
-            diag["eigenvalue_min"] = float(ev[0])
-            diag["eigenvalue_spread"] = float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
-        lam = ridge
+        lam = lam0
         for attempt in range(max_ridge_raises + 1):
             try:
                 L = np.linalg.cholesky(cov + (lam * scale) * np.eye(k))
@@ -188,9 +353,20 @@ class Whitener:
                         f"Cholesky of the ridged covariance failed up to ridge {lam:g}; features are degenerate"
                     ) from None
                 lam = 10.0 * lam if lam > 0 else 1e-12
-        if lam != ridge:
-            log.warning("whitening: Cholesky needed ridge %.3g (requested %.3g)", lam, ridge)
+        if lam != lam0:
+            log.warning("whitening: Cholesky needed ridge %.3g (the rule gave %.3g)", lam, lam0)
         diag["ridge_used"] = lam
+        diag["shrinkage_equivalent"] = lam / (1.0 + lam)
+        if ev is not None:
+            desc = np.clip(ev[::-1], 0.0, None)
+            diag["df"] = ridge_degrees_of_freedom(desc, lam)
+            diag["eigenvalue_max"] = float(desc[0])
+            diag["eigenvalue_min"] = float(ev[0])
+            diag["eigenvalue_spread"] = float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
+            diag["eigenvalues"] = [float(f"{v:.6g}") for v in desc]
+        log.info("whitening: %s, ridge %.3g (shrinkage %.3f), %d rows x %d dims, effective rank %.1f%s",
+                 diag["ridge_rule"], lam, diag["shrinkage_equivalent"], mom.count, k, diag["effective_rank"],
+                 f", df {diag['df']:.1f}" if "df" in diag else "")
         return cls(mean=mom.mean, chol=L, ridge=lam, n_fit=mom.count, diagnostics=diag)
 
     def transform(self, x: np.ndarray, normalize: bool = True, block_rows: int = 65536,
@@ -224,7 +400,7 @@ class Whitener:
 def whiten(
     candidates: np.ndarray,
     targets: np.ndarray,
-    ridge: float = 1e-5,
+    ridge: float | str = "auto",
     fit_on: str = "both",
     block_rows: int = 65536,
     memory_budget: int | str | None = None,
@@ -234,6 +410,8 @@ def whiten(
 
     Parameters
     ----------
+    ridge : float or {"auto", "ledoit_wolf", "oas"}
+        Relative ridge λ or the rule choosing it (see the module docstring); default: the square-root rule.
     fit_on : {"both", "candidates", "targets"}
         Rows used for μ and Σ (reference: both).
     memory_budget, workdir : int or str, str, optional
