@@ -48,3 +48,22 @@ def test_aggregate_per_source():
     out = aggregate(per, ["waymo", "av2", "waymo"], split="val")
     assert out["val/minADE6"] == 7 / 3 and out["val/waymo/minADE6"] == 2.5 and out["val/av2/minADE6"] == 2.0
     assert out["val/count"] == 3
+
+
+def test_constant_velocity_baseline_is_exact_on_constant_velocity_agents_and_certain():
+    from tarot_motion.metrics import constant_velocity_metrics, constant_velocity_prediction
+    from test_model import _dataset
+
+    ds = _dataset()  # the fixture agents drive at constant velocity
+    res = constant_velocity_metrics(ds)
+    assert res["metrics"]["val/minADE6"] < 1e-3 and res["metrics"]["val/miss_rate"] == 0.0
+    # one certain mode: brier-FDE equals FDE (no (1 - p)^2 penalty)
+    np.testing.assert_allclose(res["per_sample"]["brier_fde"], res["per_sample"]["minFDE6"])
+    traj, probs = constant_velocity_prediction(ds.array("obj_trajs"), ds.array("track_index_to_predict"))
+    assert traj.shape == (len(ds), 6, 60, 2) and probs[:, 0].tolist() == [1.0] * len(ds)
+    # a braking agent: the extrapolation overshoots by 0.5·a·t² at the horizon
+    gt = ds.array("center_gt_trajs").copy()
+    t = np.arange(1, 61) * 0.1
+    gt[..., 0] -= 0.5 * 2.0 * t**2
+    per = per_sample_metrics(traj, probs, gt, ds.array("center_gt_trajs_mask"), ds.array("center_gt_final_valid_idx"))
+    np.testing.assert_allclose(per["minFDE6"], 36.0, atol=1e-3)

@@ -108,3 +108,74 @@ def test_dataset_yields_tensor_only_samples():
     assert all(isinstance(v, torch.Tensor) for v in s.values())
     assert s["obj_trajs"].shape == (15, 21, 39) and s["map_polylines"].shape == (16, 20, 29)
     assert ds.sources[0] == "waymo" and np.asarray(ds.ids).shape == (4,)
+
+
+def test_constant_velocity_prior_starts_at_the_extrapolation_and_is_vmap_safe():
+    tarot = pytest.importorskip("tarot")
+    ds = _dataset()
+    batch = collate([ds[i] for i in range(len(ds))])
+    torch.manual_seed(0)
+    model = AutoBotEgo({**TINY, "prior": "constant_velocity", "input_scale": 10.0}).eval()
+    out, _ = model(batch)
+    vel = batch["input_dict"]["obj_trajs"][:, 0, -1, 35:37]
+    expected = vel[:, None, :] * (torch.arange(1, 61) * 0.1)[None, :, None]
+    assert vel.abs().max() > 0.1  # the fixture agents move
+    for k in range(6):  # the residual head starts at zero: every mode is the constant-velocity extrapolation
+        torch.testing.assert_close(out["predicted_trajectory"][:, k, :, :2], expected)
+    # per-sample gradients through the prior: vmap equals the loop
+    model.output_model.observation_model[-1].weight.data.normal_()  # leave the zero start
+    sample = {k: torch.stack([ds[i][k] for i in range(4)]) for k in ds[0]}
+    fv = tarot.GradientFeaturizer(model, AutoBotLossAdapter(), proj_dim=16, seed=0, mode="vmap")
+    fl = tarot.GradientFeaturizer(model, AutoBotLossAdapter(), proj_dim=16, seed=0, mode="loop")
+    gv, gl = fv.per_sample_grads(sample), fl.per_sample_grads(sample)
+    flat_v = torch.cat([gv[n].reshape(4, -1) for n in fv.param_names], 1)
+    flat_l = torch.cat([gl[n].reshape(4, -1) for n in fl.param_names], 1)
+    torch.testing.assert_close(flat_v, flat_l, rtol=1e-5, atol=1e-5 * flat_l.abs().max().item())
+
+
+def test_input_scale_and_prior_are_validated():
+    with pytest.raises(ValueError, match="model.prior"):
+        AutoBotEgo({**TINY, "prior": "kalman"})
+    with pytest.raises(ValueError, match="input_scale"):
+        AutoBotEgo({**TINY, "input_scale": 0})
+
+
+@pytest.mark.parametrize("config", [{"input_scale": 10.0}, {"prior": "constant_velocity", "input_scale": 10.0}])
+def test_model_overfits_a_handful_of_windows(config):
+    """Guards the whole train path (frames, targets, loss, optimizer): four windows are memorised to a small error.
+
+    The fixture agents drive at constant velocity, so the futures get a braking and a lateral drift (quadratic in
+    time) first: otherwise the constant-velocity prior would already be exact."""
+    from tarot_motion.metrics import per_sample_metrics
+
+    ds = _dataset()
+    batch = collate([ds[i] for i in range(len(ds))])
+    t = torch.arange(1, 61, dtype=torch.float32) * 0.1
+    bend = torch.stack([-0.8 * t**2, 0.5 * t**2], -1)  # metres: -14.4 m along, +9 m across after 6 s
+    signs = torch.tensor([1.0, -1.0, 1.0, -1.0]).reshape(4, 1, 1)
+    batch["input_dict"]["center_gt_trajs"] = batch["input_dict"]["center_gt_trajs"].clone()
+    batch["input_dict"]["center_gt_trajs"][..., :2] += signs * bend
+    gt = batch["input_dict"]["center_gt_trajs"][..., :2]
+    mask = batch["input_dict"]["center_gt_trajs_mask"]
+    torch.manual_seed(0)
+    model = AutoBotEgo({**TINY, "dropout": 0.0, "map_dropout": 0.0, "entropy_weight": 0.0, **config})
+
+    def min_ade() -> float:
+        model.eval()
+        with torch.no_grad():
+            out, _ = model(batch)
+        per = per_sample_metrics(out["predicted_trajectory"].numpy(), out["predicted_probability"].numpy(),
+                                 gt.numpy(), mask.numpy(), batch["input_dict"]["center_gt_final_valid_idx"].numpy())
+        return float(per["minADE6"].mean())
+
+    start = min_ade()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3, eps=1e-4)
+    for _ in range(500):
+        model.train()
+        _, loss = model(batch)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+    end = min_ade()
+    assert end < 0.5 and end < 0.1 * start, (start, end)

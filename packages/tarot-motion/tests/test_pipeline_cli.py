@@ -116,6 +116,7 @@ def test_full_cli_chain_featurize_select_train_evaluate(project, capsys):
     assert rc == 0
     ev = json.loads((project / "ev" / "metrics.json").read_text())
     np.testing.assert_allclose(ev["val/brier_fde"], m["metrics"]["val/brier_fde"], rtol=1e-5)
+    assert ev["constant_velocity/count"] == 3 and ev["constant_velocity/minADE6"] < 1e-3  # fixtures: constant speed
 
 
 def test_training_set_weights_and_merge_targets(project):
@@ -145,17 +146,26 @@ def test_demo_quick_on_real_embedded_scenarios(tmp_path, capsys):
     rc, cap = _run(["demo", "--quick", "--seeds", "2", "--out", tmp_path / "demo", "--no-progress"], capsys)
     assert rc == 0
     res = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert [r["method"] for r in res["rows"]] == ["random", "topk_mean", "fixed_size", "otm", "all_candidates"]
+    methods = ["random", "topk_mean", "fixed_size", "otm"]
+    assert [r["method"] for r in res["rows"]] == [*methods, *(f"{m}+targets" for m in methods), "all_candidates",
+                                                  "target_only", "constant_velocity"]
     for r in res["rows"]:
         assert len(r["brier_fde"]["values"]) == 2 and np.isfinite(r["brier_fde"]["mean"])
         assert sum(v["selected"] for v in r["composition"].values()) == r["selected"]
+    rows = {r["method"]: r for r in res["rows"]}
+    assert rows["target_only"]["merged_targets"] == res["n_target"] and rows["target_only"]["selected"] == 0
+    assert rows["constant_velocity"]["brier_fde"]["std"] == 0.0  # deterministic: the same value for every seed
     assert len(res["skipped"]) == 2 and all(v == {} for v in res["skipped"].values())
-    assert "TAROT" in res["verdict"] or "no clear winner" in res["verdict"]
+    comps = res["comparisons"]["comparisons"]
+    tarot_rows = {"fixed_size", "otm", "fixed_size+targets", "otm+targets"}
+    assert {c["method"] for c in comps} == tarot_rows
+    assert {c["baseline"] for c in comps} == set(rows) - tarot_rows  # every baseline, constant velocity included
+    assert res["verdict"].startswith(("TAROT wins on brier-FDE", "TAROT does not win on brier-FDE"))
     pool = {k.split("/")[0] for r in res["rows"] for k in r["composition"]}
     assert pool == {"waymo", "argoverse1"}
     for key in ("fixed_size", "otm"):
         html = (tmp_path / "demo" / "report" / key / "index.html").read_text()
-        assert "brier_fde" in html and "minADE6" in html
+        assert "brier_fde" in html and "minADE6" in html and "Does TAROT win?" in html
     assert (tmp_path / "demo" / "config.yaml").exists() and (tmp_path / "demo" / "results.md").exists()
 
 

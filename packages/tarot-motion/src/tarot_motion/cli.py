@@ -187,14 +187,18 @@ def _cmd(args: argparse.Namespace) -> Any:
         print(json.dumps({**res.summary(), "composition": comp}, indent=1, default=float))
         return res
     if args.command == "evaluate":
+        from .metrics import constant_velocity_metrics
         from .train import build_model, evaluate
 
         val = _require(pipeline.load_split(cfg, "val", progress=progress), "data.val")
         model = build_model(cfg["model"], init=f"checkpoint:{args.checkpoint}")
         ev = evaluate(model, val, batch_size=int(cfg["train"]["eval_batch_size"]))
-        write_json(args.out / "metrics.json", ev["metrics"])
-        print(json.dumps(ev["metrics"], indent=1))
-        return ev["metrics"]
+        # the field's trivial baseline on the same windows, for reference (constant/ prefix)
+        cv = constant_velocity_metrics(val, future_len=int(cfg["model"].get("future_len", 60)))["metrics"]
+        metrics = {**ev["metrics"], **{k.replace("val/", "constant_velocity/", 1): v for k, v in cv.items()}}
+        write_json(args.out / "metrics.json", metrics)
+        print(json.dumps(metrics, indent=1))
+        return metrics
     raise AssertionError(args.command)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,3 +54,41 @@ def aggregate(per_sample: dict[str, np.ndarray], sources: Sequence[str], split: 
             out[f"{split}/{s}/{name}"] = float(np.mean(v[src == s]))
     out[f"{split}/count"] = float(len(src))
     return out
+
+
+def constant_velocity_prediction(obj_trajs: np.ndarray, track_index: np.ndarray, num_modes: int = 6,
+                                 future_len: int = 60, dt: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """The field's trivial baseline: the center agent's current velocity extrapolated over the future.
+
+    Parameters
+    ----------
+    obj_trajs : ndarray [B, A, T_past, 39]
+        UniTraj agent features in the center frame (velocity in columns 35:37).
+    track_index : ndarray [B]
+        Row of the center agent in ``obj_trajs``.
+
+    Returns
+    -------
+    traj : ndarray [B, num_modes, future_len, 2]
+        p(t) = v · dt · (t + 1) in every mode.
+    probs : ndarray [B, num_modes]
+        Probability 1 on mode 0 (a deterministic predictor is certain; its brier-FDE is its FDE).
+    """
+    b = np.arange(obj_trajs.shape[0])
+    vel = np.asarray(obj_trajs, dtype=np.float64)[b, np.asarray(track_index, dtype=np.int64), -1, 35:37]
+    steps = np.arange(1, future_len + 1, dtype=np.float64) * dt
+    traj = np.repeat((vel[:, None, :] * steps[None, :, None])[:, None], num_modes, axis=1)
+    probs = np.zeros((obj_trajs.shape[0], num_modes))
+    probs[:, 0] = 1.0
+    return traj, probs
+
+
+def constant_velocity_metrics(ds, future_len: int = 60, dt: float = 0.1, split: str = "val") -> dict[str, Any]:
+    """Metrics of :func:`constant_velocity_prediction` on a :class:`~tarot_motion.data.MotionDataset`, in the
+    layout of :func:`tarot_motion.pipeline.train_and_evaluate` (``metrics`` and ``per_sample``)."""
+    traj, probs = constant_velocity_prediction(ds.array("obj_trajs"), ds.array("track_index_to_predict"),
+                                               future_len=future_len, dt=dt)
+    per = per_sample_metrics(traj, probs, ds.array("center_gt_trajs"), ds.array("center_gt_trajs_mask"),
+                             ds.array("center_gt_final_valid_idx"))
+    return {"init": None, "seed": None, "train_items": 0, "steps": 0, "metrics": aggregate(per, ds.sources, split),
+            "per_sample": {k: v.tolist() for k, v in per.items()}}

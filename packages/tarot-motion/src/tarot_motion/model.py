@@ -31,7 +31,11 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "ade_fde_weight": 100.0,
     "map_heads": 8,
     "map_dropout": 0.3,
+    "prior": "none",
+    "input_scale": 1.0,
+    "dt": 0.1,
 }
+PRIORS = ("none", "constant_velocity")
 
 
 class PositionalEncoding(nn.Module):
@@ -115,6 +119,10 @@ class AutoBotEgo(nn.Module):
         unknown = set(cfg) - set(MODEL_DEFAULTS)
         if unknown:
             raise ValueError(f"model config: unknown keys {sorted(unknown)} (known: {sorted(MODEL_DEFAULTS)})")
+        if cfg["prior"] not in PRIORS:
+            raise ValueError(f"model.prior: expected one of {PRIORS}, got {cfg['prior']!r}")
+        if not float(cfg["input_scale"]) > 0:
+            raise ValueError(f"model.input_scale must be > 0, got {cfg['input_scale']!r}")
         self.config = cfg
         d = int(cfg["hidden_size"])
         self.d_k, self.c, self.T = d, int(cfg["num_modes"]), int(cfg["future_len"])
@@ -135,6 +143,11 @@ class AutoBotEgo(nn.Module):
             [nn.TransformerDecoderLayer(d, heads, ff, drop) for _ in range(int(cfg["num_decoder_layers"]))]
         )
         self.output_model = OutputModel(d)
+        if cfg["prior"] != "none":  # start every mode exactly at the prior; training learns the residual
+            last = self.output_model.observation_model[-1]
+            with torch.no_grad():
+                last.weight[0:2].zero_()
+                last.bias[0:2].zero_()
         self.P = nn.Parameter(torch.empty(self.c, 1, d))
         nn.init.xavier_uniform_(self.P)
         self.mode_map_attn = nn.MultiheadAttention(d, num_heads=heads)
@@ -158,25 +171,48 @@ class AutoBotEgo(nn.Module):
         out = layer(x, src_key_padding_mask=m)
         return out.reshape(N, B, T, d).permute(2, 1, 0, 3)
 
-    def model_inputs(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """Build ``ego_in [B,21,3]``, ``agents_in [B,21,15,3]`` and ``roads [B,256,20,3]`` from a UniTraj input dict."""
+    def model_inputs(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Build ``ego_in [B,21,3]``, ``agents_in [B,21,15,3]``, ``roads [B,256,20,3]`` and the center agent's
+        current velocity ``[B, 2]`` (center frame, m/s; UniTraj feature columns 35:37 at the last past step) from a
+        UniTraj input dict."""
         agents = torch.cat(
             [inputs["obj_trajs"][..., :2], inputs["obj_trajs_mask"].unsqueeze(-1).to(inputs["obj_trajs"].dtype)], -1
         ).transpose(1, 2)  # [B, T, N, 3]
         B, T = agents.shape[0], agents.shape[1]
-        idx = inputs["track_index_to_predict"].long().reshape(B, 1, 1, 1).expand(B, T, 1, 3)
+        track = inputs["track_index_to_predict"].long().reshape(B, 1, 1)
+        idx = track.unsqueeze(-1).expand(B, T, 1, 3)
         ego = torch.gather(agents, 2, idx).squeeze(2)
+        feats = inputs["obj_trajs"]  # [B, N, T, F]
+        vel = torch.gather(feats[:, :, -1, 35:37], 1, track.expand(B, 1, 2)).squeeze(1)
         roads = torch.cat(
             [inputs["map_polylines"][..., :2],
              inputs["map_polylines_mask"].unsqueeze(-1).to(inputs["map_polylines"].dtype)], -1
         )
-        return ego, agents, roads
+        return ego, agents, roads, vel
+
+    def prior_trajectory(self, velocity: Tensor) -> Tensor:
+        """Positions ``[B, T, 2]`` of the configured prior: zeros (``none``) or ``v · dt · (t + 1)``
+        (``constant_velocity``: the current velocity extrapolated over the future steps)."""
+        steps = torch.arange(1, self.T + 1, dtype=velocity.dtype, device=velocity.device) * float(self.config["dt"])
+        prior = velocity.unsqueeze(1) * steps.reshape(1, -1, 1)
+        return prior if self.config["prior"] == "constant_velocity" else torch.zeros_like(prior)
 
     # ------------------------------------------------------------------ forward
-    def predict(self, ego_in: Tensor, agents_in: Tensor, roads: Tensor) -> tuple[Tensor, Tensor]:
-        """Return (trajectory ``[B, c, T, 5]``, mode probabilities ``[B, c]``)."""
+    def predict(self, ego_in: Tensor, agents_in: Tensor, roads: Tensor,
+                velocity: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        r"""Return (trajectory ``[B, c, T, 5]``, mode probabilities ``[B, c]``).
+
+        Positions enter the encoders divided by ``input_scale`` s; the decoder's means and scales are multiplied by s
+        again, and the prior trajectory p(t) is added to every mode's mean: :math:`\mu_k(t) = p(t) + s\,r_k(t)`.
+        With ``prior="none"`` and s = 1 this is UniTraj's AutoBot-Ego.
+        """
         B = ego_in.shape[0]
         c, d = self.c, self.d_k
+        s = float(self.config["input_scale"])
+        if s != 1.0:
+            ego_in = torch.cat([ego_in[..., :2] / s, ego_in[..., 2:]], -1)
+            agents_in = torch.cat([agents_in[..., :2] / s, agents_in[..., 2:]], -1)
+            roads = torch.cat([roads[..., :2] / s, roads[..., 2:]], -1)
         ego_mask = ego_in[..., -1] <= 0  # [B, T]
         agents_tensor = torch.cat([ego_in[..., :2].unsqueeze(2), agents_in[..., :2]], dim=2)
         opps_masks = torch.cat([ego_mask.unsqueeze(-1), agents_in[..., -1] <= 0], dim=-1)  # [B, T, N]
@@ -196,6 +232,12 @@ class AutoBotEgo(nn.Module):
         for layer in self.tx_decoder:
             out = layer(out, context, tgt_mask=self.time_mask, memory_key_padding_mask=env_masks)
         dists = self.output_model(out).reshape(self.T, B, c, 5).permute(1, 2, 0, 3)  # [B, c, T, 5]
+        if s != 1.0:
+            dists = torch.cat([dists[..., :4] * s, dists[..., 4:]], -1)
+        if self.config["prior"] != "none":
+            if velocity is None:
+                raise ValueError(f"model.prior={self.config['prior']!r} needs the center agent's velocity")
+            dists = torch.cat([dists[..., :2] + self.prior_trajectory(velocity).unsqueeze(1), dists[..., 2:]], -1)
         mode = self.P.expand(-1, B, -1)
         ego_kpm = _unmask_full_rows(ego_mask)
         mode = self.prob_decoder(query=mode, key=ego_emb, value=ego_emb, key_padding_mask=ego_kpm)[0]
@@ -206,8 +248,8 @@ class AutoBotEgo(nn.Module):
     def forward(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
         """UniTraj-style forward: ``batch["input_dict"]`` -> (output dict, scalar loss)."""
         inputs = batch["input_dict"]
-        ego, agents, roads = self.model_inputs(inputs)
-        traj, probs = self.predict(ego, agents, roads)
+        ego, agents, roads, velocity = self.model_inputs(inputs)
+        traj, probs = self.predict(ego, agents, roads, velocity)
         output = {"predicted_trajectory": traj, "predicted_probability": probs}
         loss = autobot_loss(traj, probs, inputs["center_gt_trajs"][..., :2], inputs["center_gt_trajs_mask"],
                             self.config)

@@ -126,7 +126,7 @@ def train_and_evaluate(model_cfg: Mapping[str, Any], tcfg: Mapping[str, Any], tr
     info = train_model(model, train_ds, tcfg, out, val_ds=None, progress=progress)
     ev = evaluate(model, val_ds, batch_size=int(tcfg["eval_batch_size"]))
     result = {"init": tcfg["init"], "seed": tcfg["seed"], "train_items": len(train_ds), "steps": info["steps"],
-              "metrics": ev["metrics"]}
+              "metrics": ev["metrics"], "per_sample": {k: np.asarray(v).tolist() for k, v in ev["per_sample"].items()}}
     write_json(out / "metrics.json", result)
     return result
 
