@@ -179,7 +179,10 @@ def test_lds_quick_and_spearman(tmp_path):
     np.testing.assert_allclose(spearman_columns(a, a[:, :1].repeat(2, 1)), [1.0, -1.0])
     assert main(["lds", "--quick", "--out", str(tmp_path / "lds"), "--no-progress", "subsets.m=6"]) == 0
     doc = json.loads((tmp_path / "lds" / "results.json").read_text())
-    assert set(doc["lds"]) >= {"wfd", "cosine", "dot", "trak", "wfd_ridge=0.1"} and doc["subsets"] == 6
+    assert set(doc["lds"]) >= {"wfd", "cosine", "dot", "trak", "wfd_ridge=0.1", "wfd_ridge=ledoit_wolf",
+                               "wfd_ridge=oas"} and doc["subsets"] == 6
+    assert doc["whitening"]["wfd"]["ridge_rule"].startswith("auto") and doc["whitening"]["wfd"]["df"] > 0
+    assert doc["whitening"]["wfd_ridge=oas"]["ridge_rule"] == "oas"
     for v in doc["lds"].values():
         assert -1.0 <= v["mean"] <= 1.0 and v["ci"][0] <= v["mean"] <= v["ci"][1]
     assert np.load(tmp_path / "lds" / "masks.npy").sum(1).tolist() == [doc["subset_size"]] * 6

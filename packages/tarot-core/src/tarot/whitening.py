@@ -234,9 +234,12 @@ def choose_ridge(mom: RunningMoments, ridge: float | str, eigenvalues: np.ndarra
     (float, dict)
         λ and what the rule computed (``ridge_rule``, ``shrinkage`` ρ for the shrinkage rules).
     """
+    if isinstance(ridge, str) and ridge not in RIDGE_RULES:
+        try:  # a number written as text, e.g. YAML's "1e-5" (no dot: a string for YAML 1.1)
+            ridge = float(ridge)
+        except ValueError:
+            raise ValueError(f"ridge must be a number >= 0 or one of {', '.join(RIDGE_RULES)}, got {ridge!r}") from None
     if isinstance(ridge, str):
-        if ridge not in RIDGE_RULES:
-            raise ValueError(f"ridge must be a number >= 0 or one of {', '.join(RIDGE_RULES)}, got {ridge!r}")
         if ridge == "auto":
             ev = np.linalg.eigvalsh(mom.covariance) if eigenvalues is None else eigenvalues
             return sqrt_rule_ridge(ev, mom.count), {"ridge_rule": "auto (df = sqrt(n))",

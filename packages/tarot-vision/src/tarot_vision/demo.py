@@ -278,7 +278,7 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
                 seed=seed,
                 weighting=spec["weighting"],
                 eps=float(cfg["select"]["eps"]),
-                ridge=float(cfg["select"]["ridge"]),
+                ridge=cfg["select"]["ridge"],
                 ratio=spec["ratio"],
                 progress=False,
             )

@@ -3,8 +3,10 @@
 1. Train set D (n images) and held-out targets. A model trained on all of D provides checkpoints; per-sample loss
    gradients at those checkpoints are projected and summed by tarot-core's featurizer (φ).
 2. Attribution scores τ(z) ∈ ℝⁿ per target z, from the same features:
-   ``wfd`` whitened cosine (TAROT; whitening by ``tarot.whiten``), ``cosine`` (raw features), ``dot`` (raw inner
-   product, TracIn-like) and ``trak`` (φ(z)ᵀ(ΦᵀΦ + λI)⁻¹φ(z_i), uncentred).
+   ``wfd`` whitened cosine (TAROT; whitening by ``tarot.whiten`` with its data-chosen default ridge), ``cosine`` (raw
+   features), ``dot`` (raw inner product, TracIn-like) and ``trak`` (φ(z)ᵀ(ΦᵀΦ + λI)⁻¹φ(z_i), uncentred), plus
+   ``wfd_ridge=<r>`` for every entry of ``whiten_ridges`` (fixed relative ridges or the rules ``ledoit_wolf`` /
+   ``oas``).
 3. m random subsets S_j of size ⌊α n⌋ (seeded, stored as a mask); a model is trained from scratch on each and the
    actual target margins f(z; θ(S_j)) are recorded.
 4. LDS(τ, z) = Spearman over j of (mask @ τ(z))_j and f(z; θ(S_j)); reported as the mean over targets with a
@@ -65,24 +67,36 @@ def spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (ra * rb).sum(0) / np.where(den > 0, den, 1.0), np.nan)
 
 
+def _ridge_label(r: float | str) -> str:
+    return f"wfd_ridge={r}" if isinstance(r, str) else f"wfd_ridge={float(r):g}"
+
+
 def attribution_scores(
     train_feats: np.ndarray,
     target_feats: np.ndarray,
     trak_ridge: float = 1e-3,
-    whiten_ridges: Sequence[float] = (),
+    whiten_ridges: Sequence[float | str] = (),
+    whitening: dict | None = None,
 ) -> dict:
     """τ matrices [n_targets, n_train] for every method of :data:`METHODS` (whitening: ``tarot.whiten``).
 
-    ``wfd`` uses tarot-core's default relative ridge; every value in ``whiten_ridges`` adds a ``wfd_ridge=<r>`` row
-    (a larger ridge whitens less: ridge → ∞ tends to centred cosine).
+    ``wfd`` uses tarot-core's default (data-chosen) ridge; every value in ``whiten_ridges`` adds a
+    ``wfd_ridge=<r>`` row: a fixed relative ridge (a larger ridge whitens less: ridge → ∞ tends to centred cosine)
+    or a rule name (``ledoit_wolf``, ``oas``). ``whitening``, if given, receives the ridge, shrinkage and effective
+    dimension each whitening used (label → summary).
     """
     import tarot
 
-    Zc, Zt, _ = tarot.whiten(train_feats, target_feats)
+    Zc, Zt, w = tarot.whiten(train_feats, target_feats)
+    used = {"wfd": w.diagnostics}
     extra = {}
     for r in whiten_ridges:
-        Zc_r, Zt_r, _ = tarot.whiten(train_feats, target_feats, ridge=float(r))
-        extra[f"wfd_ridge={float(r):g}"] = np.asarray(Zt_r, np.float64) @ np.asarray(Zc_r, np.float64).T
+        Zc_r, Zt_r, w_r = tarot.whiten(train_feats, target_feats, ridge=r if isinstance(r, str) else float(r))
+        extra[_ridge_label(r)] = np.asarray(Zt_r, np.float64) @ np.asarray(Zc_r, np.float64).T
+        used[_ridge_label(r)] = w_r.diagnostics
+    if whitening is not None:
+        whitening.update({k: {f: d.get(f) for f in ("ridge_rule", "ridge_used", "shrinkage_equivalent", "df")}
+                          for k, d in used.items()})
     X = np.asarray(train_feats, dtype=np.float64)
     T = np.asarray(target_feats, dtype=np.float64)
     Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
@@ -186,11 +200,13 @@ def run_lds(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dict
         batch_size=int(fz["batch_size"]),
         progress=progress,
     )
+    whitening: dict = {}
     scores = attribution_scores(
         np.asarray(store.features("candidate")),
         np.asarray(store.features("target")),
         float(cfg["trak_ridge"]),
         cfg["whiten_ridges"],
+        whitening=whitening,
     )
     # 2. subsets and actual margins
     sb = cfg["subsets"]
@@ -221,6 +237,8 @@ def run_lds(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dict
         "subsets": m,
         "subset_size": size,
         "lds": result,
+        "whitening": whitening,
+        "feature_dim": int(store.features("candidate").shape[1]),
         "wall_time_s": time.perf_counter() - t0,
     }
     tmp = out / "results.json.tmp"

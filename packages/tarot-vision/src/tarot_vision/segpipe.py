@@ -134,7 +134,7 @@ def select(cfg: dict[str, Any], features: str | Path, out: str | Path, progress:
         ratio=ratio,
         seed=int(sc["seed"]),
         weighting=bool(sc["weighting"]),
-        ridge=float(sc["ridge"]),
+        ridge=sc["ridge"],
         progress=progress,
     )
     out = Path(out)
