@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from tarot import __version__
+from tarot.diagnostics import selection_diagnostics
 from tarot.ot import entropic_ot
 from tarot.result import SelectionResult
 from tarot.selectors import SELECTORS
@@ -70,6 +71,7 @@ def select(
     ot_tol: float = 1e-3,
     ot_value_tol: float | None = 1e-7,
     compute_ot: bool = True,
+    diagnose: bool = True,
     weighting: bool = False,
     beta: float = 0.5,
     total_repeats: int | None = None,
@@ -114,9 +116,14 @@ def select(
         of the value); see :func:`tarot.ot.entropic_ot`.
     compute_ot : bool
         Report OT_ε(uniform on the selection, targets) (needed for weighting).
+    diagnose : bool
+        Add :func:`tarot.diagnostics.selection_diagnostics` (target coverage, uncovered target clusters, effective
+        sample size of the weights, overlap with ``topk_mean`` and random) to ``diagnostics["selection"]``.
     weighting : bool
         Potential weighting (spec §10): repeat counts ``weights`` with Σ = ``total_repeats`` (default 2n) and at least
         ``min_repeats`` each; ``beta`` is the mirror step, ``max_weight_ratio`` an optional clip.
+        ``diagnostics["weighted_ot"]`` is OT_ε of the realised counts r_i/Σr (what training samples);
+        ``weighted_ot_continuous`` that of the continuous weights before rounding.
     merge_targets, target_repeats : bool, int
         Record that the target samples join the training set, each ``target_repeats`` times.
     target_groups, candidate_sources, candidate_ids : list, optional
@@ -189,8 +196,14 @@ def select(
     if weighting:
         probs = potential_weights(potentials, beta=beta, max_ratio=max_weight_ratio)
         weights = repeat_counts(probs, total=total_repeats, min_repeats=min_repeats)
-        diagnostics["weighted_ot"] = entropic_ot(Zc[idx], Zt, a=probs, eps=eps, tol=ot_tol,
+        # the measure training really samples: realised repeat counts r_i / Σ r (not the continuous a_i)
+        realised = weights / weights.sum()
+        diagnostics["weighted_ot"] = entropic_ot(Zc[idx], Zt, a=realised, eps=eps, tol=ot_tol,
                                                  value_tol=ot_value_tol).value
+        diagnostics["weighted_ot_continuous"] = entropic_ot(Zc[idx], Zt, a=probs, eps=eps, tol=ot_tol,
+                                                            value_tol=ot_value_tol).value
+    if diagnose and len(idx):
+        diagnostics["selection"] = selection_diagnostics(Zc, Zt, idx, weights, seed=seed)
     t_end = time.perf_counter()
     diagnostics["timing_s"] = {"whiten": t_whiten - t0, "select": t_select - t_whiten, "ot_and_weights":
                                t_end - t_select, "total": t_end - t0}

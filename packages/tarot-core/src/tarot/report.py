@@ -200,6 +200,72 @@ def _otm_section(result: SelectionResult, out: Path) -> tuple[str, dict]:
     return body, {"plot": "otm_curves.png", "folds": len(usable)}
 
 
+def _whitening_section(result: SelectionResult, out: Path) -> tuple[str, dict]:
+    """Eigenvalue spectrum of the fit covariance with the ridge the selection used, and the numbers behind it."""
+    w = result.diagnostics.get("whitening") if isinstance(result.diagnostics, dict) else None
+    if not isinstance(w, dict):
+        return _note("No whitening diagnostics: this selection did not whiten its features."), {}
+    keys = (("ridge_rule", "rule"), ("ridge_requested", "requested ridge"), ("ridge_used", "relative ridge λ used"),
+            ("shrinkage_equivalent", "equivalent shrinkage ρ = λ/(1+λ)"), ("df", "effective dimension df(λ)"),
+            ("df_target", "df target (√n)"), ("effective_rank", "effective rank (tr Σ)²/tr Σ²"),
+            ("n_fit", "fit rows n"), ("dim", "dimensions k"), ("rows_per_dim", "rows per dimension"),
+            ("shrinkage", "shrinkage of the rule"), ("fit_on", "fit set"))
+    rows = [(label, w[k]) for k, label in keys if k in w]
+    body = html_table(rows, ["quantity", "value"])
+    ev = w.get("eigenvalues")
+    info: dict = {}
+    if ev:
+        e = np.clip(np.asarray(ev, dtype=float), 1e-300, None)
+        mean = float(np.mean(e))
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(6.5, 3.8))
+        ax.semilogy(np.arange(1, len(e) + 1), e / mean, "-", lw=1.5, label="eigenvalues of Σ / mean eigenvalue")
+        if w.get("ridge_used"):
+            ax.axhline(float(w["ridge_used"]), color="C3", ls="--", label=f"ridge λ = {float(w['ridge_used']):.3g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("rank")
+        ax.set_ylabel("eigenvalue / mean eigenvalue")
+        ax.set_title("Whitening: directions above the ridge are whitened")
+        ax.legend(fontsize=8)
+        _figure(fig, out / "whitening_spectrum.png")
+        body = ('<img src="whitening_spectrum.png" alt="eigenvalue spectrum of the whitening covariance">'
+                '<p class="caption">Directions whose eigenvalue lies well above the dashed ridge are whitened '
+                "(scaled to unit variance); those below keep a common scale instead of being amplified. df(λ) = "
+                "Σ e_i/(e_i + λē) counts the whitened directions.</p>" + body)
+        info = {"plot": "whitening_spectrum.png"}
+    return body, info
+
+
+def _selection_section(result: SelectionResult) -> tuple[str, dict]:
+    """Coverage, uncovered target clusters, weight concentration and overlap (tarot.diagnostics)."""
+    d = result.diagnostics.get("selection") if isinstance(result.diagnostics, dict) else None
+    if not isinstance(d, dict):
+        return _note("No selection diagnostics in this result (select with diagnose=True)."), {}
+    cov, cl, wt, ov = d.get("target_coverage", {}), d.get("clusters", {}), d.get("weights", {}), d.get("overlap", {})
+    rows = [
+        ("targets whose nearest candidate is as close as their nearest other target",
+         cov.get("fraction_covered_by_pool")),
+        ("targets with a candidate of positive whitened cosine", cov.get("fraction_positive")),
+        ("median cosine of a target's nearest candidate", cov.get("nearest_candidate_cosine_median")),
+        ("median cosine of a target's nearest other target", cov.get("nearest_other_target_cosine_median")),
+        ("OT distance, uniform on the selection", result.ot_distance),
+        ("OT distance, realised repeat counts", result.diagnostics.get("weighted_ot")),
+        ("effective sample size of the repeat counts", wt.get("effective_sample_size")),
+        ("… as a fraction of the selection", wt.get("ess_fraction")),
+        ("shared with topk_mean of the same size", (ov.get("topk_mean") or {}).get("shared_fraction")),
+        ("shared with a random selection of the same size", (ov.get("random") or {}).get("shared_fraction")),
+        ("expected share with random (n/N)", ov.get("random_expected_fraction")),
+        ("target clusters left uncovered", ", ".join(map(str, cl.get("uncovered", []))) or "none"),
+    ]
+    groups = [(g["cluster"], g["targets"], g["target_share"], g["selection_share"]) for g in cl.get("groups", [])]
+    body = (html_table([r for r in rows if r[1] is not None], ["diagnostic", "value"])
+            + f"<p>Target clusters (k-means on the whitened targets, {cl.get('n_clusters')} groups); a selected "
+            "candidate counts for the cluster of its nearest target; 'uncovered' = at least 5 % of the targets but "
+            "less than a quarter of that share of the selection:</p>"
+            + html_table(groups, ["cluster", "targets", "target share", "selection share (by repeat counts)"]))
+    return body, {"uncovered_clusters": cl.get("uncovered", [])}
+
+
 def _store_get(store: Any, attr: str, split: str) -> tuple[Any, str | None]:
     """``store.<attr>(split)``, or (None, reason) when the split is missing or the store is incomplete."""
     try:
@@ -561,6 +627,8 @@ def _render(
         ("2-D map", lambda: _map_section(result, out, store, candidates, targets, embedding, max_points, seed)),
         ("Source composition", lambda: _composition_section(result, out, store)),
         ("Scores and weights", lambda: _histogram_section(result, out)),
+        ("Whitening", lambda: _whitening_section(result, out)),
+        ("Selection diagnostics", lambda: _selection_section(result)),
     ):
         body, info = builder()
         sections.append((heading, body))
@@ -571,7 +639,8 @@ def _render(
         "Resolved configuration",
         html_table(config_rows, ["key", "value"]) if config_rows else _note("The result records no configuration."),
     ))
-    diag_rows = _flatten(result.diagnostics, skip=("otm",)) if result.diagnostics else []
+    diag_rows = _flatten(result.diagnostics, skip=("otm", "selection")) if result.diagnostics else []
+    diag_rows = [(k, v) for k, v in diag_rows if k != "whitening.eigenvalues"]  # plotted in "Whitening"
     otm = result.diagnostics.get("otm") if isinstance(result.diagnostics, dict) else None
     if isinstance(otm, dict):
         diag_rows = [(f"otm.{k}", v) for k, v in otm.items() if k != "folds"] + diag_rows

@@ -1,0 +1,64 @@
+"""Selection diagnostics (tarot.diagnostics) and their place in results and reports."""
+
+import numpy as np
+import pytest
+import tarot
+from tarot.diagnostics import selection_diagnostics
+from tarot.ot import entropic_ot
+from tarot.selectors import fixed_size, topk_mean
+from tarot.whitening import whiten
+
+
+@pytest.fixture(scope="module")
+def mix():
+    m = tarot.make_mixture(seed=0)
+    Zc, Zt, _ = whiten(m.candidates, m.targets)
+    return m, Zc, Zt
+
+
+def test_collapsed_selection_leaves_target_clusters_uncovered(mix):
+    m, Zc, Zt = mix
+    top = topk_mean(Zc, Zt, 150).indices  # piles onto the dominant mode
+    fs = fixed_size(Zc, Zt, 150).indices
+    d_top = selection_diagnostics(Zc, Zt, top, n_clusters=3)
+    d_fs = selection_diagnostics(Zc, Zt, fs, n_clusters=3)
+    assert len(d_top["clusters"]["uncovered"]) >= 1 and d_fs["clusters"]["uncovered"] == []
+    assert d_fs["clusters"]["share_l1"] < d_top["clusters"]["share_l1"]
+    assert sum(g["target_share"] for g in d_fs["clusters"]["groups"]) == pytest.approx(1.0)
+    assert sum(g["selection_share"] for g in d_top["clusters"]["groups"]) == pytest.approx(1.0)
+    assert d_top["overlap"]["topk_mean"]["shared_fraction"] == 1.0
+    assert d_top["overlap"]["random_expected_fraction"] == pytest.approx(150 / Zc.shape[0])
+
+
+def test_coverage_ess_and_determinism(mix):
+    _, Zc, Zt = mix
+    far = -Zt  # targets opposite to their own modes: the pool covers them worse than they cover each other
+    d_far = selection_diagnostics(Zc, far, np.arange(50))
+    d_near = selection_diagnostics(Zc, Zt, np.arange(50))
+    assert d_near["target_coverage"]["fraction_covered_by_pool"] > d_far["target_coverage"]["fraction_covered_by_pool"]
+    assert d_near["weights"]["effective_sample_size"] == 50 and d_near["weights"]["ess_fraction"] == 1.0
+    counts = np.ones(50, dtype=np.int64)
+    counts[0] = 51  # one sample carries half of the repeats
+    d_w = selection_diagnostics(Zc, Zt, np.arange(50), counts)
+    assert d_w["weights"]["effective_sample_size"] == pytest.approx(100**2 / (51**2 + 49))
+    again = selection_diagnostics(Zc, Zt, np.arange(50), counts)
+    assert again == d_w
+
+
+def test_front_door_records_diagnostics_and_weighted_ot_from_realised_counts(mix, tmp_path):
+    m, _, _ = mix
+    res = tarot.select(m.candidates, m.targets, method="fixed_size", ratio=0.1, weighting=True, progress=False)
+    d = res.diagnostics
+    assert {"target_coverage", "clusters", "weights", "overlap"} <= set(d["selection"])
+    Zc, Zt, _ = whiten(m.candidates, m.targets)
+    realised = res.weights / res.weights.sum()
+    v = entropic_ot(Zc[res.indices], Zt, a=realised, tol=1e-3, value_tol=1e-7).value
+    assert d["weighted_ot"] == pytest.approx(v, rel=1e-6)
+    assert d["weighted_ot_continuous"] != d["weighted_ot"]
+    assert d["whitening"]["ridge_rule"].startswith("auto")
+    tarot.write_report(res, tmp_path / "rep")
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "Selection diagnostics" in page and "whitening_spectrum.png" in page
+    assert (tmp_path / "rep" / "whitening_spectrum.png").is_file()
+    quiet = tarot.select(m.candidates, m.targets, method="random", ratio=0.1, diagnose=False, progress=False)
+    assert "selection" not in quiet.diagnostics
