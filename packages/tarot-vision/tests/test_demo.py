@@ -8,7 +8,7 @@ import yaml
 from tarot_vision.cli import main
 from tarot_vision.cls_data import load_digits_images
 from tarot_vision.config import resolve_config
-from tarot_vision.demo import apply_shift, build_scenario, verdict
+from tarot_vision.demo import apply_shift, build_scenario, comparisons, verdict
 
 
 def test_shifts_are_exact():
@@ -55,18 +55,28 @@ def test_scenario_is_heterogeneous_and_disjoint():
     assert np.array_equal(again.pool.x.numpy(), scn.pool.x.numpy())
 
 
-def test_verdict_reports_losses_honestly():
+def test_verdict_is_computed_against_every_baseline():
+    rng = np.random.default_rng(0)
+
+    def row(label, method, acc):
+        correct = (rng.random(400) < acc).astype(float)
+        return {"label": label, "method": method, "correct": correct.tolist()}
+
+    def seeds(accs):
+        return [{"rows": [row(lb, m, a) for (lb, m), a in zip(names, accs)]} for _ in range(3)]
+
+    names = [("random 20%", "random"), ("topk_mean 20%", "topk_mean"), ("TAROT fixed_size 20%", "fixed_size"),
+             ("target set only", "target_only")]
+    win = comparisons(seeds([0.5, 0.6, 0.9, 0.55]))
+    assert win["winner"] == "TAROT fixed_size 20%" and win["text"].startswith("TAROT wins on held-out target")
+    lose = comparisons(seeds([0.5, 0.6, 0.9, 0.95]))  # the target set alone is better
+    assert lose["winner"] is None and "worse than target set only" in lose["text"]
     keys = ("label", "method", "budget", "ratio_mean", "acc_mean", "acc_std")
-    rows = [
-        dict(zip(keys, ("random 20%", "random", 0.2, 0.2, 0.80, 0.01))),
-        dict(zip(keys, ("topk_mean 20%", "topk_mean", 0.2, 0.2, 0.90, 0.01))),
-        dict(zip(keys, ("TAROT fixed_size 20%", "fixed_size", 0.2, 0.201, 0.85, 0.01))),  # one more than asked
-        dict(zip(keys, ("target set only", "target_only", None, 0.0, 0.95, 0.01))),
-    ]
-    text = verdict(rows)
-    assert text.startswith("At the same 20% budget, TAROT fixed_size 20% (0.850 ± 0.010) beats random 20%")
-    assert "loses to topk_mean 20% (0.900 ± 0.010)" in text
-    assert "target set only (0.950 ± 0.010) is at least as good as the best TAROT row" in text
+    table = [dict(zip(keys, ("TAROT otm (auto)", "otm", "auto", 0.31, 0.8, 0.01))),
+             dict(zip(keys, ("random 20%", "random", 0.2, 0.2, 0.7, 0.02)))]
+    text = verdict(table, lose)
+    assert text.startswith("TAROT does not win") and "OTM chose 31% of the pool" in text
+    assert "best other row: random 20% (0.700 ± 0.020)" in text
 
 
 def test_demo_quick_end_to_end(tmp_path, capsys):
@@ -78,8 +88,14 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     doc = json.loads((out / "results.json").read_text())
     assert doc["dataset"] == "digits" and doc["seeds"] == [0, 1]
     labels = [r["label"] for r in doc["table"]]
-    assert labels[:2] == ["random 20%", "topk_mean 20%"]
+    assert labels[:4] == ["random 20%", "random 20% + targets", "topk_mean 20%", "topk_mean 20% + targets"]
     assert {"TAROT fixed_size 5%", "TAROT fixed_size 20%", "TAROT fixed_size 50%", "TAROT otm (auto)"} <= set(labels)
+    assert {"random 20% + targets", "TAROT otm (auto) + targets", "full pool (100%)", "target set only"} <= set(labels)
+    comp = doc["comparisons"]
+    tarot_rows = {lb for lb in labels if lb.startswith("TAROT")}
+    assert {c["method"] for c in comp["comparisons"]} == tarot_rows
+    assert {c["baseline"] for c in comp["comparisons"]} == set(labels) - tarot_rows
+    assert doc["verdict"].startswith(("TAROT wins on held-out target accuracy", "TAROT does not win on held-out"))
     for r in doc["table"]:
         assert len(r["acc_per_seed"]) == 2 and 0.0 <= r["acc_mean"] <= 1.0
     fs20 = next(r for r in doc["table"] if r["label"] == "TAROT fixed_size 20%")
@@ -87,6 +103,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert fs20["budget"] == rnd["budget"] == 0.2 and abs(fs20["n_mean"] - rnd["n_mean"]) <= 1
     html = (out / "report" / "index.html").read_text()
     assert "held-out target accuracy" in html and "TAROT fixed_size 20%" in html and "data:image/png;base64" in html
+    assert html.index("Does TAROT win?") < html.index("<img")  # the verdict leads the report
     resolved = yaml.safe_load((out / "config.resolved.yaml").read_text())
     assert resolved["config"]["seeds"] == [0, 1] and resolved["config"]["dataset"] == "digits"
     # rerunning into the same folder is allowed; a foreign non-empty folder is refused with one line

@@ -11,7 +11,9 @@ Scenario (configurable in ``configs/demo.yaml``):
 * a small CNN is warmed up on the whole pool; its epoch checkpoints are featurised (projected per-sample loss
   gradients, summed) with tarot-core; selections are made with ``random``, ``topk_mean``, ``fixed_size`` at several
   ratios and ``otm``; every selection (with its repeat weights) trains a fresh, seeded model for the same number of
-  steps; accuracy on the held-out target test set is reported as mean ± std over seeds.
+  steps, alone and with the target set merged in (``select.merged_rows``), beside the whole pool and the target set
+  alone; accuracy on the held-out target test set is reported as mean ± std over seeds, and the verdict compares every
+  TAROT row with every other row by a paired two-level bootstrap (:func:`tarot.method_verdict`).
 
 Everything that selects, whitens, transports or projects is tarot-core's.
 """
@@ -33,10 +35,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import ConcatDataset
 from tqdm.auto import tqdm
 
 from .cls_data import load_demo_source
-from .cls_models import ClassificationLoss, ImageClassDataset, accuracy, build_classifier, train_classifier
+from .cls_models import (
+    ClassificationLoss,
+    ImageClassDataset,
+    accuracy,
+    build_classifier,
+    predict_logits,
+    train_classifier,
+)
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +205,7 @@ def summarised_ot_warnings(where: str, counts: dict[str, int]) -> Iterator[None]
         )
 
 
-def _train_eval(scn: Scenario, train_ds, cfg: dict[str, Any], seed: int, num_classes: int) -> dict[str, float]:
+def _train_eval(scn: Scenario, train_ds, cfg: dict[str, Any], seed: int, num_classes: int) -> dict[str, Any]:
     torch.manual_seed(seed)  # init = scratch, seeded (never the featurisation model; algorithm.md B8)
     model = build_classifier(cfg["model"]["arch"], num_classes, scn.in_channels, cfg["model"]["width"])
     tr = cfg["train"]
@@ -209,7 +219,9 @@ def _train_eval(scn: Scenario, train_ds, cfg: dict[str, Any], seed: int, num_cla
         augment_shift=int(tr["augment_shift"]),
         max_steps=int(tr["steps"]),
     )
-    out = {"target_acc": accuracy(model, scn.test)}
+    logits = predict_logits(model, scn.test)
+    correct = (logits.argmax(1) == scn.test.y).numpy().astype(np.float64)
+    out: dict[str, Any] = {"target_acc": float(correct.mean()), "correct": correct.tolist()}
     src = np.asarray(scn.test_sources)
     for mode in sorted(set(scn.test_sources)):
         out[f"acc_{mode}"] = accuracy(model, scn.test.subset(np.flatnonzero(src == mode)))
@@ -285,26 +297,33 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
         res.save(seed_dir / "selections" / spec["method"] / str(spec["ratio"]))
         results[spec["label"]] = res
         counts = res.repeat_counts()
-        metrics = _train_eval(scn, WeightedSubset(scn.pool, res), cfg, seed, num_classes)
-        rows.append(
-            {
-                "label": spec["label"],
-                "method": spec["method"],
-                "budget": spec["ratio"],
-                "n": int(res.size),
-                "ratio": float(res.size / len(scn.pool)),
-                "on_target_share": float(on_mask[res.indices].mean()) if res.size else 0.0,
-                "on_target_share_weighted": float((on_mask[res.indices] * counts).sum() / max(1, counts.sum())),
-                "ot_distance": None if res.ot_distance is None else float(res.ot_distance),
-                **metrics,
-            }
-        )
+        selected = WeightedSubset(scn.pool, res)
+        variants = [(spec["label"], selected, False)]
+        if cfg["select"]["merged_rows"]:  # what a practitioner would do: train on the selection plus the targets
+            variants.append((f"{spec['label']} + targets", ConcatDataset([selected, scn.target]), True))
+        for label, train_ds, merged in variants:
+            rows.append(
+                {
+                    "label": label,
+                    "method": spec["method"],
+                    "budget": spec["ratio"],
+                    "merged_targets": len(scn.target) if merged else 0,
+                    "n": int(res.size),
+                    "ratio": float(res.size / len(scn.pool)),
+                    "on_target_share": float(on_mask[res.indices].mean()) if res.size else 0.0,
+                    "on_target_share_weighted": float((on_mask[res.indices] * counts).sum() / max(1, counts.sum())),
+                    "ot_distance": None if res.ot_distance is None else float(res.ot_distance),
+                    "weighted_ot_distance": res.diagnostics.get("weighted_ot"),
+                    **_train_eval(scn, train_ds, cfg, seed, num_classes),
+                }
+            )
     full = _train_eval(scn, scn.pool, cfg, seed, num_classes)
     rows.append(
         {
             "label": "full pool (100%)",
             "method": "full",
             "budget": 1.0,
+            "merged_targets": 0,
             "n": len(scn.pool),
             "ratio": 1.0,
             "on_target_share": float(on_mask.mean()),
@@ -319,6 +338,7 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
             "label": "target set only",
             "method": "target_only",
             "budget": None,
+            "merged_targets": len(scn.target),
             "n": len(scn.target),
             "ratio": 0.0,
             "on_target_share": 1.0,
@@ -363,6 +383,7 @@ def _aggregate(per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         ots = [r["ot_distance"] for r in rs if r["ot_distance"] is not None]
         row["ot_mean"] = float(np.mean(ots)) if ots else None
+        row["merged_targets"] = rs[0].get("merged_targets", 0)
         for key in rs[0]:
             if key.startswith("acc_"):
                 row[key + "_mean"] = float(np.mean([r[key] for r in rs]))
@@ -374,41 +395,38 @@ def _fmt(r: dict[str, Any]) -> str:
     return f"{r['acc_mean']:.3f} ± {r['acc_std']:.3f}"
 
 
-def _compare(a: dict[str, Any], b: dict[str, Any]) -> str:
-    diff = a["acc_mean"] - b["acc_mean"]
-    noise = max(a["acc_std"], b["acc_std"])
-    if diff > noise:
-        return "beats"
-    if diff > 0:
-        return "is ahead of, but within one std of,"
-    if diff > -noise:
-        return "is behind, but within one std of,"
-    return "loses to"
+def is_tarot_row(row: dict[str, Any]) -> bool:
+    """TAROT rows: fixed_size and otm selections, alone or with the targets merged in."""
+    return row["method"] in ("fixed_size", "otm")
 
 
-def verdict(table: list[dict[str, Any]]) -> str:
-    """Honest sentences: TAROT vs random/topk_mean at the same budget, OTM, and the full-pool/target-only rows."""
-    by_method: dict[str, list[dict[str, Any]]] = {}
-    for r in table:
-        by_method.setdefault(r["method"], []).append(r)
-    out = []
-    base = [r for r in table if r["method"] in ("random", "topk_mean")]
-    budget = base[0]["budget"] if base else None  # the requested ratio (realised sizes may differ by rounding)
-    same = [r for r in by_method.get("fixed_size", []) if budget is not None and r["budget"] == budget]
-    if same:
-        t = same[0]
-        parts = [f"{_compare(t, b)} {b['label']} ({_fmt(b)})" for b in base]
-        out.append(f"At the same {budget:.0%} budget, {t['label']} ({_fmt(t)}) " + " and ".join(parts))
-    tarot_rows = [r for r in table if r["method"] in ("fixed_size", "otm")]
+def comparisons(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`tarot.method_verdict` on held-out target accuracy: every TAROT row against every other row (random,
+    topk_mean, their merged variants, the full pool and the target set alone), paired by seed and test image."""
+    import tarot
+
+    labels = [r["label"] for r in per_seed[0]["rows"]]
+    scores = {lb: [next(r for r in s["rows"] if r["label"] == lb)["correct"] for s in per_seed] for lb in labels}
+    methods = [r["label"] for r in per_seed[0]["rows"] if is_tarot_row(r)]
+    baselines = [lb for lb in labels if lb not in methods]
+    return tarot.method_verdict(scores, methods, baselines, "held-out target accuracy", higher_is_better=True)
+
+
+def verdict(table: list[dict[str, Any]], comp: dict[str, Any] | None = None) -> str:
+    """The computed verdict (``comp`` from :func:`comparisons`) followed by plain notes on the table: OTM's chosen
+    ratio and the best rows."""
+    out = [] if comp is None else [comp["text"].rstrip(".")]
+    tarot_rows = [r for r in table if is_tarot_row(r)]
     if tarot_rows:
         best = max(tarot_rows, key=lambda r: r["acc_mean"])
         out.append(f"best TAROT row: {best['label']} ({_fmt(best)}, {best['ratio_mean']:.0%} of the pool)")
-    for r in by_method.get("otm", []):
-        out.append(f"OTM chose {r['ratio_mean']:.0%} of the pool ({_fmt(r)})")
-    for key in ("full", "target_only"):
-        for r in by_method.get(key, []):
-            if tarot_rows and r["acc_mean"] >= best["acc_mean"]:
-                out.append(f"note: {r['label']} ({_fmt(r)}) is at least as good as the best TAROT row in this run")
+        others = [r for r in table if not is_tarot_row(r)]
+        if others:
+            top = max(others, key=lambda r: r["acc_mean"])
+            out.append(f"best other row: {top['label']} ({_fmt(top)})")
+    for r in table:
+        if r["method"] == "otm" and not r.get("merged_targets"):
+            out.append(f"OTM chose {r['ratio_mean']:.0%} of the pool ({_fmt(r)})")
     return "; ".join(out) + "."
 
 
@@ -441,7 +459,18 @@ def _html_table(rows: list[list[str]], header: list[str]) -> str:
     return f'<table border="1" cellpadding="4"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _report_sections(table, per_seed, cfg, source_name: str, elapsed: float) -> list[tuple[str, str]]:
+def _comparison_html(comp: dict[str, Any]) -> str:
+    rows = [[c["method"], c["baseline"], f"{c['mean']:+.3f}", f"{c['low']:+.3f} … {c['high']:+.3f}", c["verdict"]]
+            for c in comp["comparisons"]]
+    return ("<p>Paired differences in held-out target accuracy (TAROT row − baseline), two-level bootstrap over "
+            f"seeds and test images, {100 * comp['confidence']:g} % intervals:</p>"
+            + _html_table(rows, ["TAROT row", "baseline", "difference", "interval", "verdict"]))
+
+
+def _report_sections(table, per_seed, cfg, source_name: str, elapsed: float,
+                     comp: dict[str, Any]) -> list[tuple[str, str]]:
+    from html import escape
+
     rows = [
         [
             r["label"],
@@ -466,7 +495,7 @@ def _report_sections(table, per_seed, cfg, source_name: str, elapsed: float) -> 
         "OT distance",
     ]
     seeds = [s["info"]["seed"] for s in per_seed]
-    comp = "".join(
+    seed_notes = "".join(
         f"<li>seed {s['info']['seed']}: pool {s['info']['pool']} ({s['info']['pool_composition']}), target "
         f"{s['info']['target']}, held-out test {s['info']['test']}; warm-up model's target accuracy "
         f"{s['info']['warmup_target_acc']:.3f}; time {sum(s['info']['timing_s'].values()):.0f} s</li>"
@@ -474,7 +503,7 @@ def _report_sections(table, per_seed, cfg, source_name: str, elapsed: float) -> 
     )
     sc = cfg["scenario"]
     text = (
-        f"<p><b>Verdict:</b> {verdict(table)}</p>"
+        f"<p><b>Verdict:</b> {escape(verdict(table, comp))}</p>"
         f"<p>Data: real images from <b>{source_name}</b>. Target task: classes {sc['target_classes']} under the "
         f"shifts {sc['target_shifts']} (multimodal). Candidate pool: all classes under {sc['pool_shifts']}; "
         f"candidates outside the target classes are labelled <i>other_classes</i>. 'On-target share' = fraction "
@@ -482,10 +511,11 @@ def _report_sections(table, per_seed, cfg, source_name: str, elapsed: float) -> 
         f"Every selection trains a fresh seeded {cfg['model']['arch']} for {cfg['train']['steps']} steps "
         f"(batch {cfg['train']['batch_size']}), sampling each selected image in proportion to its repeat weight; "
         f"accuracy is measured on held-out target images never used for selection. Seeds: {seeds} "
-        f"(std with ddof=1). Total wall time {elapsed:.0f} s.</p><ul>{comp}</ul>"
+        f"(std with ddof=1). Total wall time {elapsed:.0f} s.</p><ul>{seed_notes}</ul>"
     )
     img = f'<img alt="accuracy per selection" src="data:image/png;base64,{_plot_png(table)}">'
-    return [("Demo results: held-out target accuracy", text + _html_table(rows, header) + img)]
+    return [("Does TAROT win? Held-out target accuracy", text + _html_table(rows, header) + img
+             + _comparison_html(comp))]
 
 
 def run_demo(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dict[str, Any]:
@@ -508,12 +538,14 @@ def run_demo(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dic
     log.info("demo data: %s, %d images", source_name, len(labels))
     per_seed = [run_seed(images, labels, cfg, s, out, progress) for s in seeds]
     table = _aggregate(per_seed)
+    comp = comparisons(per_seed)
     elapsed = time.perf_counter() - t0
     doc = {
         "dataset": source_name,
         "seeds": seeds,
         "table": table,
-        "verdict": verdict(table),
+        "verdict": verdict(table, comp),
+        "comparisons": comp,
         "per_seed": [{"info": s["info"], "rows": s["rows"]} for s in per_seed],
         "wall_time_s": elapsed,
     }
@@ -534,8 +566,9 @@ def run_demo(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dic
         out / "report",
         store=first["store"],
         title=f"{cfg['report']['title']} ({source_name}; plots: seed {seeds[0]}, {shown})",
-        extra_sections=_report_sections(table, per_seed, cfg, source_name, elapsed),
+        lead_sections=_report_sections(table, per_seed, cfg, source_name, elapsed, comp),
         seed=seeds[0],
     )
     (out / "COMPLETE").write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
-    return {"table": table, "report": report, "verdict": doc["verdict"], "dataset": source_name, "wall_time_s": elapsed}
+    return {"table": table, "report": report, "verdict": doc["verdict"], "comparisons": comp,
+            "dataset": source_name, "wall_time_s": elapsed}

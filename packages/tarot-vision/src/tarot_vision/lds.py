@@ -124,6 +124,7 @@ def lds(scores: np.ndarray, masks: np.ndarray, actual: np.ndarray, n_boot: int =
         "mean": float(ok.mean()) if len(ok) else float("nan"),
         "ci": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
         "targets": int(len(ok)),
+        "per_target": [None if not np.isfinite(v) else float(v) for v in per_target],
     }
 
 
