@@ -18,7 +18,7 @@ def test_select_fixed_size_roundtrip(tmp_path, mix):
                        candidate_sources=mix.candidate_sources, progress=False)
     assert res.size == int(0.1 * len(mix.candidates))
     assert res.weights.sum() == 2 * res.size and res.weights.min() >= 1
-    assert res.config["method"] == "fixed_size" and res.config["selector_options"]["fill_rounds"] == 4
+    assert res.config["method"] == "fixed_size" and res.config["selector_options"]["fill_rounds"] == 12
     assert set(res.composition()) <= {"mode0", "mode1", "mode2", "off_target"}
     out = res.save(tmp_path / "sel")
     back = tarot.SelectionResult.load(out)

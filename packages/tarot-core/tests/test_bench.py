@@ -83,7 +83,7 @@ def test_dense_recipe_matches_round_robin_and_entropic_ot():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             rr = tarot.select(x, y, method="round_robin", n=n, whiten_features=False, compute_ot=False,
-                              progress=False)
+                              progress=False, layers="rank")
         assert np.array_equal(sel, rr.indices), n
     sel = dense_layer_selection(x, y, 60)
     ours = dense_sinkhorn(x[sel], y)

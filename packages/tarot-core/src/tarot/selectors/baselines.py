@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tarot.scoring import mean_scores, top_n_by_score
-from tarot.selectors.base import NeighbourLayers, Selection, check_budget
+from tarot.selectors.base import NeighbourLayers, Selection, check_budget, unique_rounds
 from tarot.whitening import unit_rows
 
 
@@ -72,17 +72,28 @@ def less(
                      diagnostics={"groups": len(names), "checkpoints": len(cands)})
 
 
-def round_robin(candidates: np.ndarray, targets: np.ndarray, n: int, *, progress: bool = False,
-                **_: object) -> Selection:
-    """Targets take turns (in target order, rank by rank) picking their best not-yet-selected candidate until n."""
+def round_robin(candidates: np.ndarray, targets: np.ndarray, n: int, *, layers: str = "unique",
+                progress: bool = False, **_: object) -> Selection:
+    """Targets take turns (in target order) picking candidates until n.
+
+    ``layers="unique"`` (default): each target takes its nearest not-yet-selected candidate — the distinct rounds of
+    :func:`~tarot.selectors.base.unique_rounds`, the last round cut in target order (fixed_size with the partial
+    layer filled in target order instead of by OT potentials). ``layers="rank"``: the reference's order, rank by
+    rank, where a target whose r-th neighbour is already taken adds nothing in round r.
+    """
     n = check_budget(n, candidates.shape[0])
-    layers = NeighbourLayers(candidates, targets, depth=max(4, 2 * -(-n // targets.shape[0])), progress=progress)
+    if layers not in ("unique", "rank"):
+        raise ValueError(f"layers must be 'unique' or 'rank', got {layers!r}")
+    nb = NeighbourLayers(candidates, targets, depth=max(4, 2 * -(-n // targets.shape[0])), progress=progress)
+    if layers == "unique":
+        rounds = unique_rounds(nb, n)
+        return Selection(indices=np.sort(np.concatenate(rounds)[:n]), diagnostics={"depth": len(rounds)})
     taken = np.zeros(candidates.shape[0], dtype=bool)
     count, r = 0, 0
     while count < n:
         r += 1
-        layers.ensure_depth(r)
-        for c in layers.index[:, r - 1]:
+        nb.ensure_depth(r)
+        for c in nb.index[:, r - 1]:
             if not taken[c]:
                 taken[c] = True
                 count += 1

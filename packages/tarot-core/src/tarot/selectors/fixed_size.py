@@ -1,8 +1,11 @@
 r"""Algorithm 1 — fixed-size selection (spec §8).
 
-Layers by rank: layer r holds the r-th nearest candidate of every target (a set; duplicates and earlier members
-removed). Whole layers are added while they fit the budget n; the last, partial layer D is filled in ``fill_rounds``
-rounds, each moving the members of D with the **smallest** first-variation potential
+Layers: by default layer r holds the r-th *distinct* pick of every target in a round robin (each target takes its
+nearest candidate not taken yet), so every layer adds one candidate per target; ``layers="rank"`` gives the
+reference's layers (the r-th nearest candidate of every target, a set: duplicates and earlier members removed),
+which under-represent dense target modes. Whole layers are added while they fit the budget n; the last, partial
+layer D is filled in ``fill_rounds`` rounds, each moving the members of D with the **smallest** first-variation
+potential
 
 .. math:: f_D(x) = -\varepsilon \log \sum_j b_j \exp\big((g_j - C(x, y_j))/\varepsilon\big)
 
@@ -17,7 +20,7 @@ import math
 import numpy as np
 
 from tarot.ot import entropic_ot, softmin_potential, warm_start
-from tarot.selectors.base import NeighbourLayers, Selection, check_budget
+from tarot.selectors.base import NeighbourLayers, Selection, check_budget, unique_rounds
 
 
 def _smallest(values: np.ndarray, count: int) -> np.ndarray:
@@ -31,7 +34,8 @@ def fixed_size(
     n: int,
     *,
     eps: float = 1e-4,
-    fill_rounds: int = 4,
+    fill_rounds: int = 12,
+    layers: str = "unique",
     fill_context: str = "selection",
     fill_rule: str = "smallest",
     ot_tol: float = 1e-3,
@@ -52,7 +56,14 @@ def fixed_size(
     eps : float
         Entropic regularisation of the fill's OT problems.
     fill_rounds : int
-        Rounds R of the partial-layer fill (each re-solves OT warm-started); R = 1 is a one-shot fill.
+        Rounds R of the partial-layer fill (each re-solves OT warm-started); R = 1 is a one-shot fill. Default 12:
+        on 0.6/0.3/0.1 mixtures (5 seeds, 5–20 % budgets) 4 rounds left the dominant mode up to 0.09 short of its
+        share, 12 rounds kept every mode within about 0.05 at an equal or lower OT distance.
+    layers : {"unique", "rank"}
+        ``unique`` (default): layer r holds each target's r-th *distinct* pick in a round robin
+        (:func:`~tarot.selectors.base.unique_rounds`), one new candidate per target per layer. ``rank``: the
+        reference's layers (the r-th nearest candidate of every target, duplicates collapsed), which give a dense
+        target mode fewer candidates than its share (measured: the 0.6 mode got 0.55 on average at 5 %).
     fill_context : {"selection", "layer"}
         ``selection``: potentials given the current selection S (soft-min extension to D); ``layer``: potentials of
         OT(uniform on D, targets) alone (the reference's measure), one shot.
@@ -75,22 +86,32 @@ def fixed_size(
         raise ValueError(f"fill_rule must be 'smallest', 'largest' or 'random', got {fill_rule!r}")
     if fill_rounds < 1:
         raise ValueError(f"fill_rounds must be >= 1, got {fill_rounds}")
-    layers = NeighbourLayers(candidates, targets, depth=max(4, 2 * math.ceil(n / M)), progress=progress)
-    while True:
-        finite = layers.first_rank[np.isfinite(layers.first_rank)].astype(np.int64)
-        sizes = np.bincount(finite, minlength=layers.depth + 1)[1:]
-        cum = np.cumsum(sizes)
-        if cum[-1] >= n or layers.exhausted:
-            break
-        layers.ensure_depth(2 * layers.depth)
-    r_star = int(np.searchsorted(cum, n) + 1)  # first layer where the cumulative size reaches n
-    S = layers.members_up_to(r_star - 1)
-    D = layers.layer(r_star)
+    if layers not in ("unique", "rank"):
+        raise ValueError(f"layers must be 'unique' or 'rank', got {layers!r}")
+    nb = NeighbourLayers(candidates, targets, depth=max(4, 2 * math.ceil(n / M)), progress=progress)
+    if layers == "unique":
+        picked = unique_rounds(nb, n)
+        sizes = np.asarray([len(r) for r in picked])
+        r_star = int(np.searchsorted(np.cumsum(sizes), n) + 1)
+        S = np.sort(np.concatenate(picked[: r_star - 1])) if r_star > 1 else np.zeros(0, dtype=np.int64)
+        D = np.sort(picked[r_star - 1])
+    else:
+        while True:
+            finite = nb.first_rank[np.isfinite(nb.first_rank)].astype(np.int64)
+            sizes = np.bincount(finite, minlength=nb.depth + 1)[1:]
+            cum = np.cumsum(sizes)
+            if cum[-1] >= n or nb.exhausted:
+                break
+            nb.ensure_depth(2 * nb.depth)
+        r_star = int(np.searchsorted(cum, n) + 1)  # first layer where the cumulative size reaches n
+        S = nb.members_up_to(r_star - 1)
+        D = nb.layer(r_star)
     q = n - len(S)
     diag = {
+        "layers": layers,
         "layer_sizes": sizes[:r_star].tolist(),
         "depth": r_star,
-        "neighbour_depth_computed": layers.depth,
+        "neighbour_depth_computed": nb.depth,
         "partial_layer_size": int(len(D)),
         "partial_fill": int(q),
         "fill_rounds": [],
