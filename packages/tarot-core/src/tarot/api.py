@@ -23,6 +23,7 @@ from tarot.whitening import check_float_features, unit_rows, whiten
 log = logging.getLogger(__name__)
 
 SCORE_SPACES = ("whitened", "raw")
+SELF_WEIGHTED = ("tsds",)  # selectors that sample with replacement and return their own repeat counts
 _SHARED_OPTIONS = ("seed", "eps", "ot_tol", "ot_value_tol", "progress")
 
 
@@ -94,7 +95,8 @@ def select(
     targets : numpy.ndarray [M, k], optional
         Target features when ``candidates`` is an array.
     method : str
-        One of ``random``, ``topk_mean``, ``less``, ``round_robin``, ``fixed_size``, ``otm``.
+        One of ``random``, ``topk_mean``, ``less``, ``round_robin``, ``fixed_size``, ``otm`` or the baseline ``tsds``
+        (its draws with replacement become the repeat counts).
     ratio : float or "auto"
         Fraction of the candidates to select (n = ⌊ratio·N⌋); ``"auto"`` with ``otm``.
     n : int, optional
@@ -138,6 +140,8 @@ def select(
     t0 = time.perf_counter()
     if method not in SELECTORS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SELECTORS)}")
+    if weighting and method in SELF_WEIGHTED:
+        raise ValueError(f"method {method!r} weights its samples itself (draw counts); use weighting=False")
     store_path = None
     if hasattr(candidates, "features") and not isinstance(candidates, np.ndarray):
         if targets is not None:
@@ -193,6 +197,11 @@ def select(
         res = entropic_ot(Zc[idx], Zt, eps=eps, tol=ot_tol, value_tol=ot_value_tol)
         ot_value, potentials = res.value, res.f
         diagnostics["ot"] = res.diagnostics()
+    if sel.counts is not None:  # the selector sampled with replacement: its draw counts are the repeat counts
+        weights = np.asarray(sel.counts, dtype=np.int64)
+        probs = weights / weights.sum()
+        diagnostics["weighted_ot"] = entropic_ot(Zc[idx], Zt, a=probs, eps=eps, tol=ot_tol,
+                                                 value_tol=ot_value_tol).value
     if weighting:
         probs = potential_weights(potentials, beta=beta, max_ratio=max_weight_ratio)
         weights = repeat_counts(probs, total=total_repeats, min_repeats=min_repeats)
@@ -215,7 +224,7 @@ def select(
         "method": method, "ratio": ratio if ratio is not None else ("auto" if method == "otm" else None),
         "n": budget, "seed": seed, "whiten": whiten_features, "ridge": ridge, "fit_on": fit_on, "space": space,
         "eps": eps, "ot_tol": ot_tol, "ot_value_tol": ot_value_tol, "weighting": weighting, "beta": beta,
-        "total_repeats": (None if not weighting else int(weights.sum())), "min_repeats": min_repeats,
+        "total_repeats": (None if weights is None else int(weights.sum())), "min_repeats": min_repeats,
         "max_weight_ratio": max_weight_ratio, "merge_targets": merge_targets, "target_repeats": target_repeats,
         "selector_options": {k: v for k, v in selector_params.items() if k not in _SHARED_OPTIONS},
         "n_candidates": N, "n_targets": M, "dim": int(candidates.shape[1]), "store": store_path,

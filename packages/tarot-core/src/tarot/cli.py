@@ -48,7 +48,8 @@ _METHOD_TEXT = {
     "proportions at a fixed budget.",
     "otm": "TAROT Algorithm 2: grow neighbourhoods of part of the targets until the OT distance to the held-out "
     "targets stops falling; the union over folds is the selection and also sets the ratio (--ratio auto).",
-    "tsds": "TSDS-style kNN sampling with a density penalty on near-duplicates.",
+    "tsds": "baseline TSDS (Liu et al. 2024): a sampling distribution from kNN optimal transport with a density "
+    "penalty on near-duplicates; --ratio sets the number of draws with replacement (their counts are the weights).",
 }
 
 

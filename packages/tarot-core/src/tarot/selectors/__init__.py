@@ -7,6 +7,7 @@
 ``round_robin`` targets take turns picking their nearest not-yet-selected candidate
 ``fixed_size`` Algorithm 1: neighbourhood layers by rank, the partial layer filled by smallest OT potential
 ``otm``        Algorithm 2: k-fold OT-distance minimisation over neighbourhood depth; estimates the ratio
+``tsds``       baseline (Liu et al. 2024): KNN-KDE-regularised OT sampling distribution, n draws with replacement
 =============  =====================================================================================================
 """
 
@@ -14,6 +15,7 @@ from tarot.selectors.base import Selection
 from tarot.selectors.baselines import less, random_selection, round_robin, topk_mean
 from tarot.selectors.fixed_size import fixed_size
 from tarot.selectors.otm import otm
+from tarot.selectors.tsds import tsds
 
 SELECTORS = {
     "random": random_selection,
@@ -22,6 +24,8 @@ SELECTORS = {
     "round_robin": round_robin,
     "fixed_size": fixed_size,
     "otm": otm,
+    "tsds": tsds,
 }
 
-__all__ = ["SELECTORS", "Selection", "fixed_size", "less", "otm", "random_selection", "round_robin", "topk_mean"]
+__all__ = ["SELECTORS", "Selection", "fixed_size", "less", "otm", "random_selection", "round_robin", "topk_mean",
+           "tsds"]

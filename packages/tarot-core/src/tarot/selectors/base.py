@@ -21,6 +21,9 @@ class Selection:
         Per-candidate scores for score-based selectors.
     ot : object or None
         :class:`tarot.ot.OTResult` of the final selection against all targets, when the selector computed it.
+    counts : numpy.ndarray or None
+        Repeat counts aligned with ``indices`` for selectors that sample with replacement (``tsds``); they become
+        the result's weights.
     diagnostics : dict
         Selector-specific details.
     """
@@ -29,6 +32,7 @@ class Selection:
     scores: np.ndarray | None = None
     ot: object | None = None
     diagnostics: dict = field(default_factory=dict)
+    counts: np.ndarray | None = None
 
 
 def check_budget(n: int, n_candidates: int) -> int:
