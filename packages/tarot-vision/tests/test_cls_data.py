@@ -127,3 +127,18 @@ def test_train_small_cnn_learns_and_is_deterministic():
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k])
     assert M.accuracy(model, test) > 0.5
+
+
+def test_penultimate_embedding_is_the_input_of_the_last_linear_layer():
+    import torch
+    from tarot_vision.cls_models import build_classifier, embedding_dim, penultimate
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 1, 8, 8)
+    for arch, width in (("small_cnn", 8), ("resnet9", 0.125)):
+        model = build_classifier(arch, 10, 1, width).eval()
+        with torch.no_grad():
+            emb = penultimate(model, {"image": x})
+            head = model.head if arch == "small_cnn" else torch.nn.Sequential(model[-2], model[-1])
+            torch.testing.assert_close(head(emb), model(x))
+        assert emb.shape == (5, embedding_dim(model))

@@ -91,6 +91,9 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert labels[:4] == ["random 20%", "random 20% + targets", "topk_mean 20%", "topk_mean 20% + targets"]
     assert {"TAROT fixed_size 5%", "TAROT fixed_size 20%", "TAROT fixed_size 50%", "TAROT otm (auto)"} <= set(labels)
     assert {"random 20% + targets", "TAROT otm (auto) + targets", "full pool (100%)", "target set only"} <= set(labels)
+    assert {"embeddings topk_mean 20%", "embeddings fixed_size 20%", "embeddings otm (auto)"} <= set(labels)
+    emb = next(r for r in doc["table"] if r["label"] == "embeddings fixed_size 20%")
+    assert emb["features"] == "embeddings" and emb["method"] == "fixed_size"
     comp = doc["comparisons"]
     tarot_rows = {lb for lb in labels if lb.startswith("TAROT")}
     assert {c["method"] for c in comp["comparisons"]} == tarot_rows

@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from tarot.api import select  # noqa: E402, F401
 from tarot.compare import PairedDifference, method_verdict, paired_difference, paired_difference_seeds  # noqa: E402, F401
 from tarot.distributed import featurize_distributed, merge_shards  # noqa: E402, F401
+from tarot.embeddings import EmbeddingFeaturizer  # noqa: E402, F401
 from tarot.gradients import Checkpoint, GradientFeaturizer, LossAdapter, featurize_to_store  # noqa: E402, F401
 from tarot.ot import OTResult, entropic_ot, exact_ot  # noqa: E402, F401
 from tarot.projection import Projector  # noqa: E402, F401

@@ -126,6 +126,18 @@ def _select_params(model: torch.nn.Module, globs: Sequence[str] | None) -> list[
     return names
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Every module in ``eval()`` mode for the block, each module's own training flag restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, was_training in modes:
+            m.training = was_training
+
+
 class GradientFeaturizer:
     r"""Projected per-sample gradients of a model.
 
@@ -252,16 +264,6 @@ class GradientFeaturizer:
         params = {n: params[n] for n in self.param_names}
         return params, frozen
 
-    @contextlib.contextmanager
-    def _eval_mode(self) -> Iterator[None]:
-        modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        try:
-            yield
-        finally:
-            for m, was_training in modes:
-                m.training = was_training
-
     def _to_device(self, batch: Any) -> Any:
         return tree_map(lambda t: t.to(self.device) if isinstance(t, torch.Tensor) else t, batch)
 
@@ -302,7 +304,7 @@ class GradientFeaturizer:
         batch = self._to_device(batch)
         n = self._batch_size(batch)
         params, frozen = self._split_state()
-        with self._eval_mode():
+        with eval_mode(self.model):
             if self.mode in ("vmap", "auto"):
                 try:
                     grads = self._grads_vmap(params, frozen, batch)

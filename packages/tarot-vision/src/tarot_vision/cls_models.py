@@ -84,6 +84,27 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).mean(dim=(-2, -1)))
 
 
+def penultimate(model: nn.Module, batch: dict) -> torch.Tensor:
+    """The input of the classifier's last linear layer (tarot ``EmbeddingFeaturizer`` ``embed``): the pooled
+    features of :class:`SmallCNN`, the flattened max-pool of :class:`ResNet9`, for ``{"image": [B, C, H, W]}``."""
+    x = batch["image"]
+    if isinstance(model, SmallCNN):
+        return model.features(x).mean(dim=(-2, -1))
+    if isinstance(model, ResNet9):
+        if x.shape[-1] < model.min_size or x.shape[-2] < model.min_size:
+            x = F.interpolate(x, size=(model.min_size, model.min_size), mode="bilinear", align_corners=False)
+        for layer in list(model)[:-2]:  # everything before Linear and Mul
+            x = layer(x)
+        return x
+    raise TypeError(f"penultimate: no embedding defined for {type(model).__name__}")
+
+
+def embedding_dim(model: nn.Module) -> int:
+    """Size of :func:`penultimate`'s output."""
+    head = model.head if isinstance(model, SmallCNN) else model[-2]
+    return int(head.in_features)
+
+
 def build_classifier(arch: str, num_classes: int, in_channels: int, width: float | None = None) -> nn.Module:
     """``resnet9`` or ``small_cnn``."""
     if arch == "resnet9":

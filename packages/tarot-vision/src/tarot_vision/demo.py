@@ -44,6 +44,8 @@ from .cls_models import (
     ImageClassDataset,
     accuracy,
     build_classifier,
+    embedding_dim,
+    penultimate,
     predict_logits,
     train_classifier,
 )
@@ -166,6 +168,15 @@ def method_specs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     specs.append({"label": "TAROT otm (auto)", "method": "otm", "ratio": "auto", "weighting": bool(sel["weighting"])})
+    if sel["embedding_rows"]:  # the same selectors on the warm-up model's penultimate-layer embeddings (baselines)
+        specs += [
+            {"label": f"embeddings topk_mean {r:.0%}", "method": "topk_mean", "ratio": r, "weighting": False},
+            {"label": f"embeddings fixed_size {r:.0%}", "method": "fixed_size", "ratio": r,
+             "weighting": bool(sel["weighting"])},
+            {"label": "embeddings otm (auto)", "method": "otm", "ratio": "auto", "weighting": bool(sel["weighting"])},
+        ]
+        for s in specs[-3:]:
+            s["features"] = "embeddings"
     return specs
 
 
@@ -277,15 +288,24 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
         groups={"target": scn.target_sources},
         progress=progress,
     )
+    emb_store = None
+    if cfg["select"]["embedding_rows"]:  # the "embeddings + same selectors" baselines: final warm-up model
+        efeat = tarot.EmbeddingFeaturizer(model, penultimate, dim=embedding_dim(model))
+        emb_store = featurize_to_store(
+            efeat, {"candidate": scn.pool, "target": scn.target}, seed_dir / "embeddings",
+            checkpoints=[Checkpoint(name=f"epoch{epochs}", state_dict=states[epochs])],
+            batch_size=int(fz["batch_size"]), sources={"candidate": scn.pool_sources, "target": scn.target_sources},
+            progress=progress)
     t_feat = time.perf_counter()
     rows = []
     results = {}
     ot_warnings: dict[str, int] = {}
     on_mask = np.asarray([s in on_target for s in scn.pool_sources])  # other classes are "other_classes"
     for spec in tqdm(method_specs(cfg), desc=f"seed {seed} select + retrain", disable=not progress):
+        features = emb_store if spec.get("features") == "embeddings" else store
         with summarised_ot_warnings(f"seed {seed} {spec['label']}", ot_warnings):
             res = tarot.select(
-                store,
+                features,
                 method=spec["method"],
                 seed=seed,
                 weighting=spec["weighting"],
@@ -294,18 +314,20 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
                 ratio=spec["ratio"],
                 progress=False,
             )
-        res.save(seed_dir / "selections" / spec["method"] / str(spec["ratio"]))
+        res.save(seed_dir / "selections" / spec.get("features", "gradients") / spec["method"] / str(spec["ratio"]))
         results[spec["label"]] = res
         counts = res.repeat_counts()
         selected = WeightedSubset(scn.pool, res)
         variants = [(spec["label"], selected, False)]
-        if cfg["select"]["merged_rows"]:  # what a practitioner would do: train on the selection plus the targets
+        # what a practitioner would do: train on the selection plus the targets
+        if cfg["select"]["merged_rows"] and spec.get("features") != "embeddings":
             variants.append((f"{spec['label']} + targets", ConcatDataset([selected, scn.target]), True))
         for label, train_ds, merged in variants:
             rows.append(
                 {
                     "label": label,
                     "method": spec["method"],
+                    "features": spec.get("features", "gradients"),
                     "budget": spec["ratio"],
                     "merged_targets": len(scn.target) if merged else 0,
                     "n": int(res.size),
@@ -371,6 +393,7 @@ def _aggregate(per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = {
             "label": label,
             "method": rs[0]["method"],
+            "features": rs[0].get("features", "gradients"),
             "budget": rs[0]["budget"],
             "seeds": len(rs),
             "n_mean": float(np.mean([r["n"] for r in rs])),
@@ -396,8 +419,9 @@ def _fmt(r: dict[str, Any]) -> str:
 
 
 def is_tarot_row(row: dict[str, Any]) -> bool:
-    """TAROT rows: fixed_size and otm selections, alone or with the targets merged in."""
-    return row["method"] in ("fixed_size", "otm")
+    """TAROT rows: fixed_size and otm selections on gradient features, alone or with the targets merged in (the same
+    selectors on embeddings are baselines)."""
+    return row["method"] in ("fixed_size", "otm") and row.get("features", "gradients") == "gradients"
 
 
 def comparisons(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
@@ -425,7 +449,7 @@ def verdict(table: list[dict[str, Any]], comp: dict[str, Any] | None = None) -> 
             top = max(others, key=lambda r: r["acc_mean"])
             out.append(f"best other row: {top['label']} ({_fmt(top)})")
     for r in table:
-        if r["method"] == "otm" and not r.get("merged_targets"):
+        if r["method"] == "otm" and not r.get("merged_targets") and is_tarot_row(r):
             out.append(f"OTM chose {r['ratio_mean']:.0%} of the pool ({_fmt(r)})")
     return "; ".join(out) + "."
 
