@@ -179,3 +179,21 @@ def test_model_overfits_a_handful_of_windows(config):
         opt.step()
     end = min_ade()
     assert end < 0.5 and end < 0.1 * start, (start, end)
+
+
+def test_encoder_embedding_feeds_tarot_embedding_store(tmp_path):
+    tarot = pytest.importorskip("tarot")
+    from tarot_motion.featurize import encoder_embedding
+
+    ds = _dataset()
+    torch.manual_seed(0)
+    model = AutoBotEgo({**TINY, "prior": "constant_velocity", "input_scale": 10.0})
+    batch = {k: torch.stack([ds[i][k] for i in range(4)]) for k in ds[0]}
+    emb = encoder_embedding(model.eval(), batch)
+    assert emb.shape == (4, 16) and torch.isfinite(emb).all()
+    one = encoder_embedding(model, {k: v[:1] for k, v in batch.items()})
+    torch.testing.assert_close(one, emb[:1], rtol=1e-5, atol=1e-6)  # per sample: independent of the batch
+    feat = tarot.EmbeddingFeaturizer(model, encoder_embedding, dim=16)
+    store = tarot.featurize_to_store(feat, {"candidate": ds, "target": ds}, tmp_path / "emb", checkpoints=None,
+                                     batch_size=3, progress=False)
+    np.testing.assert_allclose(np.asarray(store.features("candidate")), emb.detach().numpy(), rtol=1e-5, atol=1e-6)

@@ -147,7 +147,8 @@ def test_demo_quick_on_real_embedded_scenarios(tmp_path, capsys):
     assert rc == 0
     res = json.loads((tmp_path / "demo" / "results.json").read_text())
     methods = ["random", "topk_mean", "fixed_size", "otm"]
-    assert [r["method"] for r in res["rows"]] == [*methods, *(f"{m}+targets" for m in methods), "all_candidates",
+    assert [r["method"] for r in res["rows"]] == [*methods, *(f"{m}+targets" for m in methods),
+                                                  "embeddings_topk_mean", "embeddings_fixed_size", "all_candidates",
                                                   "target_only", "constant_velocity"]
     for r in res["rows"]:
         assert len(r["brier_fde"]["values"]) == 2 and np.isfinite(r["brier_fde"]["mean"])

@@ -12,7 +12,8 @@ Stages (each resumable; rerunning the command continues where it stopped):
 4. warm-up training of AutoBot-Ego on the pool from scratch, keeping two checkpoints;
 5. featurise pool and target at both checkpoints with tarot-core's per-sample gradient featurizer;
 6. select with tarot-core: random, topk_mean, fixed_size (ratio 0.2) and otm (ratio chosen by OTM);
-7. train from scratch (same optimizer-step budget, several seeds) on each selection, on each selection with the
+7. train from scratch (same optimizer-step budget, several seeds) on each selection (also the baselines topk_mean and
+   fixed_size on the warm-up model's encoder embeddings), on each gradient selection with the
    featurised target samples merged in, on the whole pool and on the target samples alone; evaluate
    minADE6/minFDE6/miss rate/brier-FDE on the validation set, beside the constant-velocity extrapolation;
 8. verdict: every TAROT row against every other row by a paired two-level bootstrap (seeds × validation windows,
@@ -43,7 +44,9 @@ METHODS = ("random", "topk_mean", "fixed_size", "otm")
 TAROT_METHODS = ("fixed_size", "otm")
 # every training set of the comparison: each selection alone and with the featurised target samples merged in, the
 # whole pool and the target samples alone; constant_velocity (no training) is added to the table
-TRAIN_SETS = (*METHODS, *(f"{m}+targets" for m in METHODS), "all_candidates", "target_only")
+# baselines on another feature source: the same selectors on the warm-up model's encoder embeddings
+EMBEDDING_METHODS = ("embeddings_topk_mean", "embeddings_fixed_size")
+TRAIN_SETS = (*METHODS, *(f"{m}+targets" for m in METHODS), *EMBEDDING_METHODS, "all_candidates", "target_only")
 DEMO_BASE: dict[str, Any] = {
     "preprocess": {"object_type": ["VEHICLE", "PEDESTRIAN", "CYCLIST"], "max_num_roads": 32},
     # residual over constant velocity, positions in units of 10 m, no entropy term: measured on the demo split,
@@ -127,7 +130,7 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
     warmup_steps = 4 if quick else WARMUP_STEPS
     save_config({**cfg, "demo": {"seeds": seeds, "quick": quick, "target_scenario": target_scenario,
                                  "warmup_steps": warmup_steps, "warmup_batch_size": WARMUP_BATCH, "threads": threads,
-                                 "methods": list(METHODS) + ["all_candidates"]}}, out)
+                                 "methods": list(TRAIN_SETS) + ["constant_velocity"]}}, out)
 
     # 1-2. convert + preprocess
     db = out / "data" / "waymo_metadrive"
@@ -202,6 +205,17 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
                 selections[key] = tarot.SelectionResult.load(str(sdir))
                 continue
             selections[key] = pipeline.select(store, scfg, out=sdir, progress=progress)
+    _claim(out / "embeddings", {"warmup": wkey, "ckpt": ckpts[-1].name, "n_target": len(tgt)})
+    emb_store = pipeline.embed(cfg["model"], ckpts[-1], {"candidate": cand, "target": tgt}, out / "embeddings",
+                               sources={"candidate": cand_sources, "target": tgt.sources}, progress=progress)
+    for key in EMBEDDING_METHODS:
+        sdir = out / "selections" / key
+        scfg = {**cfg["select"], "method": key.removeprefix("embeddings_"), "seed": 0}
+        _claim(sdir, {"select": scfg, "embeddings": ckpts[-1].name, "warmup": wkey})
+        if (sdir / "result.json").exists():
+            selections[key] = tarot.SelectionResult.load(str(sdir))
+            continue
+        selections[key] = pipeline.select(emb_store, scfg, out=sdir, progress=progress)
     # 7. train on each training set, several seeds, same step budget; constant velocity needs no training
     runs: dict[str, list[dict[str, Any]]] = {}
     all_sel = tarot.select(store, method="random", ratio=1.0, seed=0, compute_ot=True, progress=False)

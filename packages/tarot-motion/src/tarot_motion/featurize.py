@@ -24,3 +24,9 @@ class AutoBotLossAdapter:
         batch = {"batch_size": 1, "input_dict": inp}
         _, loss = functional_call(model, {**params, **buffers}, (batch,))
         return loss * self.scale
+
+
+def encoder_embedding(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    """tarot ``EmbeddingFeaturizer`` ``embed`` for AutoBot-Ego: the mean encoder output of the center agent over its
+    valid past steps, ``[B, hidden_size]``, for a batch of stacked samples (the featurizer's batches)."""
+    return model.encoder_embedding(batch)

@@ -197,6 +197,31 @@ class AutoBotEgo(nn.Module):
         prior = velocity.unsqueeze(1) * steps.reshape(1, -1, 1)
         return prior if self.config["prior"] == "constant_velocity" else torch.zeros_like(prior)
 
+    def _scaled(self, x: Tensor) -> Tensor:
+        """Positions (the first two features) divided by ``input_scale``; the validity flag is kept."""
+        s = float(self.config["input_scale"])
+        return x if s == 1.0 else torch.cat([x[..., :2] / s, x[..., 2:]], -1)
+
+    def _encode_agents(self, ego_in: Tensor, agents_in: Tensor, ego_mask: Tensor) -> Tensor:
+        """Temporal/social encoder over the ego and its neighbours → the ego's embedding per past step
+        ``[T_obs, B, d]``."""
+        agents_tensor = torch.cat([ego_in[..., :2].unsqueeze(2), agents_in[..., :2]], dim=2)
+        opps_masks = torch.cat([ego_mask.unsqueeze(-1), agents_in[..., -1] <= 0], dim=-1)  # [B, T, N]
+        emb = self.agents_dynamic_encoder(agents_tensor).permute(1, 0, 2, 3)  # [T, B, N, d]
+        for tl, sl in zip(self.temporal_attn_layers, self.social_attn_layers):
+            emb = self._temporal(emb, opps_masks, tl)
+            emb = self._social(emb, opps_masks, sl)
+        return emb[:, :, 0]
+
+    def encoder_embedding(self, inputs: dict[str, Tensor]) -> Tensor:
+        """Mean over the valid past steps of the ego's encoder output, ``[B, d]`` (the embedding feature source)."""
+        ego, agents, _, _ = self.model_inputs(inputs)
+        ego, agents = self._scaled(ego), self._scaled(agents)
+        ego_mask = ego[..., -1] <= 0
+        emb = self._encode_agents(ego, agents, ego_mask)  # [T, B, d]
+        valid = (~ego_mask).to(emb.dtype).transpose(0, 1).unsqueeze(-1)  # [T, B, 1]
+        return (emb * valid).sum(0) / valid.sum(0).clamp_min(1.0)
+
     # ------------------------------------------------------------------ forward
     def predict(self, ego_in: Tensor, agents_in: Tensor, roads: Tensor,
                 velocity: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -209,18 +234,9 @@ class AutoBotEgo(nn.Module):
         B = ego_in.shape[0]
         c, d = self.c, self.d_k
         s = float(self.config["input_scale"])
-        if s != 1.0:
-            ego_in = torch.cat([ego_in[..., :2] / s, ego_in[..., 2:]], -1)
-            agents_in = torch.cat([agents_in[..., :2] / s, agents_in[..., 2:]], -1)
-            roads = torch.cat([roads[..., :2] / s, roads[..., 2:]], -1)
+        ego_in, agents_in, roads = (self._scaled(x) for x in (ego_in, agents_in, roads))
         ego_mask = ego_in[..., -1] <= 0  # [B, T]
-        agents_tensor = torch.cat([ego_in[..., :2].unsqueeze(2), agents_in[..., :2]], dim=2)
-        opps_masks = torch.cat([ego_mask.unsqueeze(-1), agents_in[..., -1] <= 0], dim=-1)  # [B, T, N]
-        emb = self.agents_dynamic_encoder(agents_tensor).permute(1, 0, 2, 3)  # [T, B, N, d]
-        for tl, sl in zip(self.temporal_attn_layers, self.social_attn_layers):
-            emb = self._temporal(emb, opps_masks, tl)
-            emb = self._social(emb, opps_masks, sl)
-        ego_emb = emb[:, :, 0]  # [T_obs, B, d]
+        ego_emb = self._encode_agents(ego_in, agents_in, ego_mask)  # [T_obs, B, d]
         map_feats, seg_mask = self.map_encoder(roads)  # [S, B, d], [B, S]
         seg_mask_u = _unmask_full_rows(seg_mask)
         map_rep = map_feats.unsqueeze(2).expand(-1, -1, c, -1).reshape(-1, B * c, d)

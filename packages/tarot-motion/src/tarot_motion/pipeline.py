@@ -92,6 +92,26 @@ def featurize(model_cfg: Mapping[str, Any], fcfg: Mapping[str, Any], checkpoints
                                  merge=merge)
 
 
+def embed(model_cfg: Mapping[str, Any], checkpoint: str | Path, datasets: Mapping[str, MotionDataset],
+          out: str | Path, sources: Mapping[str, Sequence[str]] | None = None, batch_size: int = 64,
+          progress: bool = True) -> Any:
+    """Encoder embeddings (:func:`tarot_motion.featurize.encoder_embedding`) of every split at one checkpoint in a
+    ``tarot.FeatureStore`` — the feature source of the "embeddings + selector" baselines. Resumable."""
+    import tarot
+
+    from .featurize import encoder_embedding
+
+    p = Path(checkpoint)
+    if not p.is_file():
+        raise MotionDataError(p, None, "checkpoint file not found")
+    model = build_model(model_cfg, init=f"checkpoint:{p}")
+    feat = tarot.EmbeddingFeaturizer(model, encoder_embedding, dim=int(model.d_k), device="cpu")
+    srcs = sources or {k: ds.sources for k, ds in datasets.items()}
+    return tarot.featurize_to_store(feat, dict(datasets), str(out), checkpoints=[tarot.Checkpoint(p.stem)],
+                                    batch_size=batch_size, ids={k: ds.ids for k, ds in datasets.items()},
+                                    sources={k: list(v) for k, v in srcs.items()}, progress=progress)
+
+
 def select(store: Any, scfg: Mapping[str, Any], out: str | Path | None = None, progress: bool = True) -> Any:
     """Run ``tarot.select`` with the motion config's ``select`` section; save the result if ``out`` is given."""
     import tarot
