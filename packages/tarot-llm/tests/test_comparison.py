@@ -28,8 +28,9 @@ def test_clear_win_is_reported_as_a_win(tmp_path):
     assert rows[0]["accuracy"]["mean"] == pytest.approx(0.2) and rows[0]["accuracy"]["verdict"] == "better"
     assert rows[0]["gold_nll"]["mean"] == pytest.approx(0.1) and rows[0]["gold_nll"]["verdict"] == "better"
     lines = verdict_lines(rows)
-    assert lines[0].startswith("TAROT measurably wins on accuracy: fixed_size over less (tarot_mmlu)")
-    assert lines[1].startswith("TAROT measurably wins on the gold answer's NLL: fixed_size over less")
+    assert lines[0].startswith("TAROT wins on accuracy: fixed_size on tarot_mmlu is measurably better than every "
+                               "baseline (random, less; smallest margin +0.2")
+    assert lines[1].startswith("TAROT wins on the gold answer's NLL: fixed_size on tarot_mmlu")
     assert "accuracy +20.0 points" in lines[2] and "NLL lower by +0.1000 nats" in lines[2]
 
 
@@ -43,7 +44,8 @@ def test_noise_is_reported_as_no_win(tmp_path):
     rows = compare_methods(tmp_path, ["tarot_mmlu"], ["base", "random", "otm"])
     assert {r["baseline"] for r in rows} == {"random", "base"}
     assert all(r["accuracy"]["verdict"] == "no measurable difference" for r in rows)
-    assert verdict_lines(rows)[0].startswith("TAROT does not win on accuracy in this run")
+    assert verdict_lines(rows)[0].startswith("TAROT does not win on accuracy in this run: no OT selection is "
+                                             "measurably better than every baseline (base, random")
 
 
 def test_a_loss_is_reported_as_a_loss(tmp_path):
@@ -73,3 +75,33 @@ def test_different_questions_are_refused(tmp_path):
 
 def test_nothing_to_compare():
     assert verdict_lines([]) == ["No comparison: no OT method and baseline were both evaluated."]
+
+
+def test_a_win_over_one_baseline_only_is_not_a_win(tmp_path):
+    rng = np.random.default_rng(2)
+    base = rng.integers(0, 2, 300)
+    better = base.copy()
+    better[np.flatnonzero(base == 0)[:60]] = 1
+    nll = rng.uniform(1, 2, 300)
+    _write(tmp_path, "random", base, nll)
+    _write(tmp_path, "less", better, nll)  # LESS is as good as fixed_size
+    _write(tmp_path, "fixed_size", better, nll)
+    lines = verdict_lines(compare_methods(tmp_path, ["tarot_mmlu"], ["random", "less", "fixed_size"]))
+    assert lines[0].startswith("TAROT does not win on accuracy in this run")
+
+
+def test_seeds_are_paired_and_reported(tmp_path):
+    rng = np.random.default_rng(3)
+    nll = rng.uniform(1, 2, 200)
+    for s in (0, 1, 2):
+        base = rng.integers(0, 2, 200)
+        better = base.copy()
+        better[np.flatnonzero(base == 0)[:40]] = 1
+        _write(tmp_path, f"random-seed{s}", base, nll)
+        _write(tmp_path, f"fixed_size-seed{s}", better, nll - 0.05)
+    _write(tmp_path, "base", rng.integers(0, 2, 200), nll + 0.5)
+    rows = compare_methods(tmp_path, ["tarot_mmlu"], ["base", "random", "fixed_size"], seeds=[0, 1, 2])
+    assert {r["baseline"] for r in rows} == {"random", "base"} and all(r["seeds"] == 3 for r in rows)
+    lines = verdict_lines(rows)
+    assert lines[0].startswith("TAROT wins on accuracy: fixed_size on tarot_mmlu")
+    assert "3 training seeds" in lines[-1]

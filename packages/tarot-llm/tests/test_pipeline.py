@@ -139,6 +139,23 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys, monkeypatch):
     assert "Does TAROT win?" in html and cmp["verdict"][0].split(":")[0] in html
     assert "pool examples featurized; 0 left out" in html
 
+    # several training seeds: one run per method and seed, paired over seeds and questions
+    seeds = ["--set", "train.seeds=[0,1]", "--set", "eval.mmlu.limit=3"]
+    assert main(["train", *common, *seeds]) == 0
+    assert main(["evaluate", *common, *seeds]) == 0
+    tr = json.loads((run / "train" / "summary.json").read_text())
+    assert {f"{m}-seed{s}" for m in ("random", "less", "fixed_size") for s in (0, 1)} <= set(tr)
+    assert tr["fixed_size-seed1"]["seed"] == 1 and tr["fixed_size-seed1"]["method"] == "fixed_size"
+    a0, a1 = (run / "train" / "fixed_size-seed0" / "adapter", run / "train" / "fixed_size-seed1" / "adapter")
+    assert (a0 / "adapter_model.safetensors").read_bytes() != (a1 / "adapter_model.safetensors").read_bytes()
+    ev = json.loads((run / "eval" / "summary.json").read_text())["results"]
+    assert {"base", "random-seed0", "random-seed1", "fixed_size-seed1"} <= set(ev)
+    cmp = json.loads((run / "eval" / "comparisons.json").read_text())
+    assert cmp["comparisons"] and all(r["seeds"] == 2 for r in cmp["comparisons"])
+    assert "2 training seeds" in cmp["verdict"][-1] and "2 training seeds" in cmp["method"]
+    assert main(["report", *common, *seeds]) == 0
+    assert "fixed_size-seed1" in (run / "report" / "index.html").read_text()
+
 
 def check_feature_row(run, model_dir, cfg, store):
     """Row 0 of every per-checkpoint candidate array equals P · Adam(g) computed by hand; targets use plain g."""

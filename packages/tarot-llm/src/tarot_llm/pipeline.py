@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .comparison import compare_methods, verdict_lines
+from .comparison import compare_methods, run_name, verdict_lines
 from .config import save_config
 from .data import InstructionExample, load_pool
 from .evaluation import (
@@ -66,6 +66,16 @@ def train_settings(cfg: dict, section: str) -> TrainSettings:
     return TrainSettings(epochs=c["epochs"], lr=float(c["lr"]), warmup_ratio=float(c["warmup_ratio"]),
                          batch_size=int(c["batch_size"]), grad_accum=int(c["grad_accum"]),
                          max_length=int(cfg["max_length"]), template=cfg["template"], seed=int(c["seed"]))
+
+
+def train_seeds(cfg: dict) -> list[int]:
+    """The final-training seeds: ``train.seeds`` or ``[train.seed]``."""
+    seeds = cfg["train"].get("seeds")
+    if seeds is None:
+        return [int(cfg["train"]["seed"])]
+    if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds):
+        raise DataError(f"config train.seeds: expected a list of distinct integers, got {seeds!r}")
+    return [int(x) for x in seeds]
 
 
 def pool_examples(cfg: dict) -> list[InstructionExample]:
@@ -368,28 +378,35 @@ def stage_train(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any]:
     sel = json.loads((run / "selection" / "summary.json").read_text())
     n_kept = len(json.loads((run / "features" / "pool_kept.json").read_text())["kept_pool_indices"])
     budget = ts.epochs * max(1, int(float(cfg["select"]["ratio"]) * n_kept))
+    seeds = train_seeds(cfg)
     for m in selected_methods(run):
         d = run / "selection" / m / "selected.jsonl"
         if not d.exists():
             raise FileNotFoundError(f"{d}: missing; run `tarot-llm select` first")
-        out = run / "train" / m
-        fp = fingerprint(d, cfg["model"], cfg["template"], cfg["max_length"], cfg["lora"], cfg["train"], budget)
-        done = reusable(out / "train.json", fp)
-        if done is not None and (out / "adapter").is_dir():
-            log.info("%s: finished training reused (same selection and settings)", out)
-            summary[m] = done["summary"]
-            continue
-        examples = load_instruction_jsonl(d)
-        model, tok = load_model_and_tokenizer(cfg["model"], cfg["cache_dir"])
-        ds = EncodedDataset(tok, examples, cfg["template"], int(cfg["max_length"]))
-        save_config(cfg, out)
-        ts_m = dataclasses.replace(ts, epochs=budget / len(ds)) if cfg["train"].get("equal_budget") else ts
-        torch.manual_seed(ts.seed)
-        res = train_lora(model, tok, ds, out, lora_settings(cfg), ts_m, save_checkpoints=False, progress=progress)
-        summary[m] = {"train_loss": res["train_loss"], "steps": res["global_steps"], "items": len(ds),
-                      "selected": sel[m]["size"], "epochs": ts_m.epochs, "items_seen": round(ts_m.epochs * len(ds)),
-                      "adapter": res["adapter"]}
-        write_json(out / "train.json", {"fingerprint": fp, "summary": summary[m]})
+        for seed in seeds:
+            name = run_name(m, seed, seeds)
+            out = run / "train" / name
+            ts_s = dataclasses.replace(ts, seed=seed)
+            fp = fingerprint(d, cfg["model"], cfg["template"], cfg["max_length"], cfg["lora"],
+                             {**cfg["train"], "seed": seed, "seeds": None}, budget)
+            done = reusable(out / "train.json", fp)
+            if done is not None and (out / "adapter").is_dir():
+                log.info("%s: finished training reused (same selection and settings)", out)
+                summary[name] = done["summary"]
+                continue
+            examples = load_instruction_jsonl(d)
+            model, tok = load_model_and_tokenizer(cfg["model"], cfg["cache_dir"])
+            ds = EncodedDataset(tok, examples, cfg["template"], int(cfg["max_length"]))
+            save_config(cfg, out)
+            ts_m = dataclasses.replace(ts_s, epochs=budget / len(ds)) if cfg["train"].get("equal_budget") else ts_s
+            torch.manual_seed(seed)
+            res = train_lora(model, tok, ds, out, lora_settings(cfg), ts_m, save_checkpoints=False,
+                             progress=progress)
+            summary[name] = {"method": m, "seed": seed, "train_loss": res["train_loss"],
+                             "steps": res["global_steps"], "items": len(ds), "selected": sel[m]["size"],
+                             "epochs": ts_m.epochs, "items_seen": round(ts_m.epochs * len(ds)),
+                             "adapter": res["adapter"]}
+            write_json(out / "train.json", {"fingerprint": fp, "summary": summary[name]})
     write_json(run / "train" / "summary.json", summary)
     return summary
 
@@ -459,8 +476,10 @@ def stage_evaluate(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any
     groups = write_eval_tasks(cfg, run)
     save_config(cfg, run / "eval")
     ec = cfg["eval"]
+    seeds = train_seeds(cfg)
     models = ([("base", None)] if ec.get("base", True) else []) + [
-        (m, str(run / "train" / m / "adapter")) for m in selected_methods(run)]
+        (run_name(m, s, seeds), str(run / "train" / run_name(m, s, seeds) / "adapter"))
+        for m in selected_methods(run) for s in seeds]
     table: dict[str, Any] = {}
     for name, adapter in models:
         if adapter is not None and not Path(adapter).exists():
@@ -474,9 +493,13 @@ def stage_evaluate(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any
             table.setdefault(name, {})[group] = rec["summary"]
     write_json(run / "eval" / "summary.json", {"results": table,
                                                "groups": {g: i["notes"] for g, i in groups.items()}})
-    rows = compare_methods(run / "eval", list(groups), [name for name, _ in models])
+    names = (["base"] if ec.get("base", True) else []) + selected_methods(run)
+    rows = compare_methods(run / "eval", list(groups), names, seeds=seeds)
     write_json(run / "eval" / "comparisons.json", {
-        "method": "paired bootstrap over questions (tarot.paired_difference, 9999 resamples, percentile 95 % CI)",
+        "method": (f"paired two-level bootstrap over {len(seeds)} training seeds and the questions "
+                   "(tarot.paired_difference_seeds, 9999 resamples, percentile 95 % CI)" if len(seeds) > 1 else
+                   "paired bootstrap over questions (tarot.paired_difference_seeds with one seed, 9999 resamples, "
+                   "percentile 95 % CI)"),
         "verdict": verdict_lines(rows), "comparisons": rows})
     return table
 
@@ -495,9 +518,10 @@ def stage_report(cfg: dict, run: Path, headline: str = "fixed_size") -> Path:
     tr = json.loads(tr_path.read_text()) if tr_path.exists() else {}
     rows = []
     for name, groups in ev["results"].items():
+        method = tr.get(name, {}).get("method", name)  # run names carry a -seed<k> suffix with several seeds
         for g, s in groups.items():
             rows.append([name, g, s.get("score"), s.get("gold_nll"), s.get("n"),
-                         sel.get(name, {}).get("size"), sel.get(name, {}).get("ot_distance"),
+                         sel.get(method, {}).get("size"), sel.get(method, {}).get("ot_distance"),
                          tr.get(name, {}).get("steps")])
     sel_rows = [[m, s["size"], s["ratio"], s["ot_distance"], s["training_items"],
                  ", ".join(f"{k}: {v}" for k, v in sorted(s["composition"].items()))] if "error" not in s
