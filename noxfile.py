@@ -6,10 +6,11 @@ tests(<pkg>)  run one package's test suite in its own virtualenv (only that pack
 lint          ruff over every package
 docs          build the docs site strictly
 bench         selection-step benchmark on synthetic features (``nox -s bench -- --full`` for the large sizes)
+quality       quality benchmark: LDS table and the domain demos' verdicts (``benchmarks/results/quality.md``)
 demo          the README's main job on the embedded real default
 
 Torch pins live here, not in the packages' ``pyproject.toml`` (users elsewhere have other builds). On this project's
-machines pip is configured with a local wheel directory and a cap of torch<=2.14.1; see shared/ENVIRONMENT.md.
+machines pip is configured with a local wheel directory and a cap of torch<=2.14.1.
 """
 
 from __future__ import annotations
@@ -96,6 +97,20 @@ def bench(session: nox.Session) -> None:
     """Selection-step benchmark (prints a table and writes benchmarks/results/)."""
     _install_package(session, "core")
     session.run("python", "-m", "tarot.bench", *session.posargs, env={"MPLBACKEND": "Agg"})
+
+
+@nox.session
+def quality(session: nox.Session) -> None:
+    """Quality benchmark (LDS table, vision and motion demos with verdicts; ``-- --only lds`` for one part, ``--only
+    lds,vision,motion,llm`` to add the long LLM demo) → ``benchmarks/results/quality.md``, ``.json``, ``.png``."""
+    session.install(*TORCH_VISION)
+    session.install("-e", "packages/tarot-core", "-e", "packages/tarot-vision", "-e", "packages/tarot-motion")
+    session.run("pip", "install", "--no-deps", "metadrive-simulator==0.3.0.1")
+    if any("llm" in a for a in session.posargs):
+        session.install("-e", "packages/tarot-llm", *PACKAGES["llm"]["pins"][1:])
+        for cmd in PACKAGES["llm"].get("post_install", []):
+            session.run(*cmd)
+    session.run("python", "benchmarks/quality.py", *session.posargs, env=DEMO_ENV)
 
 
 @nox.session
