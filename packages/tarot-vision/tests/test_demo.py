@@ -8,7 +8,7 @@ import yaml
 from tarot_vision.cli import main
 from tarot_vision.cls_data import load_digits_images
 from tarot_vision.config import resolve_config
-from tarot_vision.demo import apply_shift, build_scenario, comparisons, verdict
+from tarot_vision.demo import apply_shift, build_scenario, comparisons, method_specs, verdict
 
 
 def test_shifts_are_exact():
@@ -79,6 +79,12 @@ def test_verdict_is_computed_against_every_baseline():
     assert "best other row: random 20% (0.700 ± 0.020)" in text
 
 
+def test_unknown_baseline_is_refused():
+    cfg = resolve_config("demo", overrides=["select.baselines=[random,dsdm]"])
+    with pytest.raises(ValueError, match=r"select.baselines: unknown selector\(s\) \['dsdm'\]"):
+        method_specs(cfg)
+
+
 def test_demo_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--no-progress", "dataset=digits"]) == 0
@@ -89,6 +95,9 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert doc["dataset"] == "digits" and doc["seeds"] == [0, 1]
     labels = [r["label"] for r in doc["table"]]
     assert labels[:4] == ["random 20%", "random 20% + targets", "topk_mean 20%", "topk_mean 20% + targets"]
+    assert {"less 20%", "round_robin 20%", "tsds 20%", "tsds 20% + targets"} <= set(labels)
+    tsds = next(r for r in doc["table"] if r["label"] == "tsds 20%")
+    assert tsds["method"] == "tsds" and tsds["budget"] == 0.2
     assert {"TAROT fixed_size 5%", "TAROT fixed_size 20%", "TAROT fixed_size 50%", "TAROT otm (auto)"} <= set(labels)
     assert {"random 20% + targets", "TAROT otm (auto) + targets", "full pool (100%)", "target set only"} <= set(labels)
     assert {"embeddings topk_mean 20%", "embeddings fixed_size 20%", "embeddings otm (auto)"} <= set(labels)

@@ -9,11 +9,13 @@ Scenario (configurable in ``configs/demo.yaml``):
 * **target**: a small, multimodal set from the target side — target classes only, 60 % inverted and 40 % rotated —
   and a disjoint held-out target test set drawn the same way;
 * a small CNN is warmed up on the whole pool; its epoch checkpoints are featurised (projected per-sample loss
-  gradients, summed) with tarot-core; selections are made with ``random``, ``topk_mean``, ``fixed_size`` at several
-  ratios and ``otm``; every selection (with its repeat weights) trains a fresh, seeded model for the same number of
-  steps, alone and with the target set merged in (``select.merged_rows``), beside the whole pool and the target set
-  alone; accuracy on the held-out target test set is reported as mean ± std over seeds, and the verdict compares every
-  TAROT row with every other row by a paired two-level bootstrap (:func:`tarot.method_verdict`).
+  gradients, summed) with tarot-core; selections are made with the baselines ``random``, ``topk_mean``, ``less``
+  (maximum over the target shifts), ``round_robin`` and ``tsds`` at one budget (``select.baselines``), TAROT
+  ``fixed_size`` at several ratios and ``otm``, and the same selectors on penultimate-layer embeddings; every
+  selection (with its repeat weights) trains a fresh, seeded model for the same number of steps, alone and with the
+  target set merged in (``select.merged_rows``), beside the whole pool and the target set alone; accuracy on the
+  held-out target test set is reported as mean ± std over seeds, and the verdict compares every TAROT row with every
+  other row by a paired two-level bootstrap (:func:`tarot.method_verdict`).
 
 Everything that selects, whitens, transports or projects is tarot-core's.
 """
@@ -154,10 +156,12 @@ def method_specs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """The compared selections: label, tarot.select arguments."""
     sel = cfg["select"]
     r = float(sel["baseline_ratio"])
-    specs = [
-        {"label": f"random {r:.0%}", "method": "random", "ratio": r, "weighting": False},
-        {"label": f"topk_mean {r:.0%}", "method": "topk_mean", "ratio": r, "weighting": False},
-    ]
+    known = ("random", "topk_mean", "less", "round_robin", "tsds")
+    bad = [b for b in sel["baselines"] if b not in known]
+    if bad:
+        raise ValueError(f"select.baselines: unknown selector(s) {bad}; expected some of {list(known)}")
+    # baselines at the same budget; less scores by target group (the target shifts); tsds weights by its own draws
+    specs = [{"label": f"{b} {r:.0%}", "method": b, "ratio": r, "weighting": False} for b in sel["baselines"]]
     for fr in sel["fixed_ratios"]:
         specs.append(
             {
