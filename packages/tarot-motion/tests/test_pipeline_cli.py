@@ -146,8 +146,9 @@ def test_demo_quick_on_real_embedded_scenarios(tmp_path, capsys):
     rc, cap = _run(["demo", "--quick", "--seeds", "2", "--out", tmp_path / "demo", "--no-progress"], capsys)
     assert rc == 0
     res = json.loads((tmp_path / "demo" / "results.json").read_text())
-    methods = ["random", "topk_mean", "fixed_size", "otm"]
-    assert [r["method"] for r in res["rows"]] == [*methods, *(f"{m}+targets" for m in methods),
+    merged = ["random", "topk_mean", "fixed_size", "otm"]
+    methods = ["random", "topk_mean", "round_robin", "tsds", "fixed_size", "otm"]
+    assert [r["method"] for r in res["rows"]] == [*methods, *(f"{m}+targets" for m in merged),
                                                   "embeddings_topk_mean", "embeddings_fixed_size", "all_candidates",
                                                   "target_only", "constant_velocity"]
     for r in res["rows"]:

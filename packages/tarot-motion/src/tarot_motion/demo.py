@@ -11,9 +11,10 @@ Stages (each resumable; rerunning the command continues where it stopped):
    scenario or log id>``);
 4. warm-up training of AutoBot-Ego on the pool from scratch, keeping two checkpoints;
 5. featurise pool and target at both checkpoints with tarot-core's per-sample gradient featurizer;
-6. select with tarot-core: random, topk_mean, fixed_size (ratio 0.2) and otm (ratio chosen by OTM);
+6. select with tarot-core: the baselines random, topk_mean, round_robin and tsds and TAROT's fixed_size (all at ratio
+   0.2) and otm (ratio chosen by OTM);
 7. train from scratch (same optimizer-step budget, several seeds) on each selection (also the baselines topk_mean and
-   fixed_size on the warm-up model's encoder embeddings), on each gradient selection with the
+   fixed_size on the warm-up model's encoder embeddings), on random, topk_mean, fixed_size and otm with the
    featurised target samples merged in, on the whole pool and on the target samples alone; evaluate
    minADE6/minFDE6/miss rate/brier-FDE on the validation set, beside the constant-velocity extrapolation;
 8. verdict: every TAROT row against every other row by a paired two-level bootstrap (seeds × validation windows,
@@ -40,13 +41,15 @@ from .metrics import constant_velocity_metrics
 from .preprocess import load_cache, preprocess_database, summarize_skips
 from .safe_pickle import load_legacy_pickle
 
-METHODS = ("random", "topk_mean", "fixed_size", "otm")
+METHODS = ("random", "topk_mean", "round_robin", "tsds", "fixed_size", "otm")
 TAROT_METHODS = ("fixed_size", "otm")
+MERGED_METHODS = ("random", "topk_mean", "fixed_size", "otm")  # also trained with the target samples merged in
 # every training set of the comparison: each selection alone and with the featurised target samples merged in, the
 # whole pool and the target samples alone; constant_velocity (no training) is added to the table
 # baselines on another feature source: the same selectors on the warm-up model's encoder embeddings
 EMBEDDING_METHODS = ("embeddings_topk_mean", "embeddings_fixed_size")
-TRAIN_SETS = (*METHODS, *(f"{m}+targets" for m in METHODS), *EMBEDDING_METHODS, "all_candidates", "target_only")
+TRAIN_SETS = (*METHODS, *(f"{m}+targets" for m in MERGED_METHODS), *EMBEDDING_METHODS, "all_candidates",
+              "target_only")
 DEMO_BASE: dict[str, Any] = {
     "preprocess": {"object_type": ["VEHICLE", "PEDESTRIAN", "CYCLIST"], "max_num_roads": 32},
     # residual over constant velocity, positions in units of 10 m, no entropy term: measured on the demo split,
