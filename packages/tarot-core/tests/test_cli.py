@@ -126,6 +126,8 @@ def test_otm_with_auto_ratio(tmp_path, capsys, store):
         (["select", "{missing}", "--method", "random", "--n", "3"], "no such feature store"),
         (["select", "{store}", "--method", "random", "--n", "3", "--set", "bogus=1"], "unknown option(s) bogus"),
         (["select", "{store}", "--method", "fixed_size", "--ratio", "auto"], "only available with method='otm'"),
+        (["select", "{store}", "--method", "fixed_size", "--n", "5", "--set", "fill_rounds=abc"],
+         "option fill_rounds of method 'fixed_size': cannot read 'abc' as int"),
         (["select", "{store}", "--method", "fixed_size"], "needs a size"),
         (["select", "{store}", "--method", "random", "--n", "5000"], "outside [1, 100]"),
         (["select", "{store}", "--method", "random", "--n", "3", "--config", "{badyaml}"], "not valid YAML"),

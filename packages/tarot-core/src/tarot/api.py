@@ -3,7 +3,6 @@ returns a :class:`~tarot.result.SelectionResult`."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import platform
@@ -17,6 +16,7 @@ from tarot.diagnostics import selection_diagnostics
 from tarot.ot import entropic_ot
 from tarot.result import SelectionResult
 from tarot.selectors import SELECTORS
+from tarot.selectors.options import check_options, selector_options
 from tarot.weighting import potential_weights, repeat_counts
 from tarot.whitening import check_float_features, unit_rows, whiten
 
@@ -131,7 +131,10 @@ def select(
     target_groups, candidate_sources, candidate_ids : list, optional
         Subtask labels of targets (``less``), source labels and ids of candidates (composition in reports).
     **options
-        Selector options (e.g. ``fill_rounds`` for fixed_size; ``folds``, ``patience``, ``max_depth`` for otm).
+        Selector options (e.g. ``fill_rounds`` for fixed_size; ``folds``, ``patience``, ``max_depth`` for otm),
+        checked by :func:`tarot.selectors.options.check_options`: an option the method does not take raises
+        ``ValueError`` listing the valid ones, and text values (from YAML or the CLI) are converted to the option's
+        type.
 
     Returns
     -------
@@ -140,6 +143,7 @@ def select(
     t0 = time.perf_counter()
     if method not in SELECTORS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SELECTORS)}")
+    options = check_options(method, SELECTORS[method], options)  # a misspelt or mistyped option is an error
     if weighting and method in SELF_WEIGHTED:
         raise ValueError(f"method {method!r} weights its samples itself (draw counts); use weighting=False")
     store_path = None
@@ -217,8 +221,7 @@ def select(
     diagnostics["timing_s"] = {"whiten": t_whiten - t0, "select": t_select - t_whiten, "ot_and_weights":
                                t_end - t_select, "total": t_end - t0}
 
-    selector_params = {k: v.default for k, v in inspect.signature(selector).parameters.items()
-                       if v.default is not inspect.Parameter.empty and v.kind == inspect.Parameter.KEYWORD_ONLY}
+    selector_params = {k: spec.default for k, spec in selector_options(selector).items()}
     selector_params.update({k: v for k, v in options.items() if not callable(v)})
     config = {
         "method": method, "ratio": ratio if ratio is not None else ("auto" if method == "otm" else None),

@@ -71,6 +71,19 @@ WARMUP_STEPS = 120
 WARMUP_BATCH = 16  # fixed, so that --set train.batch_size=... changes only the runs on the selections
 
 
+def _select_cfg(select: dict[str, Any], method: str, seed: int) -> dict[str, Any]:
+    """The ``select`` section for one of the demo's methods: ``select.options`` reduced to what that method takes (an
+    option no selector takes is an error)."""
+    from tarot.selectors import SELECTORS
+    from tarot.selectors.options import options_for_method
+
+    try:
+        opts = options_for_method(method, select.get("options") or {}, SELECTORS)
+    except ValueError as exc:
+        raise SystemExit(f"tarot-motion demo: select.options: {exc}") from None
+    return {**select, "method": method, "seed": seed, "options": opts}
+
+
 def _claim(path: Path, key: Any) -> None:
     """Resumability guard for a stage folder: record the configuration ``key`` that owns ``path``.
 
@@ -202,7 +215,7 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
         for seed in range(seeds) if method == "random" else [0]:
             key = f"{method}" if method != "random" else f"random_s{seed}"
             sdir = out / "selections" / key
-            scfg = {**cfg["select"], "method": method, "seed": seed}
+            scfg = _select_cfg(cfg["select"], method, seed)
             _claim(sdir, {"select": scfg, "features": cfg["featurize"], "warmup": wkey})
             if (sdir / "result.json").exists():  # SelectionResult.save is atomic
                 selections[key] = tarot.SelectionResult.load(str(sdir))
@@ -213,7 +226,7 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
                                sources={"candidate": cand_sources, "target": tgt.sources}, progress=progress)
     for key in EMBEDDING_METHODS:
         sdir = out / "selections" / key
-        scfg = {**cfg["select"], "method": key.removeprefix("embeddings_"), "seed": 0}
+        scfg = _select_cfg(cfg["select"], key.removeprefix("embeddings_"), 0)
         _claim(sdir, {"select": scfg, "embeddings": ckpts[-1].name, "warmup": wkey})
         if (sdir / "result.json").exists():
             selections[key] = tarot.SelectionResult.load(str(sdir))
