@@ -133,6 +133,8 @@ def test_otm_with_auto_ratio(tmp_path, capsys, store):
         (["select", "{store}", "--method", "random", "--n", "3", "--config", "{badyaml}"], "not valid YAML"),
         (["select", "{store}", "--method", "random", "--n", "3", "--config", "{listyaml}"], "expected a mapping"),
         (["select", "{store}", "--method", "random", "--n", "3", "--config", "{missing}"], "config file not found"),
+        (["select", "{notargets}", "--method", "random", "--n", "3"], "has no split 'target'"),
+        (["select", "{nanstore}", "--method", "random", "--n", "3"], "target features of store"),
         (["report", "{missing}"], "missing"),
         (["inspect", "{missing}"], "no such file"),
         (["inspect", "{tmp}"], "is not a feature store"),
@@ -143,6 +145,18 @@ def test_user_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, capsys, sto
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     subs = {"{missing}": tmp_path / "nope", "{store}": store.path, "{badyaml}": tmp_path / "bad.yaml",
             "{listyaml}": tmp_path / "list.yaml", "{tmp}": tmp_path}
+    if "{notargets}" in argv or "{nanstore}" in argv:
+        from tarot import FeatureStore
+
+        rows = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+        stores = tmp_path / "stores"
+        subs["{notargets}"] = FeatureStore.from_arrays(stores / "no_targets", {"candidate": rows}).path
+        nan_store = FeatureStore.from_arrays(stores / "nan", {"candidate": rows, "target": rows[:5]})
+        arr = np.load(nan_store.path / nan_store._split("target")["file"], mmap_mode="r+")
+        arr[3, 1] = np.nan  # corrupted after writing (from_arrays itself refuses NaNs)
+        arr.flush()
+        del arr
+        subs["{nanstore}"] = nan_store.path
     argv = [str(subs.get(a, a)) for a in argv]
     out = tmp_path / "out"
     if argv[0] in ("select", "report"):
@@ -155,6 +169,8 @@ def test_user_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, capsys, sto
     assert "Traceback" not in err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    if "{nanstore}" in subs and argv[1] == str(subs["{nanstore}"]):
+        assert "row 3 has non-finite values" in lines[0]
 
 
 def test_select_refuses_foreign_output_directory(tmp_path, capsys, store):

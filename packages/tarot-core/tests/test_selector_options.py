@@ -1,4 +1,5 @@
-"""Selector options are checked: a misspelt name is an error listing the valid ones, text values are converted."""
+"""Inputs tarot.select refuses with a clear error: misspelt or mistyped selector options (text values are converted),
+non-finite features (the row is named, whitened or not) and fractional budgets."""
 
 from __future__ import annotations
 
@@ -65,3 +66,25 @@ def test_one_options_section_for_several_methods():
     assert options_for_method("fixed_size", shared, SELECTORS) == {"fill_rounds": 4}
     with pytest.raises(ValueError, match=r"unknown selector option\(s\) 'fols' \(did you mean 'folds'\?\)"):
         options_for_method("otm", {"fols": 3}, SELECTORS)
+
+
+@pytest.mark.parametrize("whiten_features", [True, False])
+def test_non_finite_features_are_refused_with_the_row(features, whiten_features):
+    C, T = features
+    C = C.copy()
+    C[7, 2] = np.inf
+    with pytest.raises(ValueError, match=r"^candidate features: row 7 has non-finite values"):
+        tarot.select(C, T, method="random", n=5, whiten_features=whiten_features, progress=False)
+    T = T.copy()
+    T[3, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^candidate features: row 7"):  # candidates are checked first
+        tarot.select(C, T, method="random", n=5, progress=False)
+    with pytest.raises(ValueError, match=r"^target features: row 3 has non-finite values"):
+        tarot.select(features[0], T, method="topk_mean", n=5, whiten_features=whiten_features, progress=False)
+
+
+def test_a_fractional_budget_is_refused(features):
+    C, T = features
+    with pytest.raises(ValueError, match=r"n must be a whole number of candidates, got 2.5"):
+        tarot.select(C, T, method="random", n=2.5, progress=False)
+    assert tarot.select(C, T, method="random", n=3.0, progress=False).size == 3

@@ -18,7 +18,7 @@ from tarot.result import SelectionResult
 from tarot.selectors import SELECTORS
 from tarot.selectors.options import check_options, selector_options
 from tarot.weighting import potential_weights, repeat_counts
-from tarot.whitening import check_float_features, unit_rows, whiten
+from tarot.whitening import check_finite, check_float_features, unit_rows, whiten
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ def _budget(ratio: float | str | None, n: int | None, n_candidates: int, method:
     if (ratio is None) == (n is None):
         raise ValueError("give exactly one of ratio= (fraction of the candidates) or n= (number of candidates)")
     if n is not None:
+        if isinstance(n, bool) or not float(n).is_integer():
+            raise ValueError(f"n must be a whole number of candidates, got {n!r}")
         return int(n)
     r = float(ratio)  # type: ignore[arg-type]
     if not 0.0 < r <= 1.0:
@@ -162,6 +164,9 @@ def select(
     check_float_features(targets, "target features")
     if candidates.ndim != 2 or targets.ndim != 2 or candidates.shape[1] != targets.shape[1]:
         raise ValueError(f"features must be [N, k] and [M, k]; got {candidates.shape} and {targets.shape}")
+    where = f" of store {store_path}" if store_path else ""
+    check_finite(candidates, f"candidate features{where}")  # whitened or not: NaNs never reach a selection
+    check_finite(targets, f"target features{where}")
     N, M = candidates.shape[0], targets.shape[0]
     if N == 0 or M == 0:
         raise ValueError(f"need at least one candidate and one target, got N={N}, M={M}")

@@ -51,6 +51,13 @@ class StoreError(RuntimeError):
     """A feature store is missing, incomplete, inconsistent or would be overwritten."""
 
 
+class MissingSplitError(StoreError, KeyError):
+    """The store has no split of that name (a ``KeyError`` too, for code that looks splits up like a mapping)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 # ---------------------------------------------------------------------------------------------- small helpers
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "numpy": np.__version__}
@@ -175,7 +182,7 @@ class FeatureStore:
     def _split(self, split: str) -> dict[str, Any]:
         info = self._manifest["splits"].get(split)
         if info is None:
-            raise KeyError(f"feature store {self.path} has no split {split!r} (splits: {self.splits})")
+            raise MissingSplitError(f"feature store {self.path} has no split {split!r} (splits: {self.splits})")
         return info
 
     def count(self, split: str) -> int:

@@ -59,6 +59,20 @@ def check_float_features(x: np.ndarray, name: str) -> None:
         raise TypeError(f"{name}: features must be float32 or float64, got {dt} (fp16 is not accepted for whitening)")
 
 
+def check_finite(x: np.ndarray, name: str, block_rows: int = 65536) -> None:
+    """Refuse NaN or infinite features, naming the first bad row (read block by block: memmaps are not loaded whole).
+
+    Raises
+    ------
+    ValueError
+        ``"<name>: row <i> has non-finite values (NaN or inf)"``.
+    """
+    for start in range(0, x.shape[0], block_rows):
+        ok = np.isfinite(np.asarray(x[start : start + block_rows])).all(axis=1)
+        if not ok.all():
+            raise ValueError(f"{name}: row {start + int(np.argmin(ok))} has non-finite values (NaN or inf)")
+
+
 def unit_rows(x: np.ndarray, dtype: type = np.float32) -> np.ndarray:
     """Rows of ``x`` divided by max(‖row‖₂, 1e-12), as ``dtype`` (normalisation without whitening)."""
     x = np.asarray(x, dtype=dtype)
