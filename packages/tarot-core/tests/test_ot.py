@@ -1,5 +1,7 @@
 """Entropic OT (spec §7): value vs exact EMD, soft-min identity, dense = blocked, ε → 0, potential sign."""
 
+import warnings
+
 import numpy as np
 import ot as pot
 import pytest
@@ -22,7 +24,7 @@ def test_value_close_to_exact_emd(clouds):
     X, Y = clouds
     emd = exact_ot(X, Y)
     res = entropic_ot(X, Y, tol=1e-5, value_tol=1e-10, max_iter=5000)
-    assert res.converged
+    assert res.converged or res.value_settled
     assert abs(res.value - emd) < 1e-3
     assert abs(res.value_linear - emd) < 1e-3
 
@@ -133,3 +135,16 @@ def test_nonconvergence_is_reported_not_hidden(clouds):
         res = entropic_ot(X, Y, init=None, tol=1e-12, max_iter=3)
     assert not res.converged
     assert res.violation > 1e-12
+
+
+def test_a_settled_value_is_not_called_converged_marginals(clouds):
+    X, Y = clouds
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # settling on the value was asked for: no warning
+        res = entropic_ot(X, Y, init=None, tol=1e-12, value_tol=1e-3)
+    assert res.value_settled and res.stages[-1]["stop"] == "value"
+    assert not res.converged and res.violation > 1e-12  # the marginals are not within tol, and it says so
+    d = res.diagnostics()
+    assert d["converged"] is False and d["value_settled"] is True and d["tol"] == 1e-12
+    tight = entropic_ot(X, Y, eps=1e-2, tol=1e-9, max_iter=20000, init=None)
+    assert tight.converged and not tight.value_settled and tight.violation < 1e-9

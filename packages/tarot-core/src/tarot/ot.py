@@ -68,7 +68,13 @@ class OTResult:
     violation : float
         Final L1 marginal violation ‖π1 − a‖₁ + ‖πᵀ1 − b‖₁.
     converged : bool
-        ``violation < tol``.
+        ``violation < tol``: the marginals are met to the requested tolerance.
+    value_settled : bool
+        The solve stopped because the value changed by less than ``value_tol`` (``stop="value"``). The value is then
+        accurate although the marginals may still be above ``tol``; both facts are reported, neither hides the
+        other.
+    tol : float
+        The marginal tolerance asked for.
     """
 
     value: float
@@ -81,6 +87,8 @@ class OTResult:
     converged: bool
     backend: str
     stages: list[dict] = field(default_factory=list)
+    value_settled: bool = False
+    tol: float | None = None
 
     def diagnostics(self) -> dict:
         """JSON-friendly summary of the solve."""
@@ -91,6 +99,8 @@ class OTResult:
             "iterations": self.iterations,
             "violation": self.violation,
             "converged": self.converged,
+            "value_settled": self.value_settled,
+            "tol": self.tol,
             "backend": self.backend,
             "stop": self.stages[-1]["stop"] if self.stages else None,
         }
@@ -254,8 +264,9 @@ def entropic_ot(
         Iteration cap and violation target of the intermediate ε stages.
     value_tol : float, optional
         Also stop at the final ε once the value ⟨a, f⟩ + ⟨b, g⟩ changes by less than ``value_tol`` over 10
-        iterations (the value converges far faster than the marginals); the result then counts as converged and
-        records ``stop="value"`` with the marginal violation reached.
+        iterations (the value converges far faster than the marginals); the result then records
+        ``value_settled=True`` and ``stop="value"``, and ``converged`` still says whether the marginal violation
+        reached ``tol`` (no warning: settling on the value was asked for).
     overrelax : float
         Over-relaxation ω ∈ [1, 2) of the log-domain updates, ``f ← (1−ω)f + ω·softmin(g)``, used at stages with
         ε < 1e-2 (ω = 1 is plain Sinkhorn; the fixed point is the same). A final plain update pair makes the returned
@@ -333,8 +344,9 @@ def entropic_ot(
     rows, cols, linear = _marginals_and_linear(P, f, g, loga, logb, eps)
     violation = float((rows - a_t).abs().sum() + (cols - b_t).abs().sum())
     stop = stages[-1]["stop"]
-    converged = violation < tol or stop == "value"
-    if not converged:
+    converged = violation < tol
+    value_settled = stop == "value"
+    if not converged and not value_settled:
         warnings.warn(
             f"entropic OT did not reach tol={tol:g} at eps={eps:g} within {max_iter} iterations "
             f"(marginal violation {violation:.3g}); the value is reported with converged=False",
@@ -353,6 +365,8 @@ def entropic_ot(
         converged=converged,
         backend=backend,
         stages=stages,
+        value_settled=value_settled,
+        tol=float(tol),
     )
 
 
