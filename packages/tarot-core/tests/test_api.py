@@ -32,6 +32,32 @@ def test_select_fixed_size_roundtrip(tmp_path, mix):
     assert sorted(p.name for p in (tmp_path).iterdir()) == ["sel"]
 
 
+def test_save_keeps_what_it_did_not_write_and_refuses_foreign_folders(tmp_path, mix):
+    a = tarot.select(mix.candidates, mix.targets, method="random", n=10, seed=0, progress=False)
+    b = tarot.select(mix.candidates, mix.targets, method="topk_mean", n=20, progress=False)
+    out = a.save(tmp_path / "sel")
+    (out / "report").mkdir()
+    (out / "report" / "index.html").write_text("<p>mine</p>")
+    b.save(out)  # a result folder with a sub-folder (a report) is replaced file by file
+    back = tarot.SelectionResult.load(out)
+    assert back.method == "topk_mean" and np.array_equal(back.indices, b.indices)
+    assert (out / "report" / "index.html").read_text() == "<p>mine</p>"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sel"]  # no temporary or .old folder left
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="is not a saved SelectionResult"):
+        a.save(foreign)
+    assert [p.name for p in foreign.iterdir()] == ["todo.txt"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError):
+        a.save(tmp_path / "file")
+    (out / "result.json").unlink()  # a save interrupted between its two renames: the next save completes it
+    a.save(out)
+    assert tarot.SelectionResult.load(out).method == "random"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "notes", "sel"]
+
+
 def test_select_from_store(tmp_path, mix):
     store = FeatureStore.from_arrays(tmp_path / "store", {"candidate": mix.candidates, "target": mix.targets},
                                      sources={"candidate": mix.candidate_sources})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -155,38 +156,52 @@ class SelectionResult:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the result into directory ``path`` atomically (a crash never leaves a half-written result).
 
-        The directory is first written under a temporary name next to ``path`` and then renamed into place; an
-        existing result at ``path`` is replaced.
+        The files are first written into a temporary directory next to ``path`` and then renamed into place. An
+        existing result at ``path`` is replaced file by file (``result.json``, the completeness marker, is removed
+        first and renamed in last, so a crash in between leaves no result that looks complete); anything else in the
+        folder (a report, a config) is kept. A non-empty folder that is not a saved result is refused: nothing that
+        :meth:`save` did not write is ever deleted.
+
+        Raises
+        ------
+        FileExistsError
+            If ``path`` is a file, or a non-empty directory without ``result.json``.
         """
         path = Path(path)
+        ours = path.is_dir() and ((path / "result.json").is_file() or (path / "arrays.npz").is_file())
+        if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not ours)):
+            raise FileExistsError(f"{path}: exists and is not a saved SelectionResult (no result.json); "
+                                  "choose another path")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        arrays = {name: getattr(self, name) for name in _ARRAY_FIELDS if getattr(self, name) is not None}
-        np.savez(tmp / "arrays.npz", **arrays)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "method": self.method,
-            "n_candidates": int(self.n_candidates),
-            "ratio": float(self.ratio),
-            "ot_distance": None if self.ot_distance is None else float(self.ot_distance),
-            "config": plain(self.config),
-            "diagnostics": plain(self.diagnostics),
-            "candidate_ids": plain(self.candidate_ids),
-            "candidate_sources": plain(self.candidate_sources),
-            "merged_targets": int(self.merged_targets),
-            "target_repeats": int(self.target_repeats),
-            "summary": plain(self.summary()),
-        }
-        (tmp / "result.json").write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            for child in old.iterdir():
-                child.unlink()
-            old.rmdir()
-        else:
-            os.replace(tmp, path)
+        try:
+            arrays = {name: getattr(self, name) for name in _ARRAY_FIELDS if getattr(self, name) is not None}
+            np.savez(tmp / "arrays.npz", **arrays)
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "method": self.method,
+                "n_candidates": int(self.n_candidates),
+                "ratio": float(self.ratio),
+                "ot_distance": None if self.ot_distance is None else float(self.ot_distance),
+                "config": plain(self.config),
+                "diagnostics": plain(self.diagnostics),
+                "candidate_ids": plain(self.candidate_ids),
+                "candidate_sources": plain(self.candidate_sources),
+                "merged_targets": int(self.merged_targets),
+                "target_repeats": int(self.target_repeats),
+                "summary": plain(self.summary()),
+            }
+            (tmp / "result.json").write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+            if path.exists():
+                (path / "result.json").unlink(missing_ok=True)
+                os.replace(tmp / "arrays.npz", path / "arrays.npz")
+                os.replace(tmp / "result.json", path / "result.json")
+                tmp.rmdir()
+            else:
+                os.replace(tmp, path)
+        finally:
+            if tmp.exists():  # a failed write leaves nothing behind
+                shutil.rmtree(tmp, ignore_errors=True)
         return path
 
     @classmethod
