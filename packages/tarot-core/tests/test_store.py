@@ -57,10 +57,23 @@ def test_invalid_arrays_refused(tmp_path):
         FeatureStore.from_arrays(tmp_path / "c", {"candidate": np.zeros(3)})
     with pytest.raises(StoreError, match="not allowed"):
         FeatureStore.from_arrays(tmp_path / "d", {"../x": np.zeros((2, 3))})
-    with pytest.raises(StoreError, match="ids of split 'target' are not unique: 'x' appears"):
+    with pytest.raises(StoreError, match="ids of split 'target' are not unique: 'x' appears at rows 1 and 2"):
         FeatureStore.from_arrays(tmp_path / "f", _arrays(m=3), ids={"target": ["y", "x", "x"]})
     with pytest.raises(StoreError, match="2 labels for 7 rows"):
         FeatureStore.from_arrays(tmp_path / "e", _arrays(), ids={"candidate": ["a", "b"]})
+
+
+def test_duplicate_ids_in_an_edited_manifest_are_refused_on_open(tmp_path):
+    import json
+
+    store = FeatureStore.from_arrays(tmp_path / "s", _arrays(m=3), ids={"target": ["a", "b", "c"]})
+    mf = store.path / "manifest.json"
+    manifest = json.loads(mf.read_text())
+    manifest["ids"]["target"] = ["a", "b", "a"]
+    mf.write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match=r"manifest.json: ids of split 'target' are not unique: 'a' appears at rows "
+                                         r"0 and 2"):
+        FeatureStore.open(store.path)
 
 
 def test_overwrite_and_open_errors(tmp_path):

@@ -127,6 +127,15 @@ def _as_fp32(split: str, arr: Any, allow_fp16: bool) -> np.ndarray:
     return a
 
 
+def check_unique_ids(ids: Sequence[Any], what: str) -> None:
+    """Raise :class:`StoreError` naming the first id that appears twice (row positions included)."""
+    first: dict[Any, int] = {}
+    for row, value in enumerate(ids):
+        if value in first:
+            raise StoreError(f"{what} are not unique: {value!r} appears at rows {first[value]} and {row}")
+        first[value] = row
+
+
 # ---------------------------------------------------------------------------------------------- the store
 class FeatureStore:
     """A directory of per-split feature arrays with a manifest (see module docstring).
@@ -154,6 +163,9 @@ class FeatureStore:
             raise StoreError(f"{mf}: format {manifest.get('format')!r}, expected {FORMAT!r}")
         if manifest.get("format_version") != FORMAT_VERSION:
             raise StoreError(f"{mf}: format_version {manifest.get('format_version')}, expected {FORMAT_VERSION}")
+        for split, values in (manifest.get("ids") or {}).items():  # an edited or foreign manifest
+            if values is not None:
+                check_unique_ids(values, f"{mf}: ids of split {split!r}")
         return cls(p, manifest)
 
     @property
@@ -282,10 +294,7 @@ class FeatureStore:
             }
             given = check_labels("ids", split, ids.get(split), n)
             id_lists[split] = given if given is not None else [str(i) for i in range(start, stop)]
-            if len(set(id_lists[split])) != n:
-                seen: set[str] = set()
-                dup = next(v for v in id_lists[split] if v in seen or seen.add(v))
-                raise StoreError(f"ids of split {split!r} are not unique: {dup!r} appears more than once")
+            check_unique_ids(id_lists[split], f"ids of split {split!r}")
         full = full_labels or {
             "ids": id_lists,
             "sources": {s: check_labels("sources", s, sources.get(s), counts[s]) for s in counts},
