@@ -273,6 +273,14 @@ def test_demo_quick_writes_report_and_results(tmp_path, capsys, monkeypatch):
     assert rows["fixed_size"]["selected"] == rows["random"]["selected"] == 10  # 10 % of 100
     otm = SelectionResult.load(out / "results" / "otm")
     assert otm.weights is not None and rows["otm"]["selected"] == otm.size
+    # the advertised next step runs on the demo's own output
+    assert f"tarot select {out / 'store'}" in text
+    rc, _, err = _run(capsys, ["select", out / "store", "--method", "fixed_size", "--ratio", "0.1", "--out",
+                               out / "mine"])
+    assert rc == 0, err
+    mine = SelectionResult.load(out / "mine")
+    assert np.array_equal(mine.indices, SelectionResult.load(out / "results" / "fixed_size").indices)
+    assert set(mine.composition()) <= {"mode0", "mode1", "mode2", "off_target"}
 
 
 def test_demo_failure_leaves_no_directory(tmp_path, capsys, monkeypatch):

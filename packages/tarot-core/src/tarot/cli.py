@@ -471,6 +471,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     with _clean_on_failure(out):
         page = run_demo(out, quick=args.quick, seed=args.seed)
     print(f"demo report written to {page}")
+    print(f"its candidates and targets are a feature store; next, e.g.:\n"
+          f"  tarot select {out / 'store'} --method fixed_size --ratio 0.2 --weighting --out {out / 'my-selection'}\n"
+          f"  tarot report {out / 'my-selection'} --store {out / 'store'} --out {out / 'my-report'}")
     return 0
 
 

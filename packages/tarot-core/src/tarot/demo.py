@@ -34,14 +34,20 @@ _RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
+def plain_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The mixture's config as JSON-friendly values (tuples and numpy scalars become lists and floats)."""
+    return json.loads(json.dumps(config, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
 def run_demo(out_dir: str | os.PathLike, quick: bool = False, seed: int = 0, progress: bool = False) -> Path:
     """Run the demo selections and write results and report into ``out_dir``.
 
     Parameters
     ----------
     out_dir : path-like
-        Output directory: ``index.html`` (+ plots, ``report.json``), ``comparison.json`` and
-        ``results/<method>/`` (saved :class:`~tarot.result.SelectionResult` directories).
+        Output directory: ``index.html`` (+ plots, ``report.json``), ``comparison.json``,
+        ``results/<method>/`` (saved :class:`~tarot.result.SelectionResult` directories) and ``store/`` (the mixture
+        as a :class:`~tarot.store.FeatureStore`, for ``tarot select`` / ``tarot report``).
     quick : bool
         Use a small mixture (seconds instead of about a minute).
     seed : int
@@ -60,6 +66,11 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, seed: int = 0, pro
     sizes = DEMO_SIZES["quick" if quick else "default"]
     mix = tarot.make_mixture(seed=seed, **sizes)
     sources = mix.candidate_sources
+    # the mixture as a feature store, so that `tarot select <out>/store ...` and `tarot report` work on it next
+    tarot.FeatureStore.from_arrays(out / "store", {"candidate": mix.candidates, "target": mix.targets},
+                                   sources={"candidate": sources,
+                                            "target": [f"mode{m}" for m in mix.target_modes]},
+                                   overwrite=True, extra={"synthetic_mixture": plain_config(mix.config)})
     results = {}
     rows: list[list[Any]] = []
     comparison: list[dict[str, Any]] = []
