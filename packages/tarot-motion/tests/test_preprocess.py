@@ -107,6 +107,42 @@ def test_track_array_accepts_both_scalar_shapes():
     np.testing.assert_allclose(b[:, 3:6], np.tile([4.5, 2.0, 1.6], (81, 1)))
 
 
+def test_a_state_without_velocity_gets_it_from_the_positions():
+    sc = waymo_scenario()
+    full, _ = process_scenario(waymo_scenario(), resolve_config())
+    for track in sc["tracks"].values():
+        del track["state"]["velocity"]
+    derived, info = process_scenario(sc, resolve_config())
+    assert info["velocity_derived_tracks"] == 3
+    # the fixture moves at constant velocity, so finite differences recover it exactly
+    np.testing.assert_allclose(derived[0]["obj_trajs"], full[0]["obj_trajs"], atol=1e-3)  # float32 positions
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda st: st.pop("length"), r"sd_x.pkl: tracks.1.state: missing length"),
+    (lambda st: st.pop("heading"), r"tracks.1.state: missing heading"),
+    (lambda st: st["position"].__setitem__((12, 0), np.nan), r"tracks.1.state: non-finite x at valid step 12"),
+    (lambda st: st["velocity"].__setitem__((3, 1), np.inf), r"tracks.1.state: non-finite vy at valid step 3"),
+])
+def test_missing_or_non_finite_states_are_refused_with_track_and_step(edit, message):
+    sc = waymo_scenario()
+    st = sc["tracks"]["1"]["state"]
+    for k in ("position", "velocity"):
+        st[k] = np.array(st[k], dtype=np.float64)
+    edit(st)
+    with pytest.raises(MotionDataError, match=message):
+        process_scenario(sc, resolve_config(), path="sd_x.pkl")
+
+
+def test_non_finite_values_on_invalid_steps_are_ignored():
+    sc = waymo_scenario()
+    st = sc["tracks"]["9"]["state"]  # the pedestrian is valid on steps 5-39 only
+    st["position"] = np.array(st["position"], dtype=np.float64)
+    st["position"][60] = np.nan
+    samples, _ = process_scenario(sc, resolve_config())
+    assert all(np.isfinite(s["obj_trajs"]).all() for s in samples)
+
+
 def test_resample_polyline_spacing():
     pts = np.array([[0.0, 0.0, 5.0], [10.0, 0.0, 5.0]])
     r = resample_polyline(pts)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MotionDataError
+from .preprocess import finite_velocity
 from .safe_pickle import AgentType, RoadEdgeType, RoadLineType, load_legacy_pickle
 from .scenarionet import number_summary, object_summary, write_database
 
@@ -252,22 +253,6 @@ def argoverse1_files() -> list[Path]:
     return sorted((metadrive_assets() / "real_data").glob("*.pkl"))
 
 
-def _finite_velocity(pos: np.ndarray, valid: np.ndarray, dt: float = 0.1) -> np.ndarray:
-    """Velocity from positions by differences between neighbouring valid steps (central inside a run)."""
-    T = pos.shape[0]
-    vel = np.zeros((T, 2))
-    for t in np.flatnonzero(valid):
-        prev_ok = t > 0 and valid[t - 1]
-        next_ok = t + 1 < T and valid[t + 1]
-        if prev_ok and next_ok:
-            vel[t] = (pos[t + 1] - pos[t - 1]) / (2 * dt)
-        elif next_ok:
-            vel[t] = (pos[t + 1] - pos[t]) / dt
-        elif prev_ok:
-            vel[t] = (pos[t] - pos[t - 1]) / dt
-    return vel
-
-
 def _heading_from_velocity(vel: np.ndarray, valid: np.ndarray, min_speed: float = 0.5) -> np.ndarray:
     """Heading = direction of motion where the speed exceeds ``min_speed``; held (and back-filled) elsewhere."""
     T = vel.shape[0]
@@ -330,7 +315,7 @@ def convert_argoverse1_log(path: str | Path, window: int = WINDOW, stride: int =
             p, v = pos[s : s + window], valid[s : s + window]
             if not v.any():
                 continue
-            vel = _finite_velocity(p, v)
+            vel = finite_velocity(p, v)
             tracks[aid] = {
                 "type": "VEHICLE",
                 "state": {

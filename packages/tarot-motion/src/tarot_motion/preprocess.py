@@ -243,23 +243,63 @@ def map_for_center(points: np.ndarray, feat_id: np.ndarray, center: np.ndarray, 
     return polylines, mask, centers
 
 
-def track_array(state: Mapping[str, Any], T: int) -> np.ndarray:
-    """``[T, 10]`` array ``x, y, z, l, w, h, heading, vx, vy, valid`` (scalar states may be ``[T]`` or ``[T, 1]``)."""
+REQUIRED_STATE = ("position", "length", "width", "height", "heading", "valid")
+
+
+def finite_velocity(pos: np.ndarray, valid: np.ndarray, dt: float = 0.1) -> np.ndarray:
+    """Velocity ``[T, 2]`` from positions by differences between neighbouring valid steps (central inside a run,
+    one-sided at its ends, zero for an isolated step)."""
+    T = pos.shape[0]
+    vel = np.zeros((T, 2))
+    for t in np.flatnonzero(valid):
+        prev_ok = t > 0 and valid[t - 1]
+        next_ok = t + 1 < T and valid[t + 1]
+        if prev_ok and next_ok:
+            vel[t] = (pos[t + 1, :2] - pos[t - 1, :2]) / (2 * dt)
+        elif next_ok:
+            vel[t] = (pos[t + 1, :2] - pos[t, :2]) / dt
+        elif prev_ok:
+            vel[t] = (pos[t, :2] - pos[t - 1, :2]) / dt
+    return vel
+
+
+def track_array(state: Mapping[str, Any], T: int, *, path: Any = None, track: str = "?", dt: float = 0.1,
+                info: dict[str, int] | None = None) -> np.ndarray:
+    """``[T, 10]`` array ``x, y, z, l, w, h, heading, vx, vy, valid`` (scalar states may be ``[T]`` or ``[T, 1]``).
+
+    A state without ``velocity`` gets it from the positions (:func:`finite_velocity`, counted in
+    ``info["velocity_derived_tracks"]``); any other missing key, or a NaN/inf value on a valid step, raises
+    :class:`MotionDataError` naming the track (and step) instead of becoming zeros.
+    """
+    missing = [k for k in REQUIRED_STATE if k not in state]
+    if missing:
+        raise MotionDataError(path, f"tracks.{track}.state", f"missing {', '.join(missing)} (ScenarioNet tracks carry "
+                              "position, length, width, height, heading, velocity and valid)")
 
     def col(key: str, width: int) -> np.ndarray:
-        if key not in state:
-            return np.zeros((T, width))
         a = np.asarray(state[key], dtype=np.float64).reshape(T, -1)
         if a.shape[1] < width:
             a = np.concatenate([a, np.zeros((T, width - a.shape[1]))], axis=1)
         return a[:, :width]
 
     valid = np.asarray(state["valid"]).reshape(T).astype(np.float64)
+    if "velocity" in state:
+        vel = col("velocity", 2)
+    else:
+        vel = finite_velocity(col("position", 3), valid > 0, dt=dt)
+        if info is not None:
+            info["velocity_derived_tracks"] = info.get("velocity_derived_tracks", 0) + 1
     arr = np.concatenate(
-        [col("position", 3), col("length", 1), col("width", 1), col("height", 1), col("heading", 1),
-         col("velocity", 2), valid[:, None]],
+        [col("position", 3), col("length", 1), col("width", 1), col("height", 1), col("heading", 1), vel,
+         valid[:, None]],
         axis=1,
     )
+    bad = ~np.isfinite(arr[:, :9]).all(axis=1) & (valid > 0)
+    if bad.any():
+        step = int(np.argmax(bad))
+        names = ("x", "y", "z", "length", "width", "height", "heading", "vx", "vy")
+        cols = [names[j] for j in np.flatnonzero(~np.isfinite(arr[step, :9]))]
+        raise MotionDataError(path, f"tracks.{track}.state", f"non-finite {', '.join(cols)} at valid step {step}")
     arr[valid <= 0, :9] = 0.0  # garbage at invalid steps is never used
     return arr
 
@@ -366,8 +406,12 @@ def process_scenario(sc: Mapping[str, Any], cfg: Mapping[str, Any], path: Any = 
     ids = list(sc["tracks"].keys())
     types = [sc["tracks"][t]["type"] for t in ids]
     trajs = np.zeros((len(ids), total, 10))
+    ts_all = np.asarray(sc["metadata"].get("ts", []), dtype=np.float64).reshape(-1)
+    steps = np.diff(ts_all)
+    dt = float(np.median(steps)) if steps.size and np.all(np.isfinite(steps)) and np.median(steps) > 0 else 0.1
+    info: dict[str, int] = {}
     for i, tid in enumerate(ids):
-        arr = track_array(sc["tracks"][tid]["state"], T)[s0 : s0 + total]
+        arr = track_array(sc["tracks"][tid]["state"], T, path=path, track=str(tid), dt=dt, info=info)[s0 : s0 + total]
         trajs[i, total - arr.shape[0] :] = arr  # short scenarios are zero-padded at the front
     k = int(cfg["trajectory_sample_interval"])
     if k > 1:
@@ -377,7 +421,6 @@ def process_scenario(sc: Mapping[str, Any], cfg: Mapping[str, Any], path: Any = 
         trajs[trajs[..., 9] <= 0, :9] = 0.0
     ts = np.asarray(sc["metadata"]["ts"], dtype=np.float64).reshape(-1)[:past_len]
     ts = np.concatenate([ts, np.zeros(past_len - ts.shape[0])]) if ts.shape[0] < past_len else ts
-    info: dict[str, int] = {}
     centers = _center_ids(sc, trajs, ids, types, cfg, path, cur)
     if not centers:
         return [], info
