@@ -231,3 +231,21 @@ def test_less_lr_weights_sanity():
     for got, less in zip(means, [1.6877e-05, 1.2859e-05, 7.7030e-06, 2.5616e-06]):
         assert got == pytest.approx(less, rel=0.02)
     assert list(warmup_subset(100, 0.05, 42)) == list(np.random.RandomState(42).permutation(100)[:5])
+
+
+def test_a_folder_without_an_adapter_is_one_clear_error(tmp_path):
+    from tarot_llm.evaluation import merged_model
+    from tarot_llm.io import DataError
+    from tarot_llm.models import check_adapter_dir
+
+    with pytest.raises(DataError, match="adapter folder not found"):
+        check_adapter_dir(tmp_path / "missing")
+    empty = tmp_path / "ckpt"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"ckpt: not a LoRA adapter folder \(no adapter_config.json\)"):
+        merged_model("not-a-model", str(empty))  # refused before any model is loaded (no HFValidationError)
+    (empty / "adapter_config.json").write_text("{}")
+    with pytest.raises(DataError, match="adapter_config.json without weights"):
+        check_adapter_dir(empty)
+    (empty / "adapter_model.safetensors").write_bytes(b"")
+    assert check_adapter_dir(empty) == empty

@@ -183,8 +183,10 @@ def mmlu_dev_from_targets(targets, n: int = 5) -> list[dict]:
 # --------------------------------------------------------------------------------------------------- running
 def merged_model(model_path: str, adapter: str | None, cache_dir: str | None = None):
     """Base model (fp32, CPU) with the LoRA adapter merged in, plus its tokenizer."""
-    from .models import load_model_and_tokenizer
+    from .models import check_adapter_dir, load_model_and_tokenizer
 
+    if adapter:
+        check_adapter_dir(adapter)
     model, tok = load_model_and_tokenizer(model_path, cache_dir)
     if adapter:
         from peft import PeftModel

@@ -23,6 +23,28 @@ def package_dir(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def check_adapter_dir(path: str | os.PathLike, what: str = "adapter") -> Path:
+    """A LoRA adapter folder as peft writes it (``adapter_config.json`` and the weights), else one clear error.
+
+    Raises
+    ------
+    tarot_llm.io.DataError
+        Naming the folder and what is missing (peft would end in a Hugging Face ``HFValidationError`` traceback,
+        taking the path for a hub repository name).
+    """
+    from .io import DataError
+
+    p = Path(path)
+    if not p.is_dir():
+        raise DataError(f"{p}: {what} folder not found")
+    if not (p / "adapter_config.json").is_file():
+        raise DataError(f"{p}: not a LoRA adapter folder (no adapter_config.json); expected a folder written by "
+                        "tarot-llm warmup/train (peft's save_pretrained)")
+    if not any((p / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise DataError(f"{p}: adapter_config.json without weights (adapter_model.safetensors or .bin)")
+    return p
+
+
 def default_cache_dir() -> Path:
     """``$TAROT_LLM_CACHE`` or ``$XDG_CACHE_HOME/tarot-llm`` (default ``~/.cache/tarot-llm``)."""
     if os.environ.get("TAROT_LLM_CACHE"):

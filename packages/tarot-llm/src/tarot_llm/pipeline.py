@@ -207,13 +207,15 @@ def stage_featurize(cfg: dict, run: Path, progress: bool = True, shard: tuple[in
     from tarot import GradientFeaturizer
     from tarot.distributed import featurize_distributed
 
-    from .models import load_model_and_tokenizer
+    from .models import check_adapter_dir, load_model_and_tokenizer
 
     out = run / "features"
     warm = load_warmup(run / "warmup")
     pool = pool_examples(cfg)
     targets, notes = build_targets(cfg)
     write_jsonl(run / "targets.jsonl", [t.to_record() for t in targets])
+    for ck in warm["checkpoints"]:
+        check_adapter_dir(ck["path"], f"warm-up checkpoint {ck.get('name', '')}".strip())
     model, tok = load_model_and_tokenizer(cfg["model"], cfg["cache_dir"])
     pm = PeftModel.from_pretrained(model, warm["checkpoints"][0]["path"], is_trainable=True)
     frozen_trainable = [n for n, p in pm.named_parameters() if p.requires_grad and "lora_" not in n]
