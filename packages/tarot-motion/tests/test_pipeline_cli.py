@@ -205,3 +205,20 @@ def test_cli_convert_argoverse1_log_fixture(tmp_path, capsys):
     write_argoverse1_log(src, steps=91)
     rc, cap = _run(["convert-metadrive", "--source", "argoverse1", "--out", tmp_path / "db", "--files", src], capsys)
     assert rc == 0 and "wrote 2 scenarios" in cap.out
+
+
+def test_a_misspelt_database_entry_key_is_an_error():
+    from tarot_motion import pipeline
+    from tarot_motion.errors import MotionDataError
+
+    with pytest.raises(MotionDataError, match=r"data.candidates\[1\]: unknown key\(s\) 'lable' \(did you mean "
+                                              r"'label'\?\); an entry takes path, label, starting_frame"):
+        pipeline._specs([{"path": "a"}, {"path": "b", "lable": "waymo"}], "candidates")
+    assert pipeline._specs(["a", {"path": "b", "label": "x", "max_data_num": 3}], "candidates")[1]["label"] == "x"
+
+
+def test_help_epilog_example_points_at_the_saved_selection():
+    from tarot_motion.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "--selection runs/sel_otm/selection" in text  # `select --out DIR` saves the result in DIR/selection

@@ -23,7 +23,7 @@ EPILOG = """examples:
   tarot-motion featurize --config motion.yaml --checkpoint runs/warmup/epoch2.pt --checkpoint runs/warmup/epoch5.pt \\
       --out runs/features
   tarot-motion select --config motion.yaml --store runs/features --out runs/sel_otm --set select.method=otm
-  tarot-motion train --config motion.yaml --selection runs/sel_otm --out runs/train_otm
+  tarot-motion train --config motion.yaml --selection runs/sel_otm/selection --out runs/train_otm
   tarot-motion evaluate --config motion.yaml --checkpoint runs/train_otm/last.pt --out runs/eval_otm
   tarot-motion demo --out runs/demo                          # everything above on the embedded real data
 

@@ -20,6 +20,8 @@ from .featurize import AutoBotLossAdapter
 from .preprocess import load_cache, preprocess_database, summarize_skips
 from .train import build_model, evaluate, train_model
 
+SPEC_KEYS = ("path", "label", "starting_frame", "max_data_num")  # keys of one data.candidates/target/val entry
+
 
 def _specs(value: Any, key: str) -> list[dict[str, Any]]:
     if value is None:
@@ -31,6 +33,14 @@ def _specs(value: Any, key: str) -> list[dict[str, Any]]:
             it = {"path": it}
         if not isinstance(it, Mapping) or "path" not in it:
             raise MotionDataError(None, f"data.{key}[{i}]", "expected a path or a mapping with 'path' (and 'label')")
+        unknown = sorted(set(it) - set(SPEC_KEYS))
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], SPEC_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise MotionDataError(None, f"data.{key}[{i}]", f"unknown key(s) {', '.join(map(repr, unknown))}{hint}; "
+                                  f"an entry takes {', '.join(SPEC_KEYS)}")
         out.append(dict(it))
     return out
 
