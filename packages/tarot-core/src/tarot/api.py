@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tarot import __version__
+from tarot._version import __version__
 from tarot.diagnostics import selection_diagnostics
 from tarot.ot import entropic_ot
 from tarot.result import SelectionResult

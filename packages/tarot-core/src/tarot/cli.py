@@ -55,10 +55,10 @@ _METHOD_TEXT = {
 
 def _methods() -> tuple[str, ...]:
     """Selection methods the installed library provides, in the documented order."""
-    from tarot.selectors import SELECTORS
+    from tarot.methods import METHODS  # names only: torch and POT load when a command runs
 
-    known = [m for m in _METHOD_TEXT if m in SELECTORS]
-    return tuple(known + [m for m in SELECTORS if m not in known])
+    known = [m for m in _METHOD_TEXT if m in METHODS]
+    return tuple(known + [m for m in METHODS if m not in known])
 
 
 def _method_help(methods: Sequence[str]) -> str:
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "training samples, the ones whose (whitened gradient) features best match a small target set.",
         epilog="Run 'tarot <command> --help' for the options of one command.",
     )
-    from tarot import __version__
+    from tarot._version import __version__
 
     parser.add_argument("--version", action="version", version=f"tarot {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)
@@ -211,13 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _select_defaults() -> dict[str, Any]:
-    """Default values of tarot.select's keyword options (shown in --help)."""
-    import inspect
+    """Default values of tarot.select's keyword options (shown in --help), read from the source of ``tarot.api``
+    without importing it (that would load torch and POT just to print the help)."""
+    import ast
+    import importlib.util
 
-    import tarot
-
-    return {k: v.default for k, v in inspect.signature(tarot.select).parameters.items()
-            if v.default is not inspect.Parameter.empty}
+    origin = importlib.util.find_spec("tarot.api").origin
+    tree = ast.parse(Path(origin).read_text(encoding="utf-8"))
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "select")
+    out: dict[str, Any] = {}
+    for arg, default in zip(fn.args.kwonlyargs, fn.args.kw_defaults):
+        if default is not None:
+            with contextlib.suppress(ValueError):  # only literal defaults are shown
+                out[arg.arg] = ast.literal_eval(default)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ helpers

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from tarot.argtypes import non_negative_int, positive_int
+from tarot.argtypes import add_shard_arguments, non_negative_int, positive_int  # noqa: F401  (re-exported)
 from tarot.gradients import Checkpoint, GradientFeaturizer, featurize_to_store
 from tarot.store import MANIFEST, FeatureStore, StoreError, labels_hash
 
@@ -508,32 +508,6 @@ def featurize_distributed(
 
 
 # ---------------------------------------------------------------------------------------------- argparse
-def add_shard_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Add the sharding flags every domain ``featurize`` command shares.
-
-    ``--rank R`` (default ``$RANK`` set by torchrun, else 0), ``--world-size W`` (default ``$WORLD_SIZE``, else 1)
-    and ``--merge/--no-merge`` (default on: rank 0 merges the shards into the store once all are complete). Resolve
-    them with :func:`shard_from_args`; the environment is read then, not when the parser is built.
-
-    Returns
-    -------
-    argparse._ArgumentGroup
-        The group holding the flags.
-    """
-    group = parser.add_argument_group(
-        "sharding",
-        "Featurize one shard of the data per process; under torchrun the rank and world size come from the "
-        "environment. Each shard resumes on its own when rerun.",
-    )
-    group.add_argument("--rank", type=non_negative_int, default=None, metavar="R",
-                       help="index of this process's shard (default: $RANK from torchrun, else 0)")
-    group.add_argument("--world-size", type=positive_int, default=None, metavar="W",
-                       help="number of shards (default: $WORLD_SIZE from torchrun, else 1)")
-    group.add_argument("--merge", action=argparse.BooleanOptionalAction, default=True,
-                       help="rank 0 merges all shards into the store once they are complete (default: on)")
-    return group
-
-
 def shard_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> tuple[int, int] | None:
     """``(rank, world)`` from :func:`add_shard_arguments` flags, falling back to ``$RANK``/``$WORLD_SIZE``.
 

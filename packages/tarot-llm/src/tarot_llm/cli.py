@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "epoch-mean learning rates recorded")
     f = _stage_parser(sub, "featurize", "Adam-preconditioned LoRA gradients of the pool and plain gradients of the "
                                         "targets, projected and LR-weighted, into a tarot FeatureStore")
-    from tarot.distributed import add_shard_arguments
+    from tarot.argtypes import add_shard_arguments
 
     add_shard_arguments(f)  # --rank/--world-size/--merge, torchrun-aware (tarot-core owns the sharding)
     _stage_parser(sub, "select", "run tarot-core selectors (random, less, topk_mean, round_robin, fixed_size, otm)")

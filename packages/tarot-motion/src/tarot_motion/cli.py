@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--checkpoint", type=Path, action="append", required=True,
                    help="checkpoint file (repeatable; order is kept)")
-    from tarot.distributed import add_shard_arguments
+    from tarot.argtypes import add_shard_arguments
 
     add_shard_arguments(p)  # --rank/--world-size/--merge, torchrun-aware (tarot-core owns the sharding)
     p = sub.add_parser("select", help="select candidates with a tarot-core method",

@@ -9,9 +9,8 @@ from typing import Any
 from tarot.config import ConfigError, save_config  # noqa: F401  (re-exported for the package)
 from tarot.config import load_config as _load
 
-from .model import MODEL_DEFAULTS
+from .defaults import MODEL_DEFAULTS, TRAIN_DEFAULTS
 from .preprocess import DEFAULT_CONFIG as PREPROCESS_DEFAULTS
-from .train import TRAIN_DEFAULTS
 
 FEATURIZE_DEFAULTS: dict[str, Any] = {
     "proj_dim": 512,

@@ -16,25 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-MODEL_DEFAULTS: dict[str, Any] = {
-    "hidden_size": 128,
-    "num_encoder_layers": 2,
-    "num_decoder_layers": 2,
-    "tx_hidden_size": 384,
-    "tx_num_heads": 16,
-    "dropout": 0.1,
-    "num_modes": 6,
-    "past_len": 21,
-    "future_len": 60,
-    "entropy_weight": 40.0,
-    "kl_weight": 20.0,
-    "ade_fde_weight": 100.0,
-    "map_heads": 8,
-    "map_dropout": 0.3,
-    "prior": "none",
-    "input_scale": 1.0,
-    "dt": 0.1,
-}
+from .defaults import MODEL_DEFAULTS  # noqa: E402  (kept importable from here)
+
 PRIORS = ("none", "constant_velocity")
 
 

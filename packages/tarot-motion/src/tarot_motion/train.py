@@ -12,24 +12,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .data import MotionDataset, collate
+from .defaults import TRAIN_DEFAULTS  # noqa: E402  (kept importable from here)
 from .errors import write_json
 from .metrics import aggregate, per_sample_metrics
 from .model import AutoBotEgo
-
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "lr": 7.5e-4,
-    "adam_eps": 1e-4,
-    "milestones": [10, 20, 30, 40, 50],
-    "gamma": 0.5,
-    "grad_clip": 5.0,
-    "batch_size": 128,
-    "eval_batch_size": 256,
-    "epochs": 100,
-    "max_steps": None,
-    "seed": 0,
-    "init": "scratch",
-    "checkpoint_every": 1,
-}
 
 
 def build_model(model_cfg: Mapping[str, Any] | None, init: str = "scratch", seed: int = 0) -> AutoBotEgo:

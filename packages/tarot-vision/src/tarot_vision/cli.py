@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         for flag, kwargs in extra:
             p.add_argument(flag, **kwargs)
         if name == "featurize":
-            from tarot.distributed import add_shard_arguments
+            from tarot.argtypes import add_shard_arguments
 
             add_shard_arguments(p)  # --rank/--world-size/--merge, torchrun-aware (tarot-core owns the sharding)
         _common(p, config)
