@@ -39,6 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 SEEDS = (0, 1, 2)
+REUSE_ONLY = False  # --reuse-only: tabulate finished runs, list unfinished ones as skipped
 LDS_SETTINGS = {  # name: (dataset, overrides)
     "digits": ("digits", []),
     "digits, rows < dims (n=250)": ("digits", ["data.n_train=200", "data.n_targets=50"]),
@@ -123,6 +124,10 @@ def vision_part(work: Path, fresh: bool, have_fashion: bool) -> dict[str, Any]:
             d = work / "vision" / _slug(name)
             cmd = ["tarot-vision", "demo", "--out", str(d), "--no-progress", f"dataset={dataset}", *overrides]
             if fresh or not (d / "COMPLETE").is_file():
+                if REUSE_ONLY:
+                    out[name] = {"skipped": "not finished in this benchmark run (--reuse-only)",
+                                 "command": " ".join(cmd[:2] + cmd[5:])}
+                    continue
                 run(cmd, work / "vision" / f"{_slug(name)}.log")
             doc = json.loads((d / "results.json").read_text())
             out[name] = {"table": [{k: r[k] for k in ("label", "n_mean", "ratio_mean", "acc_mean", "acc_std")}
@@ -208,7 +213,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += [f"## {title}", ""]
         for name, v in doc[part].items():
             if "skipped" in v:
-                lines += [f"**{name}**: skipped ({v['skipped']}).", ""]
+                lines += [f"**{name}**: skipped ({v['skipped']}"
+                          + (f"; rerun: `{v['command']}`" if v.get("command") else "") + ").", ""]
                 continue
             lines += [f"**{name}** (`{v['command']}`, seeds {v['seeds']}):", "", f"> {v['verdict']}", ""]
             if metric == "acc":
@@ -279,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("runs/quality"), help="run folder (reused between runs)")
     p.add_argument("--results", type=Path, default=RESULTS, help="where quality.md/json/png are written")
     p.add_argument("--fresh", action="store_true", help="rerun finished runs")
+    p.add_argument("--reuse-only", action="store_true",
+                   help="run nothing new: tabulate the finished vision runs and list the unfinished ones as skipped")
     args = p.parse_args(argv)
+    global REUSE_ONLY
+    REUSE_ONLY = args.reuse_only
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = set(parts) - {"lds", "vision", "motion", "llm"}
     if unknown:
