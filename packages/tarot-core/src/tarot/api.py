@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 SCORE_SPACES = ("whitened", "raw")
 SELF_WEIGHTED = ("tsds",)  # selectors that sample with replacement and return their own repeat counts
-_SHARED_OPTIONS = ("seed", "eps", "ot_tol", "ot_value_tol", "progress")
 
 
 def _budget(ratio: float | str | None, n: int | None, n_candidates: int, method: str) -> int | None:
@@ -234,7 +233,7 @@ def select(
         "eps": eps, "ot_tol": ot_tol, "ot_value_tol": ot_value_tol, "weighting": weighting, "beta": beta,
         "total_repeats": (None if weights is None else int(weights.sum())), "min_repeats": min_repeats,
         "max_weight_ratio": max_weight_ratio, "merge_targets": merge_targets, "target_repeats": target_repeats,
-        "selector_options": {k: v for k, v in selector_params.items() if k not in _SHARED_OPTIONS},
+        "selector_options": selector_params,  # selector_options() already leaves out what select() passes
         "n_candidates": N, "n_targets": M, "dim": int(candidates.shape[1]), "store": store_path,
         "versions": {"tarot": __version__, "numpy": np.__version__, "python": platform.python_version()},
     }

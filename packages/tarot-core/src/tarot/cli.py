@@ -313,14 +313,13 @@ def _known_options(method: str) -> set[str]:
 
     import tarot
     from tarot.selectors import SELECTORS
+    from tarot.selectors.options import selector_options
 
     params = inspect.signature(tarot.select).parameters
     names = {k for k, v in params.items() if v.kind is not inspect.Parameter.VAR_KEYWORD}
     names -= {"candidates", "targets"}
-    selector = SELECTORS.get(method)
-    if selector is not None:
-        names |= {k for k, v in inspect.signature(selector).parameters.items()
-                  if v.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("value_fn",)}
+    if method in SELECTORS:
+        names |= set(selector_options(SELECTORS[method]))
     return names
 
 
