@@ -7,6 +7,7 @@ lint          ruff over every package
 docs          build the docs site strictly
 bench         selection-step benchmark on synthetic features (``nox -s bench -- --full`` for the large sizes)
 quality       quality benchmark: LDS table and the domain demos' verdicts (``benchmarks/results/quality.md``)
+startup       start-up time of the four CLIs (``--help``, ``--version``) without torch installed
 demo          the README's main job on the embedded real default
 
 Torch pins live here, not in the packages' ``pyproject.toml`` (users elsewhere have other builds). On this project's
@@ -96,7 +97,18 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Selection-step benchmark (prints a table and writes benchmarks/results/)."""
     _install_package(session, "core")
-    session.run("python", "-m", "tarot.bench", *session.posargs, env={"MPLBACKEND": "Agg"})
+    session.run("python", "-m", "tarot.app.bench", *session.posargs, env={"MPLBACKEND": "Agg"})
+
+
+@nox.session
+def startup(session: nox.Session) -> None:
+    """Start-up time of the four CLIs' ``--help``/``--version`` → ``benchmarks/results/cli_startup.md``. The packages
+    are installed without their dependencies (numpy and PyYAML only), which also proves that ``--help`` needs no torch,
+    POT, transformers or mmseg."""
+    session.install("numpy", "pyyaml")
+    for name in ("core", "vision", "motion", "llm"):
+        session.install("--no-deps", "-e", PACKAGES[name]["path"])
+    session.run("python", "benchmarks/cli_startup.py", *session.posargs)
 
 
 @nox.session

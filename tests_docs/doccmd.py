@@ -34,7 +34,7 @@ _MARK = re.compile(r"^<!--\s*doctest:\s*(run|check|file)\s*(.*?)\s*-->\s*$")
 _FENCE = re.compile(r"^(`{3,})\s*([\w+-]*)")
 
 PARSERS = {
-    "tarot": "tarot.cli",
+    "tarot": "tarot.app.cli",
     "tarot-vision": "tarot_vision.cli",
     "tarot-motion": "tarot_motion.cli",
     "tarot-llm": "tarot_llm.cli",

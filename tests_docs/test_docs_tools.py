@@ -50,7 +50,7 @@ def test_cli_page_from_a_parser():
         text = gen_cli_docs.render("demo-prog", ap, "demo")
     finally:
         del gen_cli_docs.PROGRAMS["demo-prog"]
-    assert "Does \\*things\\* with \\<files\\>." in text
+    assert "Does \\*things\\* with &lt;files&gt;." in text and "\\<" not in text
     assert "## demo-prog run" in text and "| `src` | yes | input file |" in text
     assert "| `--out OUT` |  | output folder. Default: runs/x. |" in text
     assert "mode. Default: a." in text and "| `KEY=VALUE` |  | overrides |" in text

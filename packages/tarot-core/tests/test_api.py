@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import tarot
-from tarot.store import FeatureStore
+from tarot.features.store import FeatureStore
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of the selection-step benchmark (tarot.bench): table files, skipped cells and the dense reference recipe.
+"""Tests of the selection-step benchmark (tarot.app.bench): table files, skipped cells and the dense reference recipe.
 
 Timings are never asserted; only that the benchmark runs end to end and writes complete tables.
 """
@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import tarot
-from tarot.bench import (
+from tarot.app.bench import (
     COLUMNS,
     dense_layer_selection,
     dense_sinkhorn,

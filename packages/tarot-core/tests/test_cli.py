@@ -1,4 +1,4 @@
-"""Tests of the ``tarot`` command line (tarot.cli) and of the demo it runs (tarot.demo)."""
+"""Tests of the ``tarot`` command line (tarot.app.cli) and of the demo it runs (tarot.app.demo)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import tarot
 import yaml
 from _tiny_models import CELoss, Samples, TinyNet
 from tarot import FeatureStore, GradientFeaturizer, SelectionResult, featurize_to_store
-from tarot.cli import main
+from tarot.app.cli import build_parser, main
 from tarot.selectors import SELECTORS
 
 FAST = ["--set", "eps=0.05"]  # a coarse ε keeps the OT solves of these tiny problems instant
@@ -65,7 +65,8 @@ def test_help_texts_explain_every_command_and_method(capsys):
 
 def test_select_inspect_report_round_trip(tmp_path, capsys, store):
     out = tmp_path / "sel"
-    rc, text, err = _run(capsys, ["select", store.path, "--method", "fixed_size", "--ratio", "0.2", "--weighting",
+    rc, text, err = _run(capsys, ["select", "--store", store.path,
+                                  "--method", "fixed_size", "--ratio", "0.2", "--weighting",
                                   "--beta", "0.7", *FAST, "--out", out])
     assert rc == 0, err
     res = SelectionResult.load(out)
@@ -96,7 +97,7 @@ def test_config_file_flags_and_set_precedence(tmp_path, capsys, store):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("ratio: 0.5\neps: 0.05\nfill_rounds: 2\nseed: 3\n")
     out = tmp_path / "sel"
-    rc, _, err = _run(capsys, ["select", store.path, "--method", "fixed_size", "--config", cfg, "--n", "7",
+    rc, _, err = _run(capsys, ["select", "--store", store.path, "--method", "fixed_size", "--config", cfg, "--n", "7",
                                "--set", "fill_rounds=1", "--out", out])
     assert rc == 0, err
     res = SelectionResult.load(out)
@@ -104,14 +105,16 @@ def test_config_file_flags_and_set_precedence(tmp_path, capsys, store):
     assert res.config["selector_options"]["fill_rounds"] == 1  # --set wins over the file
     assert res.config["seed"] == 3 and res.config["eps"] == 0.05  # file values kept
     # rerunning into the same result directory replaces it
-    rc, _, err = _run(capsys, ["select", store.path, "--method", "topk_mean", "--n", "5", *FAST, "--out", out])
+    rc, _, err = _run(capsys, ["select", "--store", store.path,
+                               "--method", "topk_mean", "--n", "5", *FAST, "--out", out])
     assert rc == 0, err
     assert SelectionResult.load(out).method == "topk_mean"
 
 
 def test_otm_with_auto_ratio(tmp_path, capsys, store):
     out = tmp_path / "otm"
-    rc, text, err = _run(capsys, ["select", store.path, "--method", "otm", "--ratio", "auto", "--weighting", *FAST,
+    rc, text, err = _run(capsys, ["select", "--store", store.path,
+                                  "--method", "otm", "--ratio", "auto", "--weighting", *FAST,
                                   "--out", out])
     assert rc == 0, err
     res = SelectionResult.load(out)
@@ -123,18 +126,22 @@ def test_otm_with_auto_ratio(tmp_path, capsys, store):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["select", "{missing}", "--method", "random", "--n", "3"], "no such feature store"),
-        (["select", "{store}", "--method", "random", "--n", "3", "--set", "bogus=1"], "unknown option(s) bogus"),
-        (["select", "{store}", "--method", "fixed_size", "--ratio", "auto"], "only available with method='otm'"),
-        (["select", "{store}", "--method", "fixed_size", "--n", "5", "--set", "fill_rounds=abc"],
+        (["select", "--store", "{missing}", "--method", "random", "--n", "3"], "no such feature store"),
+        (["select", "--store", "{store}", "--method", "random", "--n", "3", "--set", "bogus=1"],
+         "unknown option(s) bogus"),
+        (["select", "--store", "{store}", "--method", "fixed_size", "--ratio", "auto"],
+         "only available with method='otm'"),
+        (["select", "--store", "{store}", "--method", "fixed_size", "--n", "5", "--set", "fill_rounds=abc"],
          "option fill_rounds of method 'fixed_size': cannot read 'abc' as int"),
-        (["select", "{store}", "--method", "fixed_size"], "needs a size"),
-        (["select", "{store}", "--method", "random", "--n", "5000"], "outside [1, 100]"),
-        (["select", "{store}", "--method", "random", "--n", "3", "--config", "{badyaml}"], "not valid YAML"),
-        (["select", "{store}", "--method", "random", "--n", "3", "--config", "{listyaml}"], "expected a mapping"),
-        (["select", "{store}", "--method", "random", "--n", "3", "--config", "{missing}"], "config file not found"),
-        (["select", "{notargets}", "--method", "random", "--n", "3"], "has no split 'target'"),
-        (["select", "{nanstore}", "--method", "random", "--n", "3"], "target features of store"),
+        (["select", "--store", "{store}", "--method", "fixed_size"], "needs a size"),
+        (["select", "--store", "{store}", "--method", "random", "--n", "5000"], "outside [1, 100]"),
+        (["select", "--store", "{store}", "--method", "random", "--n", "3", "--config", "{badyaml}"], "not valid YAML"),
+        (["select", "--store", "{store}", "--method", "random", "--n", "3", "--config", "{listyaml}"],
+         "expected a mapping"),
+        (["select", "--store", "{store}", "--method", "random", "--n", "3", "--config", "{missing}"],
+         "config file not found"),
+        (["select", "--store", "{notargets}", "--method", "random", "--n", "3"], "has no split 'target'"),
+        (["select", "--store", "{nanstore}", "--method", "random", "--n", "3"], "target features of store"),
         (["report", "{missing}"], "missing"),
         (["inspect", "{missing}"], "no such file"),
         (["inspect", "{tmp}"], "is not a feature store"),
@@ -169,23 +176,63 @@ def test_user_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, capsys, sto
     assert "Traceback" not in err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-    if "{nanstore}" in subs and argv[1] == str(subs["{nanstore}"]):
+    if "{nanstore}" in subs and str(subs["{nanstore}"]) in argv:
         assert "row 3 has non-finite values" in lines[0]
+
+
+def test_tarot_follows_the_cli_convention():
+    from tarot.app.conventions import check_convention
+
+    settings = {"--config", "--set", "--print-config", "--no-progress"}
+    needs = {"select": {"--store", "--out", *settings}, "report": {"--store", "--out"}, "demo": {"--out"},
+             "merge": {"--out"}, "inspect": set()}
+    assert check_convention(build_parser(), needs) == []
+
+
+def test_the_old_positional_store_still_works_with_a_warning(tmp_path, capsys, store):
+    rc, _, err = _run(capsys, ["select", store.path, "--method", "random", "--n", "3", "--out", tmp_path / "o"])
+    assert rc == 0 and "warning: the positional STORE is deprecated" in err and "use --store DIR" in err
+    rc, _, err = _run(capsys, ["select", store.path, "--store", store.path, "--method", "random", "--n", "3",
+                               "--out", tmp_path / "o2"])
+    assert rc == 2 and "give the store once" in err
+
+
+def test_print_config_shows_the_resolved_options_and_runs_nothing(tmp_path, capsys, store):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("method: otm\nratio: auto\npatience: 1\n")
+    rc, text, _ = _run(capsys, ["select", "--store", store.path, "--config", cfg, "--set", "patience=3",
+                                "--print-config", "--out", tmp_path / "o"])
+    printed = yaml.safe_load(text)
+    assert rc == 0 and printed["method"] == "otm" and printed["patience"] == 3 and printed["ratio"] == "auto"
+    assert not (tmp_path / "o").exists()
+
+
+def test_select_help_lists_every_selector_option_with_its_help(capsys):
+    from tarot.options import SELECTOR_OPTIONS
+
+    with pytest.raises(SystemExit):
+        main(["select", "--help"])
+    text = capsys.readouterr().out
+    for cls in SELECTOR_OPTIONS.values():
+        for name in cls.specs():
+            assert f"  {name} (" in text, name
+    assert "--no-progress" in text and "--print-config" in text
 
 
 def test_select_refuses_foreign_output_directory(tmp_path, capsys, store):
     out = tmp_path / "busy"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    rc, _, err = _run(capsys, ["select", store.path, "--method", "random", "--n", "3", "--out", out])
+    rc, _, err = _run(capsys, ["select", "--store", store.path, "--method", "random", "--n", "3", "--out", out])
     assert rc == 2 and "not a selection result directory" in err
     assert (out / "keep.txt").read_text() == "x" and len(list(out.iterdir())) == 1
 
 
 def test_argparse_errors_exit_2(capsys, store):
-    for argv in (["select", str(store.path), "--method", "random", "--ratio", "1.5", "--out", "x"],
-                 ["select", str(store.path), "--method", "nope", "--n", "3", "--out", "x"],
-                 ["select", str(store.path), "--method", "random", "--n", "3", "--ratio", "0.1", "--out", "x"]):
+    for argv in (["select", "--store", str(store.path), "--method", "random", "--ratio", "1.5", "--out", "x"],
+                 ["select", "--store", str(store.path), "--method", "nope", "--n", "3", "--out", "x"],
+                 ["select", "--store", str(store.path), "--method", "random", "--n", "3", "--ratio", "0.1",
+                  "--out", "x"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
@@ -194,8 +241,8 @@ def test_argparse_errors_exit_2(capsys, store):
 
 def test_console_entry_point_has_no_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "tarot.cli", "select", str(tmp_path / "none"), "--method", "random", "--n", "2",
-         "--out", str(tmp_path / "o")],
+        [sys.executable, "-m", "tarot.app.cli", "select", "--store", str(tmp_path / "none"), "--method", "random",
+         "--n", "2", "--out", str(tmp_path / "o")],
         capture_output=True, text=True, check=False,
     )
     assert proc.returncode == 2
@@ -228,7 +275,7 @@ def test_inspect_feature_stores_complete_and_incomplete(tmp_path, capsys):
         _featurize(tmp_path, path=tmp_path / "part", fail_at=7)
     rc, text, _ = _run(capsys, ["inspect", tmp_path / "part"])
     assert rc == 0 and "incomplete" in text and "/10" in text
-    rc, _, err = _run(capsys, ["select", tmp_path / "part", "--method", "random", "--n", "2", "--out",
+    rc, _, err = _run(capsys, ["select", "--store", tmp_path / "part", "--method", "random", "--n", "2", "--out",
                                tmp_path / "o"])
     assert rc == 2 and "incomplete" in err and not (tmp_path / "o").exists()
 
@@ -254,7 +301,7 @@ def test_merge_shards(tmp_path, capsys):
 
 
 def test_demo_quick_writes_report_and_results(tmp_path, capsys, monkeypatch):
-    import tarot.demo as demo
+    import tarot.app.demo as demo
 
     monkeypatch.setitem(demo.DEMO_SIZES, "quick", {"n_per_mode": 20, "n_off_target": 40, "n_targets": 20, "dim": 4})
     out = tmp_path / "demo"
@@ -274,8 +321,8 @@ def test_demo_quick_writes_report_and_results(tmp_path, capsys, monkeypatch):
     otm = SelectionResult.load(out / "results" / "otm")
     assert otm.weights is not None and rows["otm"]["selected"] == otm.size
     # the advertised next step runs on the demo's own output
-    assert f"tarot select {out / 'store'}" in text
-    rc, _, err = _run(capsys, ["select", out / "store", "--method", "fixed_size", "--ratio", "0.1", "--out",
+    assert f"tarot select --store {out / 'store'}" in text
+    rc, _, err = _run(capsys, ["select", "--store", out / "store", "--method", "fixed_size", "--ratio", "0.1", "--out",
                                out / "mine"])
     assert rc == 0, err
     mine = SelectionResult.load(out / "mine")
@@ -284,7 +331,7 @@ def test_demo_quick_writes_report_and_results(tmp_path, capsys, monkeypatch):
 
 
 def test_demo_failure_leaves_no_directory(tmp_path, capsys, monkeypatch):
-    import tarot.demo as demo
+    import tarot.app.demo as demo
 
     def broken(out_dir, quick=False, seed=0):
         (out_dir / "results").mkdir(parents=True)
@@ -296,7 +343,7 @@ def test_demo_failure_leaves_no_directory(tmp_path, capsys, monkeypatch):
 
 
 def test_help_and_version_import_neither_torch_nor_pot():
-    code = ("import sys, tarot, tarot.cli; tarot.cli.build_parser().format_help(); "
+    code = ("import sys, tarot, tarot.app.cli; tarot.app.cli.build_parser().format_help(); "
             "print(sorted(m for m in ('torch', 'ot') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"  # the heavy libraries load in the command that needs them, not for --help

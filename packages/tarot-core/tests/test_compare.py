@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from tarot.compare import paired_difference
+from tarot.app.compare import paired_difference
 
 
 def test_identical_methods_tie_with_a_zero_interval():

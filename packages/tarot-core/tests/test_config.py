@@ -1,10 +1,10 @@
-"""tarot.config: defaults ← preset ← YAML file ← overrides, unknown keys refused, atomic save."""
+"""tarot.app.config: defaults ← preset ← YAML file ← overrides, unknown keys refused, atomic save."""
 
 from pathlib import Path
 
 import pytest
 import yaml
-from tarot.config import ConfigError, apply_overrides, load_config, merge_config, parse_override, save_config
+from tarot.app.config import ConfigError, apply_overrides, load_config, merge_config, parse_override, save_config
 
 DEFAULTS = {"train": {"lr": 0.1, "steps": 10}, "select": {"ratio": 0.2, "options": {}}, "seeds": [0]}
 

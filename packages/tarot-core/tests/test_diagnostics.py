@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tarot
 from tarot.diagnostics import selection_diagnostics
+from tarot.geometry.whitening import whiten
 from tarot.ot import entropic_ot
 from tarot.selectors import fixed_size, topk_mean
-from tarot.whitening import whiten
 
 
 @pytest.fixture(scope="module")

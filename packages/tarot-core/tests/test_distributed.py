@@ -1,8 +1,8 @@
-"""Tests for tarot.distributed: torchrun + gloo featurization with a killed and restarted rank, independent restarts,
-merge verification, and the shared CLI flags.
+"""Tests for tarot.features.distributed: torchrun + gloo featurization with a killed and restarted rank, independent
+restarts, merge verification, and the shared CLI flags.
 
 This file is also the worker script that ``torchrun`` launches (see ``_worker_main``): every rank builds the same
-tiny model, check-pointed states and data sets, and calls :func:`tarot.distributed.featurize_distributed`.
+tiny model, check-pointed states and data sets, and calls :func:`tarot.features.distributed.featurize_distributed`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pytest
 import torch
 from _tiny_models import CELoss, Samples, TinyNet, perturbed_state
 from tarot import Checkpoint, FeatureStore, GradientFeaturizer, StoreError, featurize_to_store
-from tarot.distributed import (
-    add_shard_arguments,
+from tarot.app.argtypes import add_shard_arguments
+from tarot.features.distributed import (
     featurize_distributed,
     init_process_group_if_needed,
     merge_shards,
@@ -30,7 +30,7 @@ from tarot.distributed import (
     shard_from_args,
     shard_from_env,
 )
-from tarot.gradients import shard_rows
+from tarot.features.featurize import shard_rows
 
 K, BATCH, N_CAND, N_TGT = 16, 3, 22, 9
 CRASH_CODE = 17

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tarot
-from tarot import FeatureStore, outofcore
-from tarot.outofcore import memory_budget, output_arrays, parse_bytes, temp_memmap
-from tarot.scoring import topk_neighbors
-from tarot.whitening import Whitener, whiten
+from tarot import FeatureStore
+from tarot.features import outofcore
+from tarot.features.outofcore import memory_budget, output_arrays, parse_bytes, temp_memmap
+from tarot.geometry.scoring import topk_neighbors
+from tarot.geometry.whitening import Whitener, whiten
 
 N, M, K = 300, 40, 8
 

@@ -1,4 +1,4 @@
-"""Tests for tarot.gradients.GradientFeaturizer: vmap == loop, parameter selection, eval mode, fallback."""
+"""Tests for tarot.features.gradients.GradientFeaturizer: vmap == loop, parameter selection, eval mode, fallback."""
 
 import pytest
 import torch

@@ -1,9 +1,9 @@
-"""Tests for tarot.projection: determinism, chunking, norm preservation (algorithm.md §3)."""
+"""Tests for tarot.features.projection: determinism, chunking, norm preservation (algorithm.md §3)."""
 
 import numpy as np
 import pytest
 import torch
-from tarot.projection import ROW_TILE, Projector
+from tarot.features.projection import ROW_TILE, Projector
 
 CHUNKS = [50, 300, 7]  # p = 357; with block_rows=64 the middle chunk spans several blocks
 

@@ -1,4 +1,4 @@
-"""Tests of tarot.report.write_report on hand-built SelectionResult objects."""
+"""Tests of tarot.app.report.write_report on hand-built SelectionResult objects."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from tarot.report import html_table, write_report
+from tarot.app.report import html_table, write_report
 from tarot.result import SelectionResult
 
 
@@ -177,7 +177,7 @@ def test_rewrite_removes_stale_plots_and_rejects_bad_input(tmp_path, data):
 
 
 def test_incomplete_store_is_noted(tmp_path):
-    from tarot.store import StoreError
+    from tarot.features.store import StoreError
 
     class IncompleteStore:
         def features(self, split):

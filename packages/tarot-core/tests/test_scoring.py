@@ -1,7 +1,7 @@
 """Streamed scoring primitives equal their dense counterparts (spec §6)."""
 
 import numpy as np
-from tarot.scoring import group_max_mean_scores, mean_scores, top_n_by_score, topk_neighbors
+from tarot.geometry.scoring import group_max_mean_scores, mean_scores, top_n_by_score, topk_neighbors
 
 
 def _unit(rng, n, d):

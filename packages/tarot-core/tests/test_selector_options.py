@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tarot
+from tarot.options import check_options, options_for_method, selector_options
 from tarot.selectors import SELECTORS
-from tarot.selectors.options import check_options, options_for_method, selector_options
 
 
 @pytest.fixture(scope="module")
@@ -16,19 +16,21 @@ def features():
     return mix.candidates, mix.targets
 
 
-def test_options_come_from_the_signature():
-    fs = selector_options(SELECTORS["fixed_size"])
-    assert fs["fill_rounds"].default == 12 and fs["fill_rounds"].types == (int,)
+def test_options_come_from_the_options_classes():
+    fs = selector_options("fixed_size")
+    assert fs["fill_rounds"].default == 12 and fs["fill_rounds"].types == (int,) and fs["fill_rounds"].minimum == 1
+    assert fs["fill_rule"].choices == ("smallest", "largest", "random") and fs["fill_rule"].help
     assert {"seed", "eps", "ot_tol", "progress"}.isdisjoint(fs)  # passed by tarot.select itself
-    otm = selector_options(SELECTORS["otm"])
+    otm = selector_options("otm")
     assert otm["min_score"].optional and "value_fn" not in otm
-    assert selector_options(SELECTORS["random"]) == {}
+    assert selector_options("random") == {}
 
 
 def test_a_misspelt_option_is_an_error_naming_the_valid_ones(features):
     C, T = features
     with pytest.raises(ValueError, match=r"unknown option 'fil_rounds' for method 'fixed_size' \(did you mean "
-                                         r"'fill_rounds'\?\); its options are: fill_rounds \(int, default 12\)"):
+                                         r"'fill_rounds'\?\); its options are: fill_rounds \(int >= 1, default 12\), "
+                                         r"layers \('unique' \| 'rank', default 'unique'\)"):
         tarot.select(C, T, method="fixed_size", n=30, fil_rounds=3, progress=False)
     with pytest.raises(ValueError, match=r"unknown option 'patiense' for method 'otm' \(did you mean 'patience'"):
         tarot.select(C, T, method="otm", ratio="auto", patiense=2, progress=False)
@@ -52,20 +54,95 @@ def test_text_values_are_converted_and_recorded(features):
     ({"fill_rounds": 2.5}, r"option fill_rounds of method 'fixed_size': got 2.5; expected a whole number"),
     ({"fill_rounds": True}, r"option fill_rounds of method 'fixed_size': got True; expected fill_rounds \(int"),
     ({"fill_rounds": None}, r"option fill_rounds of method 'fixed_size' may not be null"),
-    ({"layers": 3}, r"option layers of method 'fixed_size': got 3 \(int\); expected layers \(str"),
+    ({"layers": 3}, r"option layers of method 'fixed_size': got 3 \(int\); expected layers \('unique' \| 'rank'"),
+    ({"layers": "ranks"}, r"option layers of method 'fixed_size': got 'ranks'; expected one of 'unique', 'rank'"),
+    ({"fill_rounds": 0}, r"option fill_rounds of method 'fixed_size': got 0; expected int >= 1"),
+    ({"ot_max_iter": "-3"}, r"option ot_max_iter of method 'fixed_size': got -3; expected int >= 1"),
 ])
 def test_values_of_the_wrong_type_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
-        check_options("fixed_size", SELECTORS["fixed_size"], options)
+        check_options("fixed_size", options)
+
+
+@pytest.mark.parametrize(("method", "options", "message"), [
+    ("otm", {"folds": 1}, r"option folds of method 'otm': got 1; expected int >= 2"),
+    ("otm", {"min_score": 1.5}, r"option min_score of method 'otm': got 1.5; expected float in \[-1, 1\] or null"),
+    ("tsds", {"alpha": 1.0}, r"option alpha of method 'tsds': got 1.0; expected float in \(0, 1\)"),
+    ("tsds", {"C": "0"}, r"option C of method 'tsds': got 0.0; expected float > 0"),
+    ("round_robin", {"layers": "stacked"}, r"option layers of method 'round_robin': got 'stacked'"),
+])
+def test_bounds_and_choices_are_checked_for_every_method(method, options, message):
+    with pytest.raises(ValueError, match=message):
+        check_options(method, options)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"eps": 0}, r"option eps of ot: got 0.0; expected float > 0"),
+    ({"ot_tol": "abc"}, r"option ot_tol of ot: cannot read 'abc' as float"),
+    ({"ridge": "sqrt"}, r"option ridge of whitening: got 'sqrt'; expected a number >= 0, 'auto', 'ledoit_wolf'"),
+    ({"ridge": -1.0}, r"option ridge of whitening: got -1.0; expected a number >= 0"),
+    ({"fit_on": "all"}, r"option fit_on of whitening: got 'all'; expected one of 'both', 'candidates', 'targets'"),
+    ({"min_repeats": -1}, r"option min_repeats of weighting: got -1; expected int >= 0"),
+    ({"max_weight_ratio": 0.5}, r"option max_weight_ratio of weighting: got 0.5; expected float >= 1 or null"),
+])
+def test_stage_arguments_of_select_are_checked(features, kwargs, message):
+    C, T = features
+    with pytest.raises(ValueError, match=message):
+        tarot.select(C, T, method="random", n=5, progress=False, **kwargs)
+
+
+def test_selector_defaults_are_the_options_defaults():
+    """The selector functions' keyword defaults and their options classes agree (one set of defaults)."""
+    import inspect
+
+    from tarot.options import SELECTOR_OPTIONS
+
+    assert set(SELECTOR_OPTIONS) == set(SELECTORS)
+    for method, fn in SELECTORS.items():
+        params = inspect.signature(fn).parameters
+        assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()), method  # no **_
+        for name, spec in selector_options(method).items():
+            assert params[name].default == spec.default, (method, name)
+
+
+def test_a_selector_called_directly_refuses_unknown_and_bad_options(features):
+    from tarot.selectors import fixed_size
+
+    C, T = features
+    with pytest.raises(TypeError, match="fil_rounds"):
+        fixed_size(C, T, 10, fil_rounds=3)
+    with pytest.raises(ValueError, match=r"option fill_rule of method 'fixed_size': got 'biggest'"):
+        fixed_size(C, T, 10, fill_rule="biggest")
+
+
+def test_every_resolved_option_is_saved_beside_the_result(features, tmp_path):
+    from tarot.options import FixedSizeOptions
+
+    C, T = features
+    res = tarot.select(C, T, method="fixed_size", n=20, fill_rounds="2", ridge="0.5", progress=False)
+    expected = {**FixedSizeOptions().as_dict(), "fill_rounds": 2}
+    assert res.config["selector_options"] == expected and res.config["ridge"] == 0.5
+    res.save(tmp_path / "sel")
+    back = tarot.SelectionResult.load(tmp_path / "sel")
+    assert back.config["selector_options"] == expected
+
+
+def test_options_help_lists_every_method_with_its_help():
+    from tarot.options import options_help
+
+    text = options_help()
+    for method in SELECTORS:
+        assert f"{method}:" in text
+    assert "fill_rounds (int >= 1, default 12)" in text and "rounds R of the partial-layer fill" in text
 
 
 def test_one_options_section_for_several_methods():
     shared = {"folds": 3, "fill_rounds": "4"}
-    assert options_for_method("random", shared, SELECTORS) == {}
-    assert options_for_method("otm", shared, SELECTORS) == {"folds": 3}
-    assert options_for_method("fixed_size", shared, SELECTORS) == {"fill_rounds": 4}
+    assert options_for_method("random", shared) == {}
+    assert options_for_method("otm", shared) == {"folds": 3}
+    assert options_for_method("fixed_size", shared) == {"fill_rounds": 4}
     with pytest.raises(ValueError, match=r"unknown selector option\(s\) 'fols' \(did you mean 'folds'\?\)"):
-        options_for_method("otm", {"fols": 3}, SELECTORS)
+        options_for_method("otm", {"fols": 3})
 
 
 @pytest.mark.parametrize("whiten_features", [True, False])

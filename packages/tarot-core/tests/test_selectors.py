@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import tarot
+from tarot.geometry.whitening import whiten
 from tarot.ot import entropic_ot
 from tarot.selectors import fixed_size, less, otm, random_selection, round_robin, topk_mean
 from tarot.selectors.base import NeighbourLayers, unique_rounds
 from tarot.selectors.otm import kfold_splits
-from tarot.whitening import whiten
 
 
 @pytest.fixture(scope="module")

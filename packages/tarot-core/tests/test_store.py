@@ -1,4 +1,4 @@
-"""Tests for tarot.store.FeatureStore: from_arrays round trip, read-only access, fp16 refusal (B4), errors."""
+"""Tests for tarot.features.store.FeatureStore: from_arrays round trip, read-only access, fp16 refusal (B4), errors."""
 
 import json
 

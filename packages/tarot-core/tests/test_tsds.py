@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import tarot
+from tarot.geometry.whitening import unit_rows, whiten
 from tarot.selectors.tsds import tsds, tsds_probabilities
-from tarot.whitening import unit_rows, whiten
 
 
 def _cloud(seed=0):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tarot
 import torch
+from tarot.geometry.whitening import whiten
 from tarot.ot import entropic_ot
 from tarot.weighting import RepeatSampler, WeightedSubset, potential_weights, repeat_counts, repeat_indices
-from tarot.whitening import whiten
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from tarot.whitening import RunningMoments, Whitener, whiten
+from tarot.geometry.whitening import RunningMoments, Whitener, whiten
 
 
 def _rotated_gaussian(n, k, lo, hi, seed=0):
@@ -91,8 +91,8 @@ def test_rank_deficient_fit_warns_and_raises_ridge_when_needed():
 @pytest.mark.parametrize("n,k", [(500, 20), (300, 64), (40, 120)])
 def test_shrinkage_rules_equal_scikit_learn(n, k):
     from sklearn.covariance import ledoit_wolf_shrinkage, oas
-    from tarot.whitening import ledoit_wolf_shrinkage as lw
-    from tarot.whitening import oas_shrinkage
+    from tarot.geometry.whitening import ledoit_wolf_shrinkage as lw
+    from tarot.geometry.whitening import oas_shrinkage
 
     X = _rotated_gaussian(n, k, 1e-2, 1e1, seed=n) + 3.0
     mom = RunningMoments(k)
@@ -134,7 +134,7 @@ def test_moments_of_shards_merge_exactly_in_any_order():
 
 @pytest.mark.parametrize("n,k", [(2000, 64), (300, 256)])
 def test_auto_ridge_keeps_sqrt_n_effective_dimensions(n, k):
-    from tarot.whitening import ridge_degrees_of_freedom
+    from tarot.geometry.whitening import ridge_degrees_of_freedom
 
     X = _rotated_gaussian(n, k, 1e-4, 1e2, seed=5)
     w = Whitener.fit(X)  # the default rule

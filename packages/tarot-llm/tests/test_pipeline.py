@@ -64,7 +64,7 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys, monkeypatch):
            "eval": {"mmlu": {"source": str(mm), "limit": 3}, "batch_size": 2}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
-    common = ["--run", str(run), "--no-progress"]
+    common = ["--out", str(run), "--no-progress"]
     assert main(["warmup", "--config", str(tmp_path / "cfg.yaml"), *common]) == 0
     warm = json.loads((run / "warmup" / "warmup.json").read_text())
     assert [c["name"] for c in warm["checkpoints"]] == ["epoch1", "epoch2"]
@@ -91,7 +91,7 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys, monkeypatch):
     run2 = tmp_path / "run2"
     shutil.copytree(run / "warmup", run2 / "warmup")
     for rank in ("1", "0"):
-        assert main(["featurize", "--config", str(tmp_path / "cfg.yaml"), "--run", str(run2), "--no-progress",
+        assert main(["featurize", "--config", str(tmp_path / "cfg.yaml"), "--out", str(run2), "--no-progress",
                      "--rank", rank, "--world-size", "2"]) == 0
     merged = FeatureStore.open(run2 / "features")
     for split in store.splits:
@@ -204,10 +204,34 @@ def test_bad_inputs_give_one_line_cli_errors(tmp_path, capsys):
     bad.write_text('{"instruction": "x", "context": "", "response": "y"}\n{"instruction": \n')
     assert main(["convert", "dolly", str(bad), str(tmp_path / "out.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("tarot-llm: error: ") and f"{bad}:2: invalid JSON" in err and "\n" not in err
+    assert err.startswith("tarot-llm convert: error: ") and f"{bad}:2: invalid JSON" in err and "\n" not in err
     assert not (tmp_path / "out.jsonl").exists()
-    assert main(["select", "--run", str(tmp_path / "nothing"), "--set", "select.ratoi=0.1"]) == 2
+    assert main(["select", "--out", str(tmp_path / "nothing"), "--set", "select.ratoi=0.1"]) == 2
     assert "unknown config key 'select.ratoi'" in capsys.readouterr().err
+    # a missing feature store: one line naming it, no traceback
+    assert main(["select", "--out", str(tmp_path / "nothing"), "--store", str(tmp_path / "nostore")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tarot-llm select: error: ") and "nostore" in err and err.count("\n") == 1
+    # the old spelling --run still works for one release, with a deprecation line
+    assert main(["select", "--run", str(tmp_path / "nothing"), "--set", "select.ratoi=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "warning: --run is deprecated and goes in the next release; use --out" in err
+    assert "unknown config key 'select.ratoi'" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["select"])
+    assert exc.value.code == 2 and "the following arguments are required: --out" in capsys.readouterr().err
+
+
+def test_tarot_llm_follows_the_cli_convention(capsys):
+    from tarot.app.conventions import check_convention
+
+    settings = {"--config", "--set", "--print-config", "--no-progress", "--out"}
+    stages = ("warmup", "featurize", "train", "evaluate", "report", "demo")
+    needs = {"select": {"--store", *settings}, **{s: settings for s in stages}, "convert": set()}
+    assert check_convention(build_parser(), needs) == []
+    assert main(["demo", "--quick", "--out", "unused", "--set", "train.epochs=2", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["epochs"] == 2
 
 
 def test_help_lists_commands():

@@ -42,10 +42,36 @@ def _run(args, capsys):
 
 def test_help_lists_every_command():
     text = build_parser().format_help()
-    for cmd in ("convert-metadrive", "preprocess", "train", "featurize", "select", "evaluate", "demo"):
+    for cmd in ("convert", "preprocess", "train", "featurize", "select", "evaluate", "demo"):
         assert cmd in text
     r = subprocess.run([sys.executable, "-m", "tarot_motion.cli", "select", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "tarot.select" in r.stdout and "--set" in r.stdout
+
+
+def test_tarot_motion_follows_the_cli_convention():
+    from tarot.app.conventions import check_convention
+
+    settings = {"--config", "--set", "--print-config", "--no-progress", "--out"}
+    needs = {"convert": {"--out"}, "preprocess": settings, "train": settings, "featurize": settings,
+             "select": {"--store", *settings}, "evaluate": settings, "demo": settings}
+    assert check_convention(build_parser(), needs) == []
+
+
+def test_print_config_resolves_without_running(project, capsys, tmp_path):
+    rc, cap = _run(["train", "--config", project / "motion.yaml", "--set", "train.lr=0.5", "--out", tmp_path / "t",
+                    "--print-config"], capsys)
+    printed = yaml.safe_load(cap.out)
+    assert rc == 0 and printed["train"]["lr"] == 0.5 and printed["model"]["hidden_size"] == 16
+    assert not (tmp_path / "t").exists()
+    rc, cap = _run(["demo", "--quick", "--out", tmp_path / "d", "--set", "train.epochs=1", "--print-config"], capsys)
+    printed = yaml.safe_load(cap.out)
+    assert rc == 0 and printed["train"]["epochs"] == 1 and printed["data"]["cache_dir"] == str(tmp_path / "d" / "cache")
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_missing_store_is_one_line(tmp_path, capsys):
+    rc, cap = _run(["select", "--store", tmp_path / "nowhere", "--out", tmp_path / "s"], capsys)
+    assert rc == 2 and cap.err.count("\n") == 1 and cap.err.startswith("tarot-motion select: error: ")
 
 
 def test_config_overrides_and_unknown_keys(project):
@@ -71,8 +97,12 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
 def test_cli_convert_metadrive_on_legacy_fixture(tmp_path, capsys):
     src = tmp_path / "0.pkl"
     write_legacy_scenario(src, T=91)
-    rc, cap = _run(["convert-metadrive", "--out", tmp_path / "db", "--files", src], capsys)
+    rc, cap = _run(["convert", "--out", tmp_path / "db", "--files", src], capsys)
+    assert rc == 0 and "wrote 2 scenarios" in cap.out and not cap.err
+    # the old verb still works for one release, with a deprecation line
+    rc, cap = _run(["convert-metadrive", "--out", tmp_path / "db2", "--files", src], capsys)
     assert rc == 0 and "wrote 2 scenarios" in cap.out
+    assert "warning: the verb convert-metadrive is deprecated" in cap.err and "use tarot-motion convert" in cap.err
     assert json.loads((tmp_path / "db" / "convert_report.json").read_text())["scenarios"] == 2
 
 
@@ -203,7 +233,7 @@ def test_cli_convert_argoverse1_log_fixture(tmp_path, capsys):
 
     src = tmp_path / "log.pkl"
     write_argoverse1_log(src, steps=91)
-    rc, cap = _run(["convert-metadrive", "--source", "argoverse1", "--out", tmp_path / "db", "--files", src], capsys)
+    rc, cap = _run(["convert", "--source", "argoverse1", "--out", tmp_path / "db", "--files", src], capsys)
     assert rc == 0 and "wrote 2 scenarios" in cap.out
 
 

@@ -12,6 +12,11 @@ from tarot_vision.config import ConfigError, resolve_config
 from tarot_vision.mmseg_backend import mmseg_available
 
 
+def _sets(*pairs: str) -> list[str]:
+    """``--set KEY=VALUE`` for every pair."""
+    return [arg for pair in pairs for arg in ("--set", pair)]
+
+
 def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
@@ -22,9 +27,36 @@ def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     assert "--quick" in capsys.readouterr().out
-    assert main(["featurize", "--out", "unused", "--print-config", "select.ratio=auto"]) == 0
+    assert main(["featurize", "--out", "unused", "--print-config", "--set", "select.ratio=auto"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["select"]["ratio"] == "auto" and printed["backend"] == "torch"
+    # the old positional spelling still works for one release, with a deprecation line; --set is applied after it
+    assert main(["featurize", "--out", "unused", "--print-config", "select.ratio=auto", "--set", "train.iters=5"]) == 0
+    captured = capsys.readouterr()
+    printed = yaml.safe_load(captured.out)
+    assert printed["select"]["ratio"] == "auto" and printed["train"]["iters"] == 5
+    assert "warning: positional KEY=VALUE (select.ratio=auto) is deprecated" in captured.err
+    assert "use --set KEY=VALUE" in captured.err
+
+
+def test_tarot_vision_follows_the_cli_convention():
+    from tarot.app.conventions import check_convention
+    from tarot_vision.cli import build_parser
+
+    settings = {"--config", "--set", "--print-config", "--no-progress", "--out"}
+    needs = {"convert": {"--no-progress"}, "featurize": settings, "select": {"--store", *settings},
+             "train": settings, "evaluate": settings, "demo": settings, "lds": settings}
+    assert check_convention(build_parser(), needs) == []
+
+
+def test_the_old_features_flag_still_works_and_store_is_required(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["select", "--out", str(tmp_path / "s")])
+    assert exc.value.code == 2 and "the following arguments are required: --store" in capsys.readouterr().err
+    assert main(["select", "--features", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "warning: --features is deprecated and goes in the next release; use --store" in err
+    assert "tarot-vision select: error:" in err and "Traceback" not in err
 
 
 def test_config_overrides_and_unknown_keys(tmp_path):
@@ -56,19 +88,19 @@ def test_convert_cli_and_one_line_errors(gta_root, tmp_path, capsys):
     assert err.count("\n") == 0 and "00002.png: no label found" in err
     assert main(["convert", "cityscapes", "--root", str(tmp_path / "nowhere")]) == 2
     assert "leftImg8bit/train: Cityscapes image folder missing" in capsys.readouterr().err
-    assert main(["featurize", "--out", str(tmp_path / "f"), "candidate.root=null"]) == 2
+    assert main(["featurize", "--out", str(tmp_path / "f"), "--set", "candidate.root=null"]) == 2
     assert "candidate.root is not set" in capsys.readouterr().err
 
 
 def _seg_pipeline(tmp_path, gta_root, cityscapes_root, backend_args: list[str], train_args: list[str]):
-    common = [
+    common = _sets(
         f"candidate.root={gta_root}",
         f"target.root={cityscapes_root}",
         "data.size=[32, 64]",
         "featurize.proj_dim=32",
         "featurize.batch_size=2",
         *backend_args,
-    ]
+    )
     assert main(["convert", "gta5", "--root", str(gta_root), "--no-progress"]) == 0
     assert main(["convert", "cityscapes", "--root", str(cityscapes_root), "--no-progress"]) == 0
     feat = tmp_path / "feat"
@@ -79,14 +111,13 @@ def _seg_pipeline(tmp_path, gta_root, cityscapes_root, backend_args: list[str], 
         main(
             [
                 "select",
-                "--features",
+                "--store",
                 str(feat),
                 "--out",
                 str(sel),
                 "--no-progress",
                 *common,
-                "select.method=fixed_size",
-                "select.ratio=0.5",
+                *_sets("select.method=fixed_size", "select.ratio=0.5"),
             ]
         )
         == 0
@@ -97,7 +128,8 @@ def _seg_pipeline(tmp_path, gta_root, cityscapes_root, backend_args: list[str], 
     assert len(lines) == summary["ann_file_lines"] and set(lines) <= {"00001", "00002", "00003", "00004"}
     assert len(lines) >= 2 and (sel / "report" / "index.html").is_file()
     train = tmp_path / "train"
-    assert main(["train", "--selection", str(sel), "--out", str(train), "--no-progress", *common, *train_args]) == 0
+    assert main(["train", "--selection", str(sel), "--out", str(train), "--no-progress", *common,
+                 *_sets(*train_args)]) == 0
     ckpt = next(train.rglob("final_state_dict.pth"))
     ev = tmp_path / "eval"
     assert (
@@ -110,7 +142,7 @@ def _seg_pipeline(tmp_path, gta_root, cityscapes_root, backend_args: list[str], 
                 str(ev),
                 "--no-progress",
                 *common,
-                "evaluate.scale=[32, 64]",
+                *_sets("evaluate.scale=[32, 64]"),
             ]
         )
         == 0
@@ -177,7 +209,7 @@ def test_lds_quick_and_spearman(tmp_path):
 
     a = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]])
     np.testing.assert_allclose(spearman_columns(a, a[:, :1].repeat(2, 1)), [1.0, -1.0])
-    assert main(["lds", "--quick", "--out", str(tmp_path / "lds"), "--no-progress", "subsets.m=6"]) == 0
+    assert main(["lds", "--quick", "--out", str(tmp_path / "lds"), "--no-progress", "--set", "subsets.m=6"]) == 0
     doc = json.loads((tmp_path / "lds" / "results.json").read_text())
     assert set(doc["lds"]) >= {"wfd", "cosine", "dot", "trak", "wfd_ridge=0.1", "wfd_ridge=ledoit_wolf",
                                "wfd_ridge=oas"} and doc["subsets"] == 6
@@ -198,13 +230,15 @@ def test_lds_on_cifar_batches(tmp_path, cifar_root):
                 "--out",
                 str(out),
                 "--no-progress",
-                f"data.cifar_root={cifar_root}",
-                "data.n_train=40",
-                "data.n_targets=10",
-                "subsets.m=4",
-                "featurize.proj_dim=16",
-                "model.arch=resnet9",
-                "model.width=0.125",
+                *_sets(
+                    f"data.cifar_root={cifar_root}",
+                    "data.n_train=40",
+                    "data.n_targets=10",
+                    "subsets.m=4",
+                    "featurize.proj_dim=16",
+                    "model.arch=resnet9",
+                    "model.width=0.125",
+                ),
             ]
         )
         == 0
@@ -217,8 +251,8 @@ def test_featurize_sharding_flags_merge_to_the_single_process_store(tmp_path, gt
     """Two shards written by separate invocations (--rank/--world-size) merge into the unsharded store exactly."""
     from tarot import FeatureStore
 
-    common = [f"candidate.root={gta_root}", f"target.root={cityscapes_root}", "data.size=[32, 64]",
-              "featurize.proj_dim=16", "featurize.batch_size=1", "backend=torch", "model.arch=tiny"]
+    common = _sets(f"candidate.root={gta_root}", f"target.root={cityscapes_root}", "data.size=[32, 64]",
+                   "featurize.proj_dim=16", "featurize.batch_size=1", "backend=torch", "model.arch=tiny")
     assert main(["convert", "gta5", "--root", str(gta_root), "--no-progress"]) == 0
     assert main(["convert", "cityscapes", "--root", str(cityscapes_root), "--no-progress"]) == 0
     single, sharded = tmp_path / "single", tmp_path / "sharded"

@@ -87,7 +87,7 @@ def test_unknown_baseline_is_refused():
 
 def test_demo_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "dataset=digits"]) == 0
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--set", "dataset=digits"]) == 0
     printed = capsys.readouterr().out
     assert "verdict:" in printed and "report:" in printed
     assert (out / "COMPLETE").is_file() and (out / "report" / "index.html").is_file()

@@ -15,32 +15,33 @@ from tarot._version import __version__
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "select": "tarot.api",
-    "PairedDifference": "tarot.compare",
-    "method_verdict": "tarot.compare",
-    "paired_difference": "tarot.compare",
-    "paired_difference_seeds": "tarot.compare",
-    "featurize_distributed": "tarot.distributed",
-    "merge_shards": "tarot.distributed",
-    "EmbeddingFeaturizer": "tarot.embeddings",
-    "Checkpoint": "tarot.gradients",
-    "GradientFeaturizer": "tarot.gradients",
-    "LossAdapter": "tarot.gradients",
-    "featurize_to_store": "tarot.gradients",
+    "PairedDifference": "tarot.app.compare",
+    "method_verdict": "tarot.app.compare",
+    "paired_difference": "tarot.app.compare",
+    "paired_difference_seeds": "tarot.app.compare",
+    "featurize_distributed": "tarot.features.distributed",
+    "merge_shards": "tarot.features.distributed",
+    "EmbeddingFeaturizer": "tarot.features.embeddings",
+    "Checkpoint": "tarot.features.gradients",
+    "GradientFeaturizer": "tarot.features.gradients",
+    "LossAdapter": "tarot.features.gradients",
+    "featurize_to_store": "tarot.features.featurize",
     "OTResult": "tarot.ot",
     "entropic_ot": "tarot.ot",
     "exact_ot": "tarot.ot",
-    "Projector": "tarot.projection",
-    "html_table": "tarot.report",
-    "write_report": "tarot.report",
+    "Projector": "tarot.features.projection",
+    "html_table": "tarot.app.report",
+    "write_report": "tarot.app.report",
     "SelectionResult": "tarot.result",
-    "FeatureStore": "tarot.store",
-    "StoreError": "tarot.store",
-    "make_mixture": "tarot.synthetic",
+    "FeatureStore": "tarot.features.store",
+    "StoreError": "tarot.errors",
+    "MissingSplitError": "tarot.errors",
+    "make_mixture": "tarot.app.synthetic",
     "RepeatSampler": "tarot.weighting",
     "WeightedSubset": "tarot.weighting",
     "repeat_indices": "tarot.weighting",
-    "Whitener": "tarot.whitening",
-    "whiten": "tarot.whitening",
+    "Whitener": "tarot.geometry.whitening",
+    "whiten": "tarot.geometry.whitening",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -52,7 +53,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(module), name)
         globals()[name] = value  # later lookups skip this function
         return value
-    try:  # a submodule used as an attribute (tarot.store, tarot.selectors, ...)
+    try:  # a submodule used as an attribute (tarot.features.store, tarot.selectors, ...)
         return importlib.import_module(f"{__name__}.{name}")
     except ModuleNotFoundError as exc:
         if exc.name != f"{__name__}.{name}":
@@ -66,15 +67,17 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysis and IDEs see the eager imports
     from tarot.api import select  # noqa: F401
-    from tarot.compare import PairedDifference, method_verdict, paired_difference, paired_difference_seeds  # noqa: F401
-    from tarot.distributed import featurize_distributed, merge_shards  # noqa: F401
-    from tarot.embeddings import EmbeddingFeaturizer  # noqa: F401
-    from tarot.gradients import Checkpoint, GradientFeaturizer, LossAdapter, featurize_to_store  # noqa: F401
+    from tarot.app.compare import PairedDifference, method_verdict, paired_difference, paired_difference_seeds  # noqa: F401
+    from tarot.app.report import html_table, write_report  # noqa: F401
+    from tarot.app.synthetic import make_mixture  # noqa: F401
+    from tarot.errors import MissingSplitError, StoreError  # noqa: F401
+    from tarot.features.distributed import featurize_distributed, merge_shards  # noqa: F401
+    from tarot.features.embeddings import EmbeddingFeaturizer  # noqa: F401
+    from tarot.features.featurize import featurize_to_store  # noqa: F401
+    from tarot.features.gradients import Checkpoint, GradientFeaturizer, LossAdapter  # noqa: F401
+    from tarot.features.projection import Projector  # noqa: F401
+    from tarot.features.store import FeatureStore  # noqa: F401
+    from tarot.geometry.whitening import Whitener, whiten  # noqa: F401
     from tarot.ot import OTResult, entropic_ot, exact_ot  # noqa: F401
-    from tarot.projection import Projector  # noqa: F401
-    from tarot.report import html_table, write_report  # noqa: F401
     from tarot.result import SelectionResult  # noqa: F401
-    from tarot.store import FeatureStore, StoreError  # noqa: F401
-    from tarot.synthetic import make_mixture  # noqa: F401
     from tarot.weighting import RepeatSampler, WeightedSubset, repeat_indices  # noqa: F401
-    from tarot.whitening import Whitener, whiten  # noqa: F401

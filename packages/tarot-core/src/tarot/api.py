@@ -3,22 +3,32 @@ returns a :class:`~tarot.result.SelectionResult`."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import platform
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tarot._version import __version__
 from tarot.diagnostics import selection_diagnostics
+from tarot.geometry.whitening import check_finite, check_float_features, unit_rows, whiten
+from tarot.options import (
+    STAGE_OPTIONS,
+    Options,
+    OTOptions,
+    WeightingOptions,
+    WhiteningOptions,
+    check_options,
+    resolve_options,
+)
 from tarot.ot import entropic_ot
 from tarot.result import SelectionResult
-from tarot.selectors import SELECTORS
-from tarot.selectors.options import check_options, selector_options
+from tarot.selectors import SELECTORS, Selection
 from tarot.weighting import potential_weights, repeat_counts
-from tarot.whitening import check_finite, check_float_features, unit_rows, whiten
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +56,7 @@ def _budget(ratio: float | str | None, n: int | None, n_candidates: int, method:
 
 
 def _from_store(store: Any) -> dict:
-    """Arrays and labels of a FeatureStore (duck-typed so that tarot.store stays optional here)."""
+    """Arrays and labels of a FeatureStore (duck-typed so that tarot.features.store stays optional here)."""
     out = {"candidates": store.features("candidate"), "targets": store.features("target")}
     for key, split, attr in (("candidate_sources", "candidate", "sources"), ("candidate_ids", "candidate", "ids"),
                              ("target_groups", "target", "groups")):
@@ -108,7 +118,7 @@ def select(
         Whiten (spec §4) before scoring; when False rows are only L2-normalised.
     ridge : float or {"auto", "ledoit_wolf", "oas"}
         Relative whitening ridge λ, or the rule that chooses it from the data (default ``"auto"``: the square-root
-        rule of :mod:`tarot.whitening`); the chosen value, the spectrum and the effective rank land in
+        rule of :mod:`tarot.geometry.whitening`); the chosen value, the spectrum and the effective rank land in
         ``diagnostics["whitening"]``.
     fit_on : str
         Fit set of the whitening: ``both`` (candidates ∪ targets), ``candidates`` or ``targets``.
@@ -133,20 +143,117 @@ def select(
         Subtask labels of targets (``less``), source labels and ids of candidates (composition in reports).
     **options
         Selector options (e.g. ``fill_rounds`` for fixed_size; ``folds``, ``patience``, ``max_depth`` for otm),
-        checked by :func:`tarot.selectors.options.check_options`: an option the method does not take raises
-        ``ValueError`` listing the valid ones, and text values (from YAML or the CLI) are converted to the option's
-        type.
+        defined with their bounds and help by the method's class in :mod:`tarot.options` (e.g.
+        :class:`~tarot.options.FixedSizeOptions`): an option the method does not take raises ``ValueError`` listing
+        the valid ones, text values (from YAML or the CLI) are converted to the option's type, and values out of
+        bounds are refused. The stage arguments above are checked the same way
+        (:class:`~tarot.options.WhiteningOptions`, :class:`~tarot.options.OTOptions`,
+        :class:`~tarot.options.WeightingOptions`).
 
     Returns
     -------
     SelectionResult
+        Its ``config`` holds every resolved option (``selector_options`` has all of the method's options, given or
+        default), saved as ``config.json`` by :meth:`~tarot.result.SelectionResult.save`.
     """
     t0 = time.perf_counter()
     if method not in SELECTORS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SELECTORS)}")
-    options = check_options(method, SELECTORS[method], options)  # a misspelt or mistyped option is an error
+    options = check_options(method, options)  # a misspelt, mistyped or out-of-bounds option is an error
+    stages = _stage_options(ridge=ridge, fit_on=fit_on, eps=eps, ot_tol=ot_tol, ot_value_tol=ot_value_tol, beta=beta,
+                            total_repeats=total_repeats, min_repeats=min_repeats, max_weight_ratio=max_weight_ratio)
     if weighting and method in SELF_WEIGHTED:
         raise ValueError(f"method {method!r} weights its samples itself (draw counts); use weighting=False")
+    if space not in SCORE_SPACES:
+        raise ValueError(f"space must be one of {SCORE_SPACES}, got {space!r}")
+    data = _inputs(candidates, targets, candidate_sources=candidate_sources, candidate_ids=candidate_ids,
+                   target_groups=target_groups)
+    candidates, targets = data.candidates, data.targets
+    N, M = candidates.shape[0], targets.shape[0]
+    budget = _budget(ratio, n, N, method)
+    ot: OTOptions = stages["ot"]  # type: ignore[assignment]
+    wopt: WeightingOptions = stages["weighting"]  # type: ignore[assignment]
+
+    diagnostics: dict[str, Any] = {}
+    if whiten_features:
+        wh: WhiteningOptions = stages["whitening"]  # type: ignore[assignment]
+        Zc, Zt, whitener = whiten(candidates, targets, ridge=wh.ridge, fit_on=wh.fit_on)
+        diagnostics["whitening"] = whitener.diagnostics
+    else:
+        Zc, Zt = unit_rows(candidates), unit_rows(targets)
+    t_whiten = time.perf_counter()
+
+    sel = _run_selector(method, budget, raw=(candidates, targets), whitened=(Zc, Zt), whitened_space=whiten_features,
+                        space=space, shared=dict(seed=seed, eps=ot.eps, ot_tol=ot.ot_tol,
+                                                 ot_value_tol=ot.ot_value_tol, progress=progress,
+                                                 target_groups=data.target_groups), options=options)
+    diagnostics.update(sel.diagnostics)
+    idx = np.asarray(sel.indices, dtype=np.int64)
+    t_select = time.perf_counter()
+
+    measured = _ot_and_weights(Zc[idx], Zt, sel.counts, ot=ot, weighting=wopt if weighting else None,
+                               compute_ot=compute_ot)
+    diagnostics.update(measured.diagnostics)
+    if diagnose and len(idx):
+        diagnostics["selection"] = selection_diagnostics(Zc, Zt, idx, measured.weights, seed=seed)
+    t_end = time.perf_counter()
+    diagnostics["timing_s"] = {"whiten": t_whiten - t0, "select": t_select - t_whiten, "ot_and_weights":
+                               t_end - t_select, "total": t_end - t0}
+
+    weights = measured.weights
+    config = {
+        "method": method, "ratio": ratio if ratio is not None else ("auto" if method == "otm" else None),
+        "n": budget, "seed": seed, "whiten": whiten_features, **stages["whitening"].as_dict(), "space": space,
+        **ot.as_dict(), "weighting": weighting, **wopt.as_dict(),
+        "total_repeats": (None if weights is None else int(weights.sum())),
+        "merge_targets": merge_targets, "target_repeats": target_repeats,
+        "selector_options": resolve_options(method, options),  # every option of the method, given or default
+        "n_candidates": N, "n_targets": M, "dim": int(candidates.shape[1]), "store": data.store_path,
+        "versions": {"tarot": __version__, "numpy": np.__version__, "python": platform.python_version()},
+    }
+    return SelectionResult(
+        indices=idx,
+        method=method,
+        n_candidates=N,
+        ratio=len(idx) / N,
+        ot_distance=measured.value,
+        weights=weights,
+        probabilities=measured.probabilities,
+        potentials=measured.potentials,
+        scores=sel.scores,
+        config=config,
+        diagnostics=diagnostics,
+        candidate_ids=data.candidate_ids,
+        candidate_sources=data.candidate_sources,
+        merged_targets=M if merge_targets else 0,
+        target_repeats=target_repeats,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the steps of select
+def _stage_options(**values: Any) -> dict[str, Options]:
+    """The stage arguments of :func:`select`, each checked by its options class (bounds, choices, types)."""
+    out = {}
+    for stage, cls in STAGE_OPTIONS.items():
+        mine = {k: v for k, v in values.items() if k in cls.specs()}
+        out[stage] = cls.from_mapping(mine)
+    return out
+
+
+@dataclass
+class _Inputs:
+    candidates: np.ndarray
+    targets: np.ndarray
+    candidate_sources: list | None
+    candidate_ids: list | None
+    target_groups: list | None
+    store_path: str | None
+
+
+def _inputs(candidates: Any, targets: Any, *, candidate_sources: list | None, candidate_ids: list | None,
+            target_groups: list | None) -> _Inputs:
+    """Features and labels from a FeatureStore or from arrays, checked: float [N, k] and [M, k], finite, labels of
+    the right lengths."""
     store_path = None
     if hasattr(candidates, "features") and not isinstance(candidates, np.ndarray):
         if targets is not None:
@@ -173,84 +280,56 @@ def select(
                                ("target_groups", target_groups, M)):
         if labels is not None and len(labels) != size:
             raise ValueError(f"{name} has {len(labels)} entries, expected {size}")
-    if space not in SCORE_SPACES:
-        raise ValueError(f"space must be one of {SCORE_SPACES}, got {space!r}")
-    budget = _budget(ratio, n, N, method)
+    return _Inputs(candidates, targets, candidate_sources, candidate_ids, target_groups, store_path)
 
-    diagnostics: dict[str, Any] = {}
-    if whiten_features:
-        Zc, Zt, whitener = whiten(candidates, targets, ridge=ridge, fit_on=fit_on)
-        diagnostics["whitening"] = whitener.diagnostics
-    else:
-        Zc, Zt = unit_rows(candidates), unit_rows(targets)
-    t_whiten = time.perf_counter()
 
+def _run_selector(method: str, budget: int | None, *, raw: tuple[np.ndarray, np.ndarray],
+                  whitened: tuple[np.ndarray, np.ndarray], whitened_space: bool, space: str,
+                  shared: dict[str, Any], options: dict[str, Any]) -> Selection:
+    """Call the method's selector in its feature space with the shared arguments it takes and its options."""
     selector = SELECTORS[method]
-    kwargs: dict[str, Any] = dict(seed=seed, eps=eps, ot_tol=ot_tol, ot_value_tol=ot_value_tol, progress=progress,
-                                  **options)
-    if method == "less":
-        kwargs["target_groups"] = target_groups
-        sel = selector(np.asarray(candidates), np.asarray(targets), budget, **kwargs)
+    takes = inspect.signature(selector).parameters
+    kwargs = {k: v for k, v in shared.items() if k in takes}
+    if method == "less":  # LESS normalises raw per-checkpoint features itself
+        features = (np.asarray(raw[0]), np.asarray(raw[1]))
     elif method == "topk_mean" and space == "raw":
-        raw = (Zc, Zt) if not whiten_features else (unit_rows(candidates), unit_rows(targets))  # unit rows once
-        sel = selector(*raw, budget, **kwargs)
+        features = whitened if not whitened_space else (unit_rows(raw[0]), unit_rows(raw[1]))  # unit rows once
     else:
-        sel = selector(Zc, Zt, budget, **kwargs)
-    diagnostics.update(sel.diagnostics)
-    idx = np.asarray(sel.indices, dtype=np.int64)
-    t_select = time.perf_counter()
+        features = whitened
+    return selector(*features, budget, **kwargs, **options)
 
-    ot_value, potentials, weights, probs = None, None, None, None
-    if compute_ot or weighting:
-        res = entropic_ot(Zc[idx], Zt, eps=eps, tol=ot_tol, value_tol=ot_value_tol)
-        ot_value, potentials = res.value, res.f
-        diagnostics["ot"] = res.diagnostics()
-    if sel.counts is not None:  # the selector sampled with replacement: its draw counts are the repeat counts
-        weights = np.asarray(sel.counts, dtype=np.int64)
-        probs = weights / weights.sum()
-        diagnostics["weighted_ot"] = entropic_ot(Zc[idx], Zt, a=probs, eps=eps, tol=ot_tol,
-                                                 value_tol=ot_value_tol).value
-    if weighting:
-        probs = potential_weights(potentials, beta=beta, max_ratio=max_weight_ratio)
-        weights = repeat_counts(probs, total=total_repeats, min_repeats=min_repeats)
+
+@dataclass
+class _Measured:
+    value: float | None = None
+    potentials: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+def _ot_and_weights(S: np.ndarray, T: np.ndarray, counts: np.ndarray | None, *, ot: OTOptions,
+                    weighting: WeightingOptions | None, compute_ot: bool) -> _Measured:
+    r"""OT_ε(uniform on the selection, targets) with its potentials, and the repeat counts: the selector's own draw
+    counts (``tsds``) or potential weights :math:`a_i \propto e^{-\beta \tilde f_i}` rounded to integers."""
+    out = _Measured()
+
+    def solve(a: np.ndarray | None = None):
+        return entropic_ot(S, T, a=a, eps=ot.eps, tol=ot.ot_tol, value_tol=ot.ot_value_tol)
+
+    if compute_ot or weighting is not None:
+        res = solve()
+        out.value, out.potentials = res.value, res.f
+        out.diagnostics["ot"] = res.diagnostics()
+    if counts is not None:  # the selector sampled with replacement: its draw counts are the repeat counts
+        out.weights = np.asarray(counts, dtype=np.int64)
+        out.probabilities = out.weights / out.weights.sum()
+        out.diagnostics["weighted_ot"] = solve(out.probabilities).value
+    if weighting is not None:
+        probs = potential_weights(out.potentials, beta=weighting.beta, max_ratio=weighting.max_weight_ratio)
+        out.weights = repeat_counts(probs, total=weighting.total_repeats, min_repeats=weighting.min_repeats)
+        out.probabilities = probs
         # the measure training really samples: realised repeat counts r_i / Σ r (not the continuous a_i)
-        realised = weights / weights.sum()
-        diagnostics["weighted_ot"] = entropic_ot(Zc[idx], Zt, a=realised, eps=eps, tol=ot_tol,
-                                                 value_tol=ot_value_tol).value
-        diagnostics["weighted_ot_continuous"] = entropic_ot(Zc[idx], Zt, a=probs, eps=eps, tol=ot_tol,
-                                                            value_tol=ot_value_tol).value
-    if diagnose and len(idx):
-        diagnostics["selection"] = selection_diagnostics(Zc, Zt, idx, weights, seed=seed)
-    t_end = time.perf_counter()
-    diagnostics["timing_s"] = {"whiten": t_whiten - t0, "select": t_select - t_whiten, "ot_and_weights":
-                               t_end - t_select, "total": t_end - t0}
-
-    selector_params = {k: spec.default for k, spec in selector_options(selector).items()}
-    selector_params.update({k: v for k, v in options.items() if not callable(v)})
-    config = {
-        "method": method, "ratio": ratio if ratio is not None else ("auto" if method == "otm" else None),
-        "n": budget, "seed": seed, "whiten": whiten_features, "ridge": ridge, "fit_on": fit_on, "space": space,
-        "eps": eps, "ot_tol": ot_tol, "ot_value_tol": ot_value_tol, "weighting": weighting, "beta": beta,
-        "total_repeats": (None if weights is None else int(weights.sum())), "min_repeats": min_repeats,
-        "max_weight_ratio": max_weight_ratio, "merge_targets": merge_targets, "target_repeats": target_repeats,
-        "selector_options": selector_params,  # selector_options() already leaves out what select() passes
-        "n_candidates": N, "n_targets": M, "dim": int(candidates.shape[1]), "store": store_path,
-        "versions": {"tarot": __version__, "numpy": np.__version__, "python": platform.python_version()},
-    }
-    return SelectionResult(
-        indices=idx,
-        method=method,
-        n_candidates=N,
-        ratio=len(idx) / N,
-        ot_distance=ot_value,
-        weights=weights,
-        probabilities=probs,
-        potentials=potentials,
-        scores=sel.scores,
-        config=config,
-        diagnostics=diagnostics,
-        candidate_ids=candidate_ids,
-        candidate_sources=candidate_sources,
-        merged_targets=M if merge_targets else 0,
-        target_repeats=target_repeats,
-    )
+        out.diagnostics["weighted_ot"] = solve(out.weights / out.weights.sum()).value
+        out.diagnostics["weighted_ot_continuous"] = solve(probs).value
+    return out

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from tarot.scoring import mean_scores, top_n_by_score, topk_neighbors
+from tarot.geometry.scoring import mean_scores, top_n_by_score, topk_neighbors
 
 
 def _nearest_other_target(Zt: np.ndarray, block: int = 2048) -> np.ndarray:

@@ -1,10 +1,16 @@
-"""Atomic file writes shared by the feature store, configs and the domain packages."""
+"""Atomic file writes and plain-type serialisation shared by the feature store, results, configs and the domain
+packages."""
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -36,3 +42,22 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def plain(x: Any) -> Any:
+    """Plain YAML/JSON types inside nested containers: mappings → dicts with string keys, tuples → lists, numpy
+    arrays and scalars → lists and Python numbers, paths → strings, non-finite floats → their string (JSON has none).
+    """
+    if isinstance(x, Mapping):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return plain(x.item())
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return x

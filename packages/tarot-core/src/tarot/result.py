@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tarot.config import plain
+from tarot.fileio import plain
 
 FORMAT_VERSION = 1
 _ARRAY_FIELDS = ("indices", "weights", "probabilities", "potentials", "scores")

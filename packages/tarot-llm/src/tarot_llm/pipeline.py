@@ -200,12 +200,13 @@ def stage_featurize(cfg: dict, run: Path, progress: bool = True, shard: tuple[in
                     merge: bool = True):
     """Adam-preconditioned LoRA gradients of the pool and plain gradients of the targets into a FeatureStore.
 
-    ``shard=(rank, world)`` featurizes one shard (several processes or torchrun, see ``tarot.distributed``); rank 0
-    merges the shards, per-checkpoint arrays included, into ``RUN/features`` once all are complete.
+    ``shard=(rank, world)`` featurizes one shard (several processes or torchrun, see
+    ``tarot.features.distributed``); rank 0 merges the shards, per-checkpoint arrays included, into
+    ``RUN/features`` once all are complete.
     """
     from peft import PeftModel
     from tarot import GradientFeaturizer
-    from tarot.distributed import featurize_distributed
+    from tarot.features.distributed import featurize_distributed
 
     from .models import check_adapter_dir, load_model_and_tokenizer
 
@@ -312,13 +313,17 @@ def write_less_outputs(d: Path, res, pool: list[InstructionExample], ratio: floa
     write_jsonl(d / f"top_p{ratio}.jsonl", [pool[i].to_record() for i in top])
 
 
-def stage_select(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any]:
-    """Run every method of ``select.methods`` with tarot-core and write the selections."""
+def stage_select(cfg: dict, run: Path, progress: bool = True, store: str | os.PathLike | None = None
+                 ) -> dict[str, Any]:
+    """Run every method of ``select.methods`` with tarot-core and write the selections under ``run/selection``.
+
+    ``store`` is the feature store written by :func:`stage_featurize` (default ``run/features``)."""
     import tarot
 
-    store = tarot.FeatureStore.open(run / "features")
+    features = Path(store) if store is not None else run / "features"
+    store = tarot.FeatureStore.open(features)
     warm = load_warmup(run / "warmup")
-    kept = json.loads((run / "features" / "pool_kept.json").read_text())["kept_pool_indices"]
+    kept = json.loads((features / "pool_kept.json").read_text())["kept_pool_indices"]
     pool = pool_examples(cfg)
     sc = cfg["select"]
     n_cand = store.count("candidate")
@@ -332,7 +337,7 @@ def stage_select(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any]:
     for m in sc["methods"]:
         t0 = time.time()
         try:
-            if m == "less" and (run / "features" / "partial").exists():
+            if m == "less" and (features / "partial").exists():
                 res = _less_per_checkpoint(store, warm, cfg, n)
             elif m == "otm":
                 res = tarot.select(C, T, method="otm", ratio="auto", seed=int(sc["seed"]),
@@ -510,7 +515,7 @@ def stage_evaluate(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any
 def stage_report(cfg: dict, run: Path, headline: str = "fixed_size") -> Path:
     """tarot-core HTML report of the headline selection plus tables of all methods and their evaluations."""
     import tarot
-    from tarot.report import html_table
+    from tarot.app.report import html_table
 
     store = tarot.FeatureStore.open(run / "features")
     sel = json.loads((run / "selection" / "summary.json").read_text())

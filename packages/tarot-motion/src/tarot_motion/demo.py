@@ -74,11 +74,10 @@ WARMUP_BATCH = 16  # fixed, so that --set train.batch_size=... changes only the 
 def _select_cfg(select: dict[str, Any], method: str, seed: int) -> dict[str, Any]:
     """The ``select`` section for one of the demo's methods: ``select.options`` reduced to what that method takes (an
     option no selector takes is an error)."""
-    from tarot.selectors import SELECTORS
-    from tarot.selectors.options import options_for_method
+    from tarot.options import options_for_method
 
     try:
-        opts = options_for_method(method, select.get("options") or {}, SELECTORS)
+        opts = options_for_method(method, select.get("options") or {})
     except ValueError as exc:
         raise SystemExit(f"tarot-motion demo: select.options: {exc}") from None
     return {**select, "method": method, "seed": seed, "options": opts}
@@ -115,9 +114,18 @@ def _fmt(vals: list[float]) -> str:
     return f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.3f}"
 
 
+def demo_config(out: str | Path, quick: bool = False, overrides: list[str] | None = None,
+                config: str | Path | None = None) -> dict[str, Any]:
+    """The demo's settings: defaults <- demo base (<- the quick preset) <- ``config`` (YAML) <- ``overrides``."""
+    base = _deep_update(DEMO_BASE, QUICK) if quick else DEMO_BASE
+    cfg = load_config(config, overrides, base=base)
+    cfg["data"]["cache_dir"] = str(Path(out) / "cache")
+    return cfg
+
+
 def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenario: int = 0,
              overrides: list[str] | None = None, progress: bool = True, log: Any = print,
-             threads: int | None = 1) -> dict[str, Any]:
+             threads: int | None = 1, config: str | Path | None = None) -> dict[str, Any]:
     """Run the embedded real demo end to end; returns the results dict also written to ``out/results.json``.
 
     ``threads`` sets ``torch.set_num_threads`` (default 1: on a small shared CPU, two intra-op threads competing with
@@ -128,7 +136,7 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
 
     if threads is not None:
         torch.set_num_threads(int(threads))
-    from tarot.report import write_report
+    from tarot.app.report import write_report
 
     from . import pipeline
     from .train import build_model, train_model
@@ -140,9 +148,7 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
         files = legacy_waymo_files()
     except FileNotFoundError as exc:
         raise SystemExit(f"tarot-motion demo: {exc}\n  install it with: {METADRIVE_INSTALL}") from None
-    base = _deep_update(DEMO_BASE, QUICK) if quick else DEMO_BASE
-    cfg = load_config(None, overrides, base=base)
-    cfg["data"]["cache_dir"] = str(out / "cache")
+    cfg = demo_config(out, quick=quick, overrides=overrides, config=config)
     warmup_steps = 4 if quick else WARMUP_STEPS
     save_config({**cfg, "demo": {"seeds": seeds, "quick": quick, "target_scenario": target_scenario,
                                  "warmup_steps": warmup_steps, "warmup_batch_size": WARMUP_BATCH, "threads": threads,

@@ -76,10 +76,11 @@ def featurize(model_cfg: Mapping[str, Any], fcfg: Mapping[str, Any], checkpoints
     """Per-sample projected gradients of every split at every checkpoint, summed over checkpoints (tarot-core).
 
     Returns the ``tarot.FeatureStore``. Rerunning the same call resumes. ``shard=(rank, world)`` featurizes one shard
-    (several processes or torchrun, see ``tarot.distributed``); rank 0 merges when ``merge`` and all are complete.
+    (several processes or torchrun, see ``tarot.features.distributed``); rank 0 merges when ``merge`` and all are
+    complete.
     """
     import tarot
-    from tarot.distributed import featurize_distributed
+    from tarot.features.distributed import featurize_distributed
 
     if not checkpoints:
         raise MotionDataError(None, "featurize.checkpoints", "at least one checkpoint file is required")

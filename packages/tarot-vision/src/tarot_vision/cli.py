@@ -16,27 +16,29 @@ EPILOG = """\
 typical GTA5 -> Cityscapes run (backend torch needs only torch + torchvision; backend=mmseg needs the [mmseg] extra):
   tarot-vision convert gta5 --root data/gta5
   tarot-vision convert cityscapes --root data/cityscapes
-  tarot-vision featurize --out runs/feat candidate.root=data/gta5 target.root=data/cityscapes \\
-      'featurize.checkpoints=[{name: warm, path: warm.pth}]'
-  tarot-vision select --features runs/feat --out runs/sel select.method=otm select.ratio=auto
-  tarot-vision train --selection runs/sel --out runs/train backend=mmseg candidate.root=data/gta5
-  tarot-vision evaluate --checkpoint runs/train/work/final_state_dict.pth --out runs/eval backend=mmseg \\
-      target.root=data/cityscapes
+  tarot-vision featurize --out runs/feat --set candidate.root=data/gta5 --set target.root=data/cityscapes \\
+      --set 'featurize.checkpoints=[{name: warm, path: warm.pth}]'
+  tarot-vision select --store runs/feat --out runs/sel --set select.method=otm --set select.ratio=auto
+  tarot-vision train --selection runs/sel --out runs/train --set backend=mmseg --set candidate.root=data/gta5
+  tarot-vision evaluate --checkpoint runs/train/work/final_state_dict.pth --out runs/eval --set backend=mmseg \\
+      --set target.root=data/cityscapes
 embedded real-data demo (CPU, a few minutes; writes an HTML report):
   tarot-vision demo --out runs/vision-demo
 
 Settings come from the packaged YAML defaults (configs/seg.yaml, demo.yaml, lds.yaml), then --config FILE, then
-KEY=VALUE overrides (values are YAML: seeds=[0,1,2], select.ratio=auto). Each command saves config.resolved.yaml
-beside its outputs. Use --print-config to see the defaults.
+--set KEY=VALUE overrides (values are YAML: --set seeds=[0,1,2] --set select.ratio=auto). Each command saves
+config.resolved.yaml beside its outputs. Use --print-config to see the defaults. Old spellings (--features,
+positional KEY=VALUE) still work for one release, with a deprecation warning.
 """
 
 
 def _common(p: argparse.ArgumentParser, name: str) -> None:
-    p.add_argument("--config", type=Path, help=f"YAML file overriding the packaged {name}.yaml defaults")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    example = {"seg": "train.iters=200", "demo": "train.steps=200 seeds=[0,1,2,3]", "lds": "subsets.m=20"}[name]
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"config overrides, e.g. {example}")
+    from tarot.app.conventions import add_legacy_overrides, add_progress, add_settings
+
+    example = {"seg": "train.iters=200", "demo": "seeds=[0,1,2,3]", "lds": "subsets.m=20"}[name]
+    add_settings(p, defaults=f"the packaged {name}.yaml defaults", example=example)
+    add_progress(p)
+    add_legacy_overrides(p)  # the old positional KEY=VALUE spelling
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    from tarot.app.conventions import add_version
+
+    add_version(parser, "tarot-vision")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (and tracebacks)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -83,8 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "Select candidates with tarot-core (select.method, select.ratio; OT-potential repeat weights by "
                    "default). Writes OUT/selection, OUT/ann_file.txt (selected stems, a line per repeat) and "
                    "OUT/report/index.html.",
-                   [("--features", {"type": Path, "required": True,
-                                    "help": "featurize output folder (or the store itself)"})]),
+                   []),
         "train": ("seg", "train a segmenter on a selection's ann_file (mmseg Runner or torch loop)",
                   "Train from train.init (scratch by default, seeded) on the ann_file of a selection; "
                   "backend=mmseg uses mmseg's own Runner with InfiniteSampler.",
@@ -116,8 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", type=Path, required=True, help="output folder")
         for flag, kwargs in extra:
             p.add_argument(flag, **kwargs)
+        if name == "select":
+            from tarot.app.conventions import add_store
+
+            add_store(p, help="feature store: the featurize output folder or the store itself", old=("--features",))
         if name == "featurize":
-            from tarot.argtypes import add_shard_arguments
+            from tarot.app.argtypes import add_shard_arguments
 
             add_shard_arguments(p)  # --rank/--world-size/--merge, torchrun-aware (tarot-core owns the sharding)
         _common(p, config)
@@ -131,6 +139,9 @@ def _resolve(args: argparse.Namespace, name: str, extra: dict | None = None) -> 
 
 
 def _run(args: argparse.Namespace) -> int:
+    from tarot.app.conventions import merge_legacy_overrides
+
+    merge_legacy_overrides(args, f"tarot-vision {args.command}")
     progress = not getattr(args, "no_progress", False)
     if args.command == "convert":
         from .segdata import convert
@@ -183,12 +194,12 @@ def _run(args: argparse.Namespace) -> int:
 
     save_resolved(cfg, args.out, args.command)
     if args.command == "featurize":
-        from tarot.distributed import shard_from_args
+        from tarot.features.distributed import shard_from_args
 
         store = segpipe.featurize(cfg, args.out, progress=progress, shard=shard_from_args(args), merge=args.merge)
         print(f"features: {store.path}")
     elif args.command == "select":
-        print(json.dumps(segpipe.select(cfg, args.features, args.out, progress=progress), default=str))
+        print(json.dumps(segpipe.select(cfg, args.store, args.out, progress=progress), default=str))
     elif args.command == "train":
         ann = args.selection / "ann_file.txt" if args.selection else None
         print(f"checkpoint: {segpipe.train(cfg, args.out, ann_file=ann, progress=progress)}")
@@ -200,20 +211,25 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; errors are reported as one line (``-v`` shows the traceback)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "select":
+        from tarot.app.conventions import require
+
+        require(args, parser, "store")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     logging.captureWarnings(True)
     warnings.filterwarnings("ignore", message=r".*(build_loss|avg_non_ignore).*")  # mmseg deprecation chatter
+    from tarot.app.conventions import USER_ERRORS, report_user_error
+
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, KeyError, OSError) as exc:
+    except USER_ERRORS as exc:  # bad input, a missing file or store, an unknown option: one line, exit 2
         if args.verbose:
             raise
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"tarot-vision {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        return report_user_error("tarot-vision", args.command, exc)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """YAML configs with dotted ``key=value`` overrides; the resolved config is saved beside every output.
 
 Resolution order: packaged defaults (``tarot_vision/configs/<name>.yaml``) ← a user YAML file ← command-line
-overrides (``train.steps=200``, ``seeds=[0,1,2]``; values are parsed as YAML), resolved by :mod:`tarot.config`.
+overrides (``train.steps=200``, ``seeds=[0,1,2]``; values are parsed as YAML), resolved by :mod:`tarot.app.config`.
 Unknown keys are errors, so a typo never silently falls back to a default.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tarot.config import ConfigError, load_config, save_config
+from tarot.app.config import ConfigError, load_config, save_config
 
 
 def packaged_config(name: str) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def packaged_config(name: str) -> dict[str, Any]:
 def resolve_config(name: str, path: str | os.PathLike | None = None, overrides: Sequence[str] = (),
                    preset: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The packaged ``name`` defaults (``demo``, ``seg``, ``lds``) ← ``preset`` (e.g. ``--quick``) ← the YAML file at
-    ``path`` ← ``overrides`` (``key.sub=value``); see :func:`tarot.config.load_config`."""
+    ``path`` ← ``overrides`` (``key.sub=value``); see :func:`tarot.app.config.load_config`."""
     return load_config(packaged_config(name), path, overrides, preset)
 
 

@@ -83,11 +83,11 @@ def featurize(cfg: dict[str, Any], out: str | Path, progress: bool = True, shard
               merge: bool = True):
     """Projected per-sample gradient features of the candidate pool and the target set → a FeatureStore.
 
-    ``shard=(rank, world)`` featurizes one shard (several processes or torchrun; see tarot.distributed); rank 0
+    ``shard=(rank, world)`` featurizes one shard (several processes or torchrun; see tarot.features.distributed); rank 0
     merges the shards into ``OUT/features`` when ``merge`` and all shards are complete.
     """
     from tarot import GradientFeaturizer
-    from tarot.distributed import featurize_distributed
+    from tarot.features.distributed import featurize_distributed
 
     d = cfg["data"]
     cand = _records(cfg["candidate"], "candidate")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tarot.scoring import topk_neighbors
+from tarot.geometry.scoring import topk_neighbors
 
 
 @dataclass

@@ -6,19 +6,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tarot.scoring import mean_scores, top_n_by_score
+from tarot.geometry.scoring import mean_scores, top_n_by_score
+from tarot.geometry.whitening import unit_rows
+from tarot.options import RoundRobinOptions
 from tarot.selectors.base import NeighbourLayers, Selection, check_budget, unique_rounds
-from tarot.whitening import unit_rows
 
 
-def random_selection(candidates: np.ndarray, targets: np.ndarray, n: int, *, seed: int = 0, **_: object) -> Selection:
+def random_selection(candidates: np.ndarray, targets: np.ndarray, n: int, *, seed: int = 0) -> Selection:
     """Uniform sample of exactly ``n`` candidates without replacement (``numpy.random.default_rng(seed)``)."""
     n = check_budget(n, candidates.shape[0])
     idx = np.sort(np.random.default_rng(seed).choice(candidates.shape[0], size=n, replace=False))
     return Selection(indices=idx, diagnostics={"seed": seed})
 
 
-def topk_mean(candidates: np.ndarray, targets: np.ndarray, n: int, **_: object) -> Selection:
+def topk_mean(candidates: np.ndarray, targets: np.ndarray, n: int) -> Selection:
     r"""Keep the ``n`` candidates with the highest mean cosine :math:`\frac1M\sum_j s_{ij}` (ties: lower index)."""
     n = check_budget(n, candidates.shape[0])
     scores = mean_scores(candidates, targets)
@@ -32,7 +33,6 @@ def less(
     *,
     target_groups: Sequence | None = None,
     checkpoint_weights: Sequence[float] | None = None,
-    **_: object,
 ) -> Selection:
     r"""LESS selection: :math:`\text{score}_i = \max_s \sum_c \bar w_c \langle \hat g_{i,c}, m_{s,c}\rangle`.
 
@@ -73,7 +73,7 @@ def less(
 
 
 def round_robin(candidates: np.ndarray, targets: np.ndarray, n: int, *, layers: str = "unique",
-                progress: bool = False, **_: object) -> Selection:
+                progress: bool = False) -> Selection:
     """Targets take turns (in target order) picking candidates until n.
 
     ``layers="unique"`` (default): each target takes its nearest not-yet-selected candidate — the distinct rounds of
@@ -82,8 +82,7 @@ def round_robin(candidates: np.ndarray, targets: np.ndarray, n: int, *, layers: 
     rank, where a target whose r-th neighbour is already taken adds nothing in round r.
     """
     n = check_budget(n, candidates.shape[0])
-    if layers not in ("unique", "rank"):
-        raise ValueError(f"layers must be 'unique' or 'rank', got {layers!r}")
+    RoundRobinOptions(layers=layers)  # choices checked in one place
     nb = NeighbourLayers(candidates, targets, depth=max(4, 2 * -(-n // targets.shape[0])), progress=progress)
     if layers == "unique":
         rounds = unique_rounds(nb, n)

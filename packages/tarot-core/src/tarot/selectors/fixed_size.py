@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from tarot.options import FixedSizeOptions
 from tarot.ot import entropic_ot, softmin_potential, warm_start
 from tarot.selectors.base import NeighbourLayers, Selection, check_budget, unique_rounds
 
@@ -43,7 +44,6 @@ def fixed_size(
     ot_max_iter: int = 2000,
     seed: int = 0,
     progress: bool = False,
-    **_: object,
 ) -> Selection:
     """Select exactly ``n`` candidates by neighbourhood layers and an OT-guided partial layer.
 
@@ -80,14 +80,8 @@ def fixed_size(
     """
     N, M = candidates.shape[0], targets.shape[0]
     n = check_budget(n, N)
-    if fill_context not in ("selection", "layer"):
-        raise ValueError(f"fill_context must be 'selection' or 'layer', got {fill_context!r}")
-    if fill_rule not in ("smallest", "largest", "random"):
-        raise ValueError(f"fill_rule must be 'smallest', 'largest' or 'random', got {fill_rule!r}")
-    if fill_rounds < 1:
-        raise ValueError(f"fill_rounds must be >= 1, got {fill_rounds}")
-    if layers not in ("unique", "rank"):
-        raise ValueError(f"layers must be 'unique' or 'rank', got {layers!r}")
+    FixedSizeOptions(fill_rounds=fill_rounds, layers=layers, fill_context=fill_context, fill_rule=fill_rule,
+                     ot_max_iter=ot_max_iter)  # bounds and choices checked in one place (tarot.options)
     nb = NeighbourLayers(candidates, targets, depth=max(4, 2 * math.ceil(n / M)), progress=progress)
     if layers == "unique":
         picked = unique_rounds(nb, n)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from tarot.options import OTMOptions
 from tarot.ot import entropic_ot, warm_start
 from tarot.selectors.base import NeighbourLayers, Selection
 
@@ -52,7 +53,6 @@ def otm(
     ot_max_iter: int = 2000,
     value_fn: ValueFn | None = None,
     progress: bool = True,
-    **_: object,
 ) -> Selection:
     """Run OTM and return the union of the per-fold argmin neighbourhoods.
 
@@ -86,6 +86,8 @@ def otm(
     """
     if n is not None:
         raise ValueError("otm estimates the selection size itself; pass ratio='auto' (or use fixed_size for a budget)")
+    OTMOptions(folds=folds, fold_seed=fold_seed, min_score=min_score, patience=patience,
+               min_improvement=min_improvement, max_depth=max_depth, ot_max_iter=ot_max_iter)
     N, M = candidates.shape[0], targets.shape[0]
     splits = kfold_splits(M, folds, fold_seed)
     chosen = np.zeros(N, dtype=bool)

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tarot.scoring import topk_neighbors
+from tarot.geometry.scoring import topk_neighbors
+from tarot.options import TSDSOptions
 from tarot.selectors.base import Selection, check_budget
 
 
@@ -84,10 +85,11 @@ def tsds_probabilities(candidates: np.ndarray, targets: np.ndarray, *, alpha: fl
 
 
 def tsds(candidates: np.ndarray, targets: np.ndarray, n: int, *, alpha: float = 0.5, C: float = 1.0,
-         sigma: float = 0.75, max_k: int = 5000, kde_k: int = 1000, seed: int = 0, **_: object) -> Selection:
+         sigma: float = 0.75, max_k: int = 5000, kde_k: int = 1000, seed: int = 0) -> Selection:
     """TSDS selection: ``n`` draws with replacement from :func:`tsds_probabilities` (seeded); the distinct indices
     with their draw counts as repeat counts (``Selection.counts``)."""
     n = check_budget(n, candidates.shape[0])
+    TSDSOptions(alpha=alpha, C=C, sigma=sigma, max_k=max_k, kde_k=kde_k)  # bounds checked in one place
     p, info = tsds_probabilities(candidates, targets, alpha=alpha, C=C, sigma=sigma, max_k=max_k, kde_k=kde_k)
     draws = np.random.default_rng(seed).multinomial(n, p)
     idx = np.flatnonzero(draws)

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from tarot._version import __version__
+from tarot.errors import MissingSplitError, StoreError  # noqa: F401  (re-exported)
 from tarot.fileio import write_text_atomic
 
 __all__ = ["FeatureStore", "StoreError"]
@@ -47,26 +49,10 @@ _ROW_BLOCK = 8192
 SPEC_FIELDS = ("dim", "dtype", "projector", "checkpoints", "batch_size", "precondition", "labels_sha256")
 
 
-class StoreError(RuntimeError):
-    """A feature store is missing, incomplete, inconsistent or would be overwritten."""
-
-
-class MissingSplitError(StoreError, KeyError):
-    """The store has no split of that name (a ``KeyError`` too, for code that looks splits up like a mapping)."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
-
-
 # ---------------------------------------------------------------------------------------------- small helpers
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "numpy": np.__version__}
-    try:
-        import tarot
-
-        out["tarot"] = tarot.__version__
-    except (ImportError, AttributeError):
-        pass
+    out["tarot"] = __version__
     try:
         import torch
 
@@ -478,103 +464,12 @@ class FeatureStore:
 
         Checks: every shard complete; same world size and every rank 0..world-1 present exactly once; identical dim,
         dtype, projector, checkpoints, batch size, preconditioners and full-split label hashes; row ranges disjoint and
-        covering ``[0, total)`` of every split; merged ids hash to the recorded full-split hash.
+        covering ``[0, total)`` of every split; merged ids hash to the recorded full-split hash. See
+        :func:`tarot.features.merge.merge_stores`.
         """
-        shards = [cls.open(d) for d in cls._shard_dirs(shard_dirs_or_parent)]
-        for s in shards:
-            if s.manifest.get("shard") is None:
-                raise StoreError(f"merge: {s.path} is not a shard (its manifest has no shard entry)")
-            if not s.complete:
-                raise StoreError(f"merge: shard {s.path} is incomplete; finish it before merging")
-        first = shards[0]
-        world = first.manifest["shard"]["world"]
-        ranks = sorted(s.manifest["shard"]["rank"] for s in shards)
-        for s in shards:
-            if s.manifest["shard"]["world"] != world:
-                raise StoreError(
-                    f"merge: {s.path} has world size {s.manifest['shard']['world']}, {first.path} has {world}"
-                )
-        dup = sorted({r for r in ranks if ranks.count(r) > 1})
-        if dup:
-            raise StoreError(f"merge: rank(s) {dup} given more than once")
-        missing = sorted(set(range(world)) - set(ranks))
-        if missing:
-            raise StoreError(f"merge: missing shard rank(s) {missing} of world size {world}")
+        from tarot.features.merge import merge_stores
 
-        def spec(st: FeatureStore, key: str) -> Any:
-            if key == "split totals":
-                return {k: v["total"] for k, v in st.manifest["splits"].items()}
-            return st.manifest.get(key)
-
-        for s in shards[1:]:
-            for key in (*SPEC_FIELDS, "split totals"):
-                if spec(first, key) != spec(s, key):
-                    raise StoreError(f"merge: shard {s.path} differs from {first.path} in {key!r}; refusing to merge")
-        shards.sort(key=lambda s: s.manifest["shard"]["rank"])
-        counts: dict[str, int] = {}
-        for split in first.splits:
-            total = first.manifest["splits"][split]["total"]
-            pos = 0
-            for s in shards:
-                info = s.manifest["splits"][split]
-                if info["row_start"] != pos:
-                    raise StoreError(
-                        f"merge: split {split!r} of shard {s.path} starts at row {info['row_start']}, expected {pos}"
-                    )
-                pos = info["row_stop"]
-            if pos != total:
-                raise StoreError(f"merge: split {split!r} shards cover rows [0, {pos}), expected [0, {total})")
-            counts[split] = total
-
-        def cat(kind: str) -> dict[str, list[str] | None]:
-            res: dict[str, list[str] | None] = {}
-            for split in first.splits:
-                parts = [s.manifest[kind].get(split) for s in shards]
-                if all(p is None for p in parts):
-                    res[split] = None
-                elif any(p is None for p in parts):
-                    raise StoreError(f"merge: some shards lack {kind} for split {split!r}")
-                else:
-                    res[split] = [v for p in parts for v in p]
-                if labels_hash(res[split]) != first.manifest["labels_sha256"][kind][split]:
-                    raise StoreError(
-                        f"merge: concatenated {kind} of split {split!r} do not match the recorded full list"
-                    )
-            return res
-
-        full = {kind: cat(kind) for kind in ("ids", "sources", "groups")}
-        outp = Path(out)
-        if (outp / MANIFEST).exists():
-            raise StoreError(f"merge: {outp} already holds a feature store; choose a new output path")
-        fm = first.manifest
-        manifest = cls.build_manifest(
-            fm["dim"],
-            counts,
-            ids=full["ids"],
-            sources=full["sources"],
-            groups=full["groups"],
-            projector=fm["projector"],
-            checkpoints=fm["checkpoints"],
-            batch_size=fm["batch_size"],
-            precondition=fm["precondition"],
-            full_labels=full,
-            extra={"featurizer": fm.get("featurizer"), "merged_from": [str(s.path) for s in shards]},
-        )
-        store = cls(outp, manifest)
-        outp.mkdir(parents=True, exist_ok=True)
-        for split in first.splits:
-            arr = np.lib.format.open_memmap(
-                outp / f"{split}.npy", mode="w+", dtype=np.float32, shape=(counts[split], fm["dim"])
-            )
-            for s in shards:
-                info = s.manifest["splits"][split]
-                arr[info["row_start"] : info["row_stop"]] = s.features(split)
-            arr.flush()
-            del arr
-        store._merge_partials(shards, counts)
-        store._manifest["status"] = "complete"
-        store.write_manifest()
-        return store
+        return merge_stores([cls.open(d) for d in cls._shard_dirs(shard_dirs_or_parent)], out)
 
     def _merge_partials(self, shards: list[FeatureStore], counts: dict[str, int]) -> None:
         """Concatenate the shards' per-checkpoint arrays (kept with ``keep_partials=True``) when every shard has all

@@ -1,6 +1,6 @@
 """``tarot demo``: the selectors side by side on a built-in synthetic mixture, with an HTML report.
 
-The mixture (:func:`tarot.synthetic.make_mixture`) has three target modes with proportions 0.6/0.3/0.1 and an
+The mixture (:func:`tarot.app.synthetic.make_mixture`) has three target modes with proportions 0.6/0.3/0.1 and an
 off-target mode that makes up 40 % of the candidate pool. The demo runs ``random``, ``topk_mean`` and ``fixed_size``
 at ratio 0.1 and ``otm`` with ``ratio="auto"`` and potential weighting, saves every result under ``results/<method>``,
 and writes one report (``index.html``) for the OTM result with a comparison table of all methods: selection size,
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tarot.report import html_table, write_report
+from tarot.app.report import html_table, write_report
 
 __all__ = ["run_demo", "DEMO_SIZES"]
 
@@ -47,7 +47,7 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, seed: int = 0, pro
     out_dir : path-like
         Output directory: ``index.html`` (+ plots, ``report.json``), ``comparison.json``,
         ``results/<method>/`` (saved :class:`~tarot.result.SelectionResult` directories) and ``store/`` (the mixture
-        as a :class:`~tarot.store.FeatureStore`, for ``tarot select`` / ``tarot report``).
+        as a :class:`~tarot.features.store.FeatureStore`, for ``tarot select`` / ``tarot report``).
     quick : bool
         Use a small mixture (seconds instead of about a minute).
     seed : int
@@ -66,7 +66,7 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, seed: int = 0, pro
     sizes = DEMO_SIZES["quick" if quick else "default"]
     mix = tarot.make_mixture(seed=seed, **sizes)
     sources = mix.candidate_sources
-    # the mixture as a feature store, so that `tarot select <out>/store ...` and `tarot report` work on it next
+    # the mixture as a feature store, so that `tarot select --store <out>/store ...` and `tarot report` work on it next
     tarot.FeatureStore.from_arrays(out / "store", {"candidate": mix.candidates, "target": mix.targets},
                                    sources={"candidate": sources,
                                             "target": [f"mode{m}" for m in mix.target_modes]},

@@ -10,16 +10,14 @@ artifact with :func:`save_config`.
 from __future__ import annotations
 
 import copy
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
-from tarot.fileio import write_text_atomic
+from tarot.fileio import plain, write_text_atomic  # noqa: F401  (plain re-exported)
 
 
 class ConfigError(ValueError):
@@ -129,25 +127,6 @@ def load_config(
     if path is not None:
         cfg = merge_config(cfg, read_yaml_mapping(path), str(path))
     return apply_overrides(cfg, overrides)
-
-
-def plain(x: Any) -> Any:
-    """Plain YAML/JSON types inside nested containers: mappings → dicts with string keys, tuples → lists, numpy
-    arrays and scalars → lists and Python numbers, paths → strings, non-finite floats → their string (JSON has none).
-    """
-    if isinstance(x, Mapping):
-        return {str(k): plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return plain(x.item())
-    if isinstance(x, os.PathLike):
-        return os.fspath(x)
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    return x
 
 
 def save_config(cfg: Mapping[str, Any], directory: str | os.PathLike, name: str = "config.yaml") -> Path:

@@ -1,6 +1,6 @@
 """Benchmark of the selection step on synthetic unit-normalised features.
 
-Run with ``python -m tarot.bench`` (or ``nox -s bench``). For each size (N candidates, M targets, dimension d) the
+Run with ``python -m tarot.app.bench`` (or ``nox -s bench``). For each size (N candidates, M targets, dimension d) the
 features are generated once, chunk by chunk, into ``.npy`` files that every variant opens as read-only memmaps; each
 variant then runs in a fresh subprocess, which reports its wall time and its peak resident memory above its own
 baseline (the peak mark is reset to the current RSS after the imports and opening the memmaps; on Linux the peak is
@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from tarot.outofcore import available_bytes
+from tarot.features.outofcore import available_bytes
 
 __all__ = ["BenchRow", "dense_layer_selection", "dense_sinkhorn", "generate_features", "run_benchmark", "main"]
 
@@ -315,7 +315,7 @@ def dense_bytes(n: int, m: int, ratio: float) -> int:
 
 
 def _run_child(spec: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, str]:
-    cmd = [sys.executable, "-m", "tarot.bench", "--worker", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "tarot.app.bench", "--worker", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -494,9 +494,9 @@ def _size(text: str) -> tuple[int, int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point of ``python -m tarot.bench``."""
+    """Command-line entry point of ``python -m tarot.app.bench``."""
     parser = argparse.ArgumentParser(
-        prog="python -m tarot.bench",
+        prog="python -m tarot.app.bench",
         description="Time and memory of the selection step (fixed_size, otm) against a dense reference recipe and "
         "the bare GEMM floor, on synthetic unit-normalised features; each variant runs in a fresh subprocess.",
     )
@@ -526,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_benchmark(sizes, args.out, variants=args.variants, ratio=args.ratio, seed=args.seed, timeout=timeout,
                       workdir=args.workdir, dense_budget=dense_budget)
     except ValueError as exc:
-        print(f"tarot.bench: error: {exc}", file=sys.stderr)
+        print(f"tarot.app.bench: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -1,5 +1,5 @@
 """argparse value types and flags shared by the ``tarot`` CLI and the domain CLIs (imports nothing heavy, so that
-``--help`` is instant); :func:`add_shard_arguments` is re-exported by :mod:`tarot.distributed`."""
+``--help`` is instant)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,19 @@
 r"""Multi-process / multi-node featurization on :mod:`torch.distributed` (launch with ``torchrun``).
 
 Every rank featurizes its own deterministic, contiguous shard of every split (whole batches of the single-process
-batch grid, :func:`tarot.gradients.shard_rows`) into ``<path>/shard-{rank:05d}-of-{world:05d}``. The projector is a
-pure function of its seed and the parameter layout, so every rank builds the same one without communication. Each
-shard store is resumable on its own (completion masks), so a killed rank is simply started again with the same
-arguments. Once every rank is done (a ``barrier``), rank 0 checks the shards against the request and merges them with
-:meth:`tarot.store.FeatureStore.merge` into ``<path>`` itself: after a distributed run ``FeatureStore.open(path)`` is
-the same store a single process would have written, byte for byte.
+batch grid, :func:`tarot.features.featurize.shard_rows`) into ``<path>/shard-{rank:05d}-of-{world:05d}``. The
+projector is a pure function of its seed and the parameter layout, so every rank builds the same one without
+communication. Each shard store is resumable on its own (completion masks), so a killed rank is simply started again
+with the same arguments. Once every rank is done (a ``barrier``), rank 0 checks the shards against the request and
+merges them with :meth:`tarot.features.store.FeatureStore.merge` into ``<path>`` itself: after a distributed run
+``FeatureStore.open(path)`` is the same store a single process would have written, byte for byte.
 
 The engine is ``torch.distributed`` (``gloo`` on CPU, ``nccl`` on CUDA) with ``torchrun`` as the launcher, restarts
 included (``torchrun --max-restarts``). Without a process group (ranks started independently, e.g. a SLURM job
 array), each process writes its shard, rank 0 merges only when it finds every shard complete, and ``tarot merge`` or
 :func:`merge_shards` merges later.
 
-Domain CLIs add the same flags with :func:`add_shard_arguments` and pass :func:`shard_from_args` to
+Domain CLIs add the same flags with :func:`tarot.app.argtypes.add_shard_arguments` and pass :func:`shard_from_args` to
 :func:`featurize_distributed`::
 
     add_shard_arguments(featurize_parser)                 # --rank, --world-size, --merge/--no-merge
@@ -37,9 +37,9 @@ from typing import Any
 
 import torch
 
-from tarot.argtypes import add_shard_arguments, non_negative_int, positive_int  # noqa: F401  (re-exported)
-from tarot.gradients import Checkpoint, GradientFeaturizer, featurize_to_store
-from tarot.store import MANIFEST, FeatureStore, StoreError, labels_hash
+from tarot.features.featurize import featurize_to_store
+from tarot.features.gradients import Checkpoint, GradientFeaturizer
+from tarot.features.store import MANIFEST, FeatureStore, StoreError, labels_hash
 
 __all__ = [
     "shard_from_env",
@@ -50,7 +50,6 @@ __all__ = [
     "featurize_distributed",
     "merge_shards",
     "shard_dir",
-    "add_shard_arguments",
     "shard_from_args",
 ]
 
@@ -290,7 +289,8 @@ def merge_shards(
     """Check the ``world`` shards under ``path`` and merge them into ``out`` (default: ``path`` itself).
 
     Every shard ``shard-{r:05d}-of-{world:05d}``, r < ``world``, must exist and be complete (else a one-line
-    :class:`~tarot.store.StoreError` names the missing / incomplete ranks and their progress). With ``expected`` (the
+    :class:`~tarot.features.store.StoreError`
+    names the missing / incomplete ranks and their progress). With ``expected`` (the
     request's spec, as built by :func:`featurize_distributed`) every shard manifest must match it: dim, projector,
     checkpoints, batch size, split sizes and label hashes. :meth:`FeatureStore.merge` then checks that the shards
     agree with each other, cover every row exactly once and that the concatenated ids match the recorded full lists.
@@ -394,8 +394,8 @@ def featurize_distributed(
 ) -> FeatureStore:
     r"""Featurize this rank's shard of every split, then (rank 0) verify and merge all shards into ``path``.
 
-    A drop-in for :func:`tarot.gradients.featurize_to_store` (same data sets, checkpoints, batch size and keyword
-    arguments: ``collate_fn``, ``ids``, ``sources``, ``groups``, ``precondition``, ``num_workers``, ...).
+    A drop-in for :func:`tarot.features.featurize.featurize_to_store` (same data sets, checkpoints, batch size and
+    keyword arguments: ``collate_fn``, ``ids``, ``sources``, ``groups``, ``precondition``, ``num_workers``, ...).
 
     Parameters
     ----------
@@ -512,7 +512,7 @@ def shard_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None 
     """``(rank, world)`` from :func:`add_shard_arguments` flags, falling back to ``$RANK``/``$WORLD_SIZE``.
 
     Returns None for a single process (world size 1), so the result can be passed as ``shard=`` to both
-    :func:`featurize_distributed` and :func:`tarot.gradients.featurize_to_store`. Raises :class:`ValueError`
+    :func:`featurize_distributed` and :func:`tarot.features.featurize.featurize_to_store`. Raises :class:`ValueError`
     when the rank is not below the world size.
     """
     env = os.environ if environ is None else environ

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_map
 
-from tarot.gradients import eval_mode
-from tarot.projection import Projector
+from tarot.features.gradients import eval_mode
+from tarot.features.projection import Projector
 
 EmbedFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from tarot.config import plain
+from tarot.app.config import plain
+from tarot.features.store import StoreError
 from tarot.result import SelectionResult
-from tarot.store import StoreError
 
 __all__ = ["write_report", "html_table"]
 
@@ -322,7 +322,7 @@ def _whiten_for_map(
     and ``fit_on`` settings are followed; without whitening (or with a fixed ridge and fewer than 2·k plotted rows,
     too few for a covariance estimate) the rows are only L2-normalised.
     """
-    from tarot.whitening import Whitener
+    from tarot.geometry.whitening import Whitener
 
     def unit(x: np.ndarray) -> np.ndarray:
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

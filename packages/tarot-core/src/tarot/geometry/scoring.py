@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tarot.whitening import check_float_features
+from tarot.geometry.whitening import check_float_features
 
 
 def _t(x: np.ndarray) -> torch.Tensor:

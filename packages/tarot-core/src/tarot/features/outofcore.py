@@ -1,11 +1,11 @@
 r"""Out-of-core helpers: a memory budget and output arrays that spill to memmapped temporary files.
 
-Selection on a :class:`tarot.store.FeatureStore` reads the features through read-only memmaps. The whitening
-statistics are streamed over row blocks (:meth:`tarot.whitening.Whitener.fit`), the whitened rows are written block
-by block into an output array, and top-k scoring streams candidate blocks (:func:`tarot.scoring.topk_neighbors`).
-This module decides where the whitened output lives: in RAM when it fits the memory budget, otherwise in a memmapped
-temporary file (unlinked at creation, so the disk space is released as soon as the array is garbage-collected, also
-after a crash).
+Selection on a :class:`tarot.features.store.FeatureStore` reads the features through read-only memmaps. The whitening
+statistics are streamed over row blocks (:meth:`tarot.geometry.whitening.Whitener.fit`), the whitened rows are
+written block by block into an output array, and top-k scoring streams candidate blocks
+(:func:`tarot.geometry.scoring.topk_neighbors`). This module decides where the whitened output lives: in RAM when
+it fits the memory budget, otherwise in a memmapped temporary file (unlinked at creation, so the disk space is
+released as soon as the array is garbage-collected, also after a crash).
 
 Memory budget
 -------------

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from tarot.outofcore import output_arrays
+from tarot.features.outofcore import output_arrays
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +436,8 @@ def whiten(
         Rows used for μ and Σ (reference: both).
     memory_budget, workdir : int or str, str, optional
         Outputs beyond the budget (default ``$TAROT_MEMORY_BUDGET``, else half the available RAM) are written to
-        memmapped temporary files in ``workdir`` (see :mod:`tarot.outofcore`); inputs may be memmaps (streamed).
+        memmapped temporary files in ``workdir`` (see :mod:`tarot.features.outofcore`); inputs may be memmaps
+        (streamed).
     """
     check_float_features(candidates, "candidate features")
     check_float_features(targets, "target features")

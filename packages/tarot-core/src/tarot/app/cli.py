@@ -2,7 +2,7 @@
 
 Subcommands
 -----------
-``tarot select STORE --method M (--ratio R | --ratio auto | --n N) --out DIR``
+``tarot select --store STORE --method M (--ratio R | --ratio auto | --n N) --out DIR``
     run a selector on a feature store and save the :class:`~tarot.result.SelectionResult` (plus ``config.yaml``);
 ``tarot inspect PATH``
     describe a feature store or a saved result;
@@ -32,7 +32,16 @@ from typing import Any
 
 import yaml
 
-from tarot.argtypes import positive_int
+from tarot.app.argtypes import positive_int
+from tarot.app.conventions import (
+    USER_ERRORS,
+    add_out,
+    add_progress,
+    add_settings,
+    add_store,
+    report_user_error,
+    warn_deprecated,
+)
 
 __all__ = ["main", "build_parser"]
 
@@ -74,9 +83,15 @@ def _method_help(methods: Sequence[str]) -> str:
         "selection size: --ratio R keeps floor(R * N) of the N candidates (at least 1), --n N keeps exactly N,",
         "--ratio auto (otm only) lets OTM choose the size.",
         "",
-        "selector options (--config / --set), e.g. fill_rounds for fixed_size, folds, patience, max_depth for otm;",
-        "an unknown option is refused with the list of known ones.",
+        "store: --store DIR (the old positional STORE still works, with a deprecation warning).",
+        "",
+        "select() options (--config / --set): seed, weighting, beta, ridge, fit_on, space, eps, ot_tol, ...; and",
+        "the selector options below (an unknown or out-of-range option is refused with the list of valid ones):",
+        "",
     ]
+    from tarot.options import options_help  # no numpy, torch or POT
+
+    lines.append(options_help(width=96))
     return "\n".join(lines)
 
 
@@ -114,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from tarot._version import __version__
 
-    parser.add_argument("--version", action="version", version=f"tarot {__version__}")
+    parser.add_argument("--version", action="version", version=f"tarot {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)
 
     # select --------------------------------------------------------------------------------------
@@ -129,8 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_method_help(methods),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("store", metavar="STORE", help="feature store directory (candidate and target splits)")
-    p.add_argument("--method", required=True, choices=methods, help="selection method (see below)")
+    add_store(p, required=False, help="feature store directory (candidate and target splits)")
+    p.add_argument("legacy_store", nargs="?", default=None, help=argparse.SUPPRESS)  # old positional STORE
+    p.add_argument("--method", choices=methods, default=None, help="selection method (see below; or 'method' in "
+                   "--config)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--ratio", type=_ratio, default=None, metavar="R|auto",
                       help="fraction of the candidate pool to keep, in (0, 1]; 'auto' lets otm choose it")
@@ -146,12 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{defaults.get('beta')}; larger values move more mass but can overshoot)")
     p.add_argument("--merge-targets", action=argparse.BooleanOptionalAction, default=None,
                    help="also add the target samples themselves to the training set (recorded in the result)")
-    p.add_argument("--config", metavar="YAML", default=None,
-                   help="YAML file of select() options; command-line flags override it")
-    p.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-                   help="override one select() or selector option (VALUE parsed as YAML), e.g. --set patience=2 "
-                   "--set ridge=1e-3; may be repeated; applied last")
-    p.add_argument("--out", required=True, metavar="DIR", help="directory receiving the saved result")
+    add_settings(p, defaults="select()'s defaults (command-line flags override the file)",
+                 example="patience=2 --set ridge=1e-3", set_type=_key_value)
+    add_out(p, help="directory receiving the saved result (a previous result there is replaced)")
+    add_progress(p)
     p.set_defaults(func=_cmd_select)
 
     # inspect -------------------------------------------------------------------------------------
@@ -175,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         "score and weight histograms. Sections without data are left out with a note.",
     )
     p.add_argument("result", metavar="RESULT", help="selection result directory (written by 'tarot select')")
-    p.add_argument("--store", default=None, metavar="STORE", help="feature store the result was selected from")
-    p.add_argument("--out", required=True, metavar="DIR", help="report directory")
+    add_store(p, required=False, help="feature store the result was selected from (for the 2-D map)")
+    add_out(p, help="report directory")
     p.add_argument("--title", default=None, help="page title")
     p.add_argument("--embedding", choices=("pca", "tsne"), default="pca",
                    help="2-D map method: pca (fast, default) or tsne (needs scikit-learn)")
@@ -191,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "set with uneven mode proportions, run random, topk_mean, fixed_size and otm on it, save each result and "
         "write one HTML report comparing them.",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    add_out(p, help="output directory")
     p.add_argument("--quick", action="store_true", help="a smaller mixture that runs in seconds")
     p.add_argument("--seed", type=int, default=0, help="seed of the mixture and the selectors")
     p.set_defaults(func=_cmd_demo)
@@ -205,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("shards", nargs="+", metavar="SHARD",
                    help="shard directories, or one parent directory holding shard-XXXXX-of-XXXXX sub-stores")
-    p.add_argument("--out", required=True, metavar="STORE", help="merged store directory (must not exist)")
+    add_out(p, help="merged store directory (must not exist)")
     p.set_defaults(func=_cmd_merge)
     return parser
 
@@ -249,7 +265,7 @@ def _is_result_dir(path: Path) -> bool:
 
 
 def _open_store(path: str | os.PathLike) -> Any:
-    from tarot import FeatureStore
+    from tarot.features.store import FeatureStore
 
     p = Path(path)
     if not p.exists():
@@ -281,7 +297,10 @@ def _select_options(args: argparse.Namespace) -> dict:
     for key in ("store", "candidates", "targets"):
         if key in options:
             raise UserError(f"{args.config}: option {key!r} is given on the command line, not in the config")
-    options["method"] = args.method
+    if args.method is not None:
+        options["method"] = args.method
+    if options.get("method") is None:
+        raise UserError("no method: give --method M (or 'method' in --config)")
     if args.ratio is not None:
         options["ratio"] = args.ratio
         options.pop("n", None)
@@ -311,15 +330,14 @@ def _known_options(method: str) -> set[str]:
     """Keyword options accepted by tarot.select plus the keyword-only options of the method's selector."""
     import inspect
 
-    import tarot
-    from tarot.selectors import SELECTORS
-    from tarot.selectors.options import selector_options
+    from tarot.api import select
+    from tarot.options import SELECTOR_OPTIONS, selector_options
 
-    params = inspect.signature(tarot.select).parameters
+    params = inspect.signature(select).parameters
     names = {k for k, v in params.items() if v.kind is not inspect.Parameter.VAR_KEYWORD}
     names -= {"candidates", "targets"}
-    if method in SELECTORS:
-        names |= set(selector_options(SELECTORS[method]))
+    if method in SELECTOR_OPTIONS:
+        names |= set(selector_options(method))
     return names
 
 
@@ -352,12 +370,25 @@ def _print_composition(selected: dict, pool: dict | None = None) -> None:
 
 # ------------------------------------------------------------------------------------------------ commands
 def _cmd_select(args: argparse.Namespace) -> int:
+    if args.legacy_store is not None:
+        if args.store is not None:
+            raise UserError("give the store once: --store DIR (the positional STORE is the old spelling)")
+        warn_deprecated("tarot select", "the positional STORE", "--store DIR")
+        args.store = Path(args.legacy_store)
+    options = _select_options(args)
+    if args.print_config:
+        print(yaml.safe_dump(_plain_yaml({**options, "store": None if args.store is None else str(args.store),
+                                          "out": str(args.out)}), sort_keys=False), end="")
+        return 0
+    if args.store is None:
+        raise UserError("the following arguments are required: --store")
+    if args.no_progress:
+        options["progress"] = False
     import tarot
 
     out = Path(args.out)
     if out.exists() and not (out.is_dir() and (_is_result_dir(out) or not any(out.iterdir()))):
         raise UserError(f"{out}: exists and is not a selection result directory; choose another --out")
-    options = _select_options(args)
     store = _open_store(args.store)
     result = tarot.select(store, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -378,6 +409,10 @@ def _cmd_select(args: argparse.Namespace) -> int:
     _print_composition(summary["composition"])
     print(f"saved to {out}")
     return 0
+
+
+def _plain_yaml(data: dict) -> Any:
+    return json.loads(json.dumps(data, default=str))
 
 
 def _store_description(store: Any) -> dict:
@@ -460,7 +495,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from tarot.report import write_report
+    from tarot.app.report import write_report
     from tarot.result import SelectionResult
 
     result = SelectionResult.load(args.result)
@@ -471,20 +506,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from tarot.demo import run_demo
+    from tarot.app.demo import run_demo
 
     out = Path(args.out)
     with _clean_on_failure(out):
         page = run_demo(out, quick=args.quick, seed=args.seed)
     print(f"demo report written to {page}")
     print(f"its candidates and targets are a feature store; next, e.g.:\n"
-          f"  tarot select {out / 'store'} --method fixed_size --ratio 0.2 --weighting --out {out / 'my-selection'}\n"
+          f"  tarot select --store {out / 'store'} --method fixed_size --ratio 0.2 --weighting "
+          f"--out {out / 'my-selection'}\n"
           f"  tarot report {out / 'my-selection'} --store {out / 'store'} --out {out / 'my-report'}")
     return 0
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from tarot import FeatureStore
+    from tarot.features.store import FeatureStore
 
     out = Path(args.out)
     if out.exists():
@@ -518,17 +554,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         Exit status: 0 on success, 2 on a user error (one line on stderr, no traceback), 130 when interrupted.
     """
-    from tarot.store import StoreError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (UserError, StoreError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            IsADirectoryError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"tarot {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    except (UserError, *USER_ERRORS) as exc:  # StoreError is a ValueError; MissingSplitError also a KeyError
+        return report_user_error("tarot", args.command, exc)
     except KeyboardInterrupt:
         print(f"tarot {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,197 @@
+"""The command-line convention of the four TAROT tools (``tarot``, ``tarot-vision``, ``tarot-motion``,
+``tarot-llm``), as argparse helpers that every tool uses and a checker the tests run over every parser.
+
+The same words in the same places:
+
+==================  ===================================================================================
+``--version``       on every tool: the distribution's version
+``--config FILE``   YAML settings over the packaged defaults (every command that has settings)
+``--set KEY=VALUE`` one override, YAML value, repeatable, applied last
+``--print-config``  print the resolved settings and exit without running anything
+``--store DIR``     the feature store a command reads (``select``; ``report`` where it draws maps)
+``--out DIR``       the folder a command writes (its resolved settings are saved there)
+``--no-progress``   hide progress bars
+==================  ===================================================================================
+
+User errors (bad input, a missing file, a misspelt option) end in one line ``<tool> <command>: error: <what and
+where>`` and exit status 2, never a traceback (:func:`user_error_message`). Old spellings (``--features``,
+``--run``, positional ``KEY=VALUE``, a positional store) keep working for one release and print a deprecation line
+(:class:`DeprecatedAlias`, :func:`add_legacy_overrides`).
+
+Nothing heavy is imported here, so ``--help`` and ``--version`` stay instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from tarot.errors import StoreError
+
+#: the standard flags, with the meaning every tool gives them
+STANDARD_FLAGS = ("--config", "--set", "--print-config", "--store", "--out", "--no-progress")
+
+#: exception types that are the user's input, not a bug: reported in one line with exit status 2 (a domain CLI adds
+#: its own, e.g. its data-format errors)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, LookupError, OSError, ImportError, StoreError)
+
+
+def distribution_version(dist: str) -> str:
+    """The installed version of distribution ``dist`` (importlib.metadata; cheap, imports nothing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:  # running from a source tree without an install
+        return "unknown"
+
+
+def add_version(parser: argparse.ArgumentParser, dist: str) -> None:
+    """``--version``: prints ``<prog> <version of dist>`` and exits."""
+    parser.add_argument("--version", action="version", version=f"{parser.prog} {distribution_version(dist)}",
+                        help="print the version and exit")
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: stores into the new flag's ``dest`` and prints one deprecation line to stderr."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str = "", **kwargs: Any) -> None:
+        self.new = new
+        kwargs.setdefault("help", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        warn_deprecated(parser.prog, str(option_string), self.new)
+        setattr(namespace, self.dest, values)
+
+
+def warn_deprecated(prog: str, old: str, new: str) -> None:
+    print(f"{prog}: warning: {old} is deprecated and goes in the next release; use {new}", file=sys.stderr)
+
+
+def add_settings(parser: argparse.ArgumentParser, *, defaults: str = "the packaged defaults",
+                 example: str = "train.lr=0.001", print_config: bool = True, set_type: Any = None) -> None:
+    """``--config FILE``, ``--set KEY=VALUE`` (repeatable, into ``args.overrides``) and ``--print-config``."""
+    from pathlib import Path
+
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help=f"YAML settings applied over {defaults}")
+    kwargs: dict[str, Any] = {} if set_type is None else {"type": set_type}
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override one setting (VALUE parsed as YAML), e.g. --set {example}; repeatable; "
+                        "applied last", **kwargs)
+    if print_config:
+        parser.add_argument("--print-config", action="store_true",
+                            help="print the resolved settings (defaults, --config, --set) and exit")
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_store(parser: argparse.ArgumentParser, *, required: bool = True, help: str = "feature store directory",
+              old: Iterable[str] = ()) -> None:
+    """``--store DIR`` (into ``args.store``); ``old`` spellings still work, with a deprecation line."""
+    from pathlib import Path
+
+    old = tuple(old)  # with old spellings argparse cannot require --store: call require(args, parser, "store")
+    parser.add_argument("--store", type=Path, required=required and not old, default=None, metavar="DIR", help=help)
+    for flag in old:
+        parser.add_argument(flag, dest="store", type=Path, action=DeprecatedAlias, new="--store")
+
+
+def add_out(parser: argparse.ArgumentParser, *, required: bool = True, default: Any = None,
+            help: str = "output directory (its resolved settings are saved there)", old: Iterable[str] = ()) -> None:
+    """``--out DIR`` (into ``args.out``); ``old`` spellings (e.g. ``--run``) still work, with a deprecation line."""
+    from pathlib import Path
+
+    old = tuple(old)
+    parser.add_argument("--out", type=Path, required=required and not old, default=default, metavar="DIR",
+                        help=help)
+    for flag in old:
+        parser.add_argument(flag, dest="out", type=Path, action=DeprecatedAlias, new="--out")
+
+
+def require(args: argparse.Namespace, parser: argparse.ArgumentParser, *names: str) -> None:
+    """Exit 2 with argparse's message when a required flag (possibly given by an old spelling) is missing."""
+    missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+
+
+def add_legacy_overrides(parser: argparse.ArgumentParser) -> None:
+    """Positional ``KEY=VALUE`` overrides (the old spelling of ``--set``), hidden from ``--help``."""
+    parser.add_argument("legacy_overrides", nargs="*", default=[], help=argparse.SUPPRESS)
+
+
+def merge_legacy_overrides(args: argparse.Namespace, prog: str) -> None:
+    """Append positional overrides to ``args.overrides`` (before the ``--set`` ones), with a deprecation line."""
+    legacy = list(getattr(args, "legacy_overrides", []) or [])
+    if legacy:
+        warn_deprecated(prog, f"positional KEY=VALUE ({legacy[0]})", "--set KEY=VALUE")
+        args.overrides = legacy + list(getattr(args, "overrides", []) or [])
+
+
+def user_error_message(exc: BaseException) -> str:
+    """An exception's message on one line (a KeyError's without repr quotes)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def report_user_error(prog: str, command: str | None, exc: BaseException) -> int:
+    """Print ``<prog> <command>: error: <first line>`` to stderr and return exit status 2."""
+    where = f"{prog} {command}" if command else prog
+    print(f"{where}: error: {user_error_message(exc)}", file=sys.stderr)
+    return 2
+
+
+# ---------------------------------------------------------------------------------------------- checking parsers
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    out: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            out.update(action.choices)
+    return out
+
+
+def visible_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """Option strings shown in ``--help`` (deprecated aliases are hidden)."""
+    return {s for a in parser._actions if a.help is not argparse.SUPPRESS for s in a.option_strings}
+
+
+def check_convention(parser: argparse.ArgumentParser, needs: Mapping[str, Iterable[str]]) -> list[str]:
+    """Problems of one tool's parser against the convention; empty when it follows it.
+
+    ``needs`` maps each sub-command to the standard flags it must have (e.g. ``{"select": {"--store", "--out",
+    "--config", "--set", "--print-config", "--no-progress"}}``). Checked: ``--version`` on the tool; every listed
+    sub-command exists and shows its flags; a shown standard flag takes the standard value (``--set`` is repeatable
+    and stores into ``overrides``, ``--no-progress`` and ``--print-config`` are switches); no shown positional takes
+    ``KEY=VALUE`` overrides.
+    """
+    problems = []
+    prog = parser.prog
+    if "--version" not in visible_flags(parser):
+        problems.append(f"{prog}: no --version")
+    subs = subcommands(parser)
+    for command, flags in needs.items():
+        sub = subs.get(command)
+        if sub is None:
+            problems.append(f"{prog}: no command {command!r}")
+            continue
+        shown = visible_flags(sub)
+        problems += [f"{prog} {command}: no {flag}" for flag in sorted(set(flags) - shown)]
+        for action in sub._actions:
+            if action.help is argparse.SUPPRESS:
+                continue
+            if "--set" in action.option_strings and not (isinstance(action, argparse._AppendAction)
+                                                         and action.dest == "overrides"):
+                problems.append(f"{prog} {command}: --set must be repeatable into 'overrides'")
+            for switch in ("--no-progress", "--print-config"):
+                if switch in action.option_strings and not isinstance(action, argparse._StoreTrueAction):
+                    problems.append(f"{prog} {command}: {switch} must be a switch")
+            if not action.option_strings and "KEY=VALUE" in str(action.metavar or ""):
+                problems.append(f"{prog} {command}: positional KEY=VALUE overrides (use --set)")
+    return problems

@@ -1,0 +1,15 @@
+"""Exception types of tarot-core that callers catch (kept here, importing nothing, so that command lines can name
+them in their error handling without loading numpy or torch)."""
+
+from __future__ import annotations
+
+
+class StoreError(RuntimeError):
+    """A feature store is missing, incomplete, inconsistent or would be overwritten."""
+
+
+class MissingSplitError(StoreError, KeyError):
+    """The store has no split of that name (a ``KeyError`` too, for code that looks splits up like a mapping)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
