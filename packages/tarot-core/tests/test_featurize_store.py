@@ -242,3 +242,31 @@ def test_argument_validation(tmp_path):
         featurize_to_store(_feat(), data, tmp_path / "y", None, 2, ids={"candidate": ["a", "b", "c"]}, progress=False)
     with pytest.raises(ValueError, match="unknown split"):
         featurize_to_store(_feat(), data, tmp_path / "z", None, 2, groups={"tgt": ["a"] * 4}, progress=False)
+
+
+def test_less_on_a_store_with_per_checkpoint_features_is_less_proper(tmp_path, caplog):
+    """tarot.select(store, method="less") uses the kept per-checkpoint features and the checkpoints' weights (LESS:
+    per-checkpoint normalisation, weighted cosines); on summed features it says that it is a one-checkpoint LESS."""
+    import tarot
+    from tarot.selectors import SELECTORS
+
+    ckpts = [Checkpoint("c1", state_dict=perturbed_state(TinyNet(), 3), weight=2.0),
+             Checkpoint("c2", state_dict=perturbed_state(TinyNet(), 4), weight=0.5)]
+    data = {"candidate": Samples(24, seed=10), "target": Samples(6, seed=11)}
+    kept = featurize_to_store(_feat(), data, tmp_path / "kept", ckpts, batch_size=5, progress=False,
+                              keep_partials=True)
+    per_ck = [kept.checkpoint_features(s) for s in ("candidate", "target")]
+    assert kept.checkpoint_weights() == [2.0, 0.5] and len(per_ck[0]) == 2 and per_ck[0][0].shape == (24, K)
+    res = tarot.select(kept, method="less", n=6, progress=False)
+    ref = SELECTORS["less"](per_ck[0], per_ck[1], 6, checkpoint_weights=[2.0, 0.5])
+    assert np.array_equal(res.indices, np.sort(ref.indices))
+    assert res.diagnostics["less"]["per_checkpoint"] and res.diagnostics["less"]["checkpoint_weights"] == [2.0, 0.5]
+    assert res.config["selector_options"]["checkpoint_weights"] == [2.0, 0.5]
+    # the summed features alone: a different computation, said so in the diagnostics and the log
+    summed = featurize_to_store(_feat(), data, tmp_path / "summed", ckpts, batch_size=5, progress=False)
+    assert summed.checkpoint_features("candidate") is None
+    with caplog.at_level("WARNING", logger="tarot.api"):
+        res2 = tarot.select(summed, method="less", n=6, progress=False)
+    assert not res2.diagnostics["less"]["per_checkpoint"] and "keep_partials=True" in caplog.text
+    one = SELECTORS["less"](np.asarray(summed.features("candidate")), np.asarray(summed.features("target")), 6)
+    assert np.array_equal(res2.indices, np.sort(one.indices))

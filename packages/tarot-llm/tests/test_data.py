@@ -119,6 +119,38 @@ def test_oasst1_tree_best_rank_path(tmp_path):
     assert ex[0].meta["message_tree_id"] == "t1"
 
 
+def _as_trees(rows, keep_parent_ids=True):
+    """The same messages in the released trees layout: one line per tree, replies nested under their parent."""
+    def node(r):
+        msg = {k: v for k, v in r.items() if keep_parent_ids or k != "parent_id"}
+        msg["replies"] = [node(c) for c in rows if c["parent_id"] == r["message_id"]]
+        return msg
+
+    return [{"message_tree_id": r["message_tree_id"], "tree_state": "ready_for_export", "prompt": node(r)}
+            for r in rows if r["parent_id"] is None]
+
+
+def test_oasst1_trees_layout_gives_the_same_conversations(tmp_path):
+    rows = [
+        oasst_row("r", None, "prompter", "Question?"),
+        oasst_row("a1", "r", "assistant", "worse answer", rank=1),
+        oasst_row("a0", "r", "assistant", "best answer", rank=0),
+        oasst_row("u1", "a0", "prompter", "Follow-up?", rank=0),
+        oasst_row("a2", "u1", "assistant", "Follow-up answer", rank=0),
+        oasst_row("r2", None, "prompter", "Second?", tree="t2"),
+        oasst_row("b", "r2", "assistant", "Second answer", tree="t2", rank=0),
+    ]
+    flat = convert_oasst1(write_lines(tmp_path / "m.jsonl", rows))
+    for keep in (True, False):
+        trees = convert_oasst1(write_lines(tmp_path / f"t{keep}.trees.jsonl", _as_trees(rows, keep)))
+        assert [e.messages for e in trees] == [e.messages for e in flat] and len(flat) == 2
+    bad = _as_trees(rows)
+    bad[0]["prompt"]["replies"][0]["parent_id"] = "elsewhere"
+    with pytest.raises(DataError, match=r"bad.trees.jsonl:1: message 'a1' has parent_id 'elsewhere' but is nested "
+                                        r"under 'r'"):
+        convert_oasst1(write_lines(tmp_path / "bad.trees.jsonl", bad))
+
+
 def test_oasst1_errors(tmp_path):
     f = write_lines(tmp_path / "o.jsonl", [oasst_row("r", None, "prompter", "Q"),
                                            oasst_row("a", "r", "assistant", "A"),

@@ -64,7 +64,7 @@ def test_scan_and_convert_cityscapes(cityscapes_root):
         np.testing.assert_array_equal(got, expected_train_ids(src))
     # rerun skips finished files
     again = S.convert("cityscapes", cityscapes_root, splits=("train",), progress=False)
-    assert again["splits"]["train"] == {"images": 4, "written": 0, "existing": 4, "resized": 0}
+    assert again["splits"]["train"] == {"images": 4, "written": 0, "existing": 4, "refreshed": 0, "resized": 0}
 
 
 def test_gta5_palette_indices_and_size_mismatch(gta_root):
@@ -195,3 +195,40 @@ def test_selection_result_to_ann_file(gta_root, tmp_path):
     with pytest.raises(ValueError, match=f"selection index {top} outside the {top} candidate stems"):
         S.write_selection_ann_file(res, stems[:top], tmp_path / "x.txt")
     assert not (tmp_path / "x.txt").exists()
+
+
+def test_a_converted_label_older_than_its_source_is_never_used(tmp_path):
+    """A source label edited after conversion: convert rewrites the stale trainId file, the torch loader maps the
+    source instead of reading it, and the mmseg path (which reads the files itself) refuses it, naming the file."""
+    import os
+
+    from tarot_vision.mmseg_backend import _require_train_ids
+    from vision_fixtures import save_palettised
+
+    root = make_gta5(tmp_path / "gta5", mismatch=None)
+    S.convert("gta5", root, progress=False)
+    rec = S.scan("gta5", root)[0]
+    new = label_pattern(24, 48, shift=7)  # the source changes after conversion
+    save_palettised(new, rec.label_ids)
+    t = rec.label_train.stat().st_mtime_ns
+    os.utime(rec.label_ids, ns=(t + 10**9, t + 10**9))
+    assert S.is_stale(rec)
+    assert np.array_equal(S.load_train_ids(rec), expected_train_ids(new))
+    with pytest.raises(ValueError, match=r"00001_labelTrainIds.png: gta5 trainId label is older than its source "
+                                         r"00001.png \(stale\); rerun `tarot-vision convert`"):
+        _require_train_ids([rec], "gta5")
+    summary = S.convert("gta5", root, progress=False)
+    assert summary["splits"]["all"]["refreshed"] == 1 and summary["splits"]["all"]["existing"] == 3
+    assert not S.is_stale(rec)
+    assert np.array_equal(np.asarray(Image.open(rec.label_train)), expected_train_ids(new))
+    _require_train_ids([rec], "gta5")  # fresh again
+
+
+def test_convert_refuses_a_truncated_image_naming_it(tmp_path):
+    root = make_gta5(tmp_path / "gta5", mismatch=None)
+    img = root / "images" / "00002.png"
+    data = img.read_bytes()
+    img.write_bytes(data[: len(data) // 2])  # a download cut short
+    with pytest.raises(ValueError, match=r"00002.png: image file is truncated or corrupted"):
+        S.convert("gta5", root, progress=False)
+    assert not (root / "labels" / "00002_labelTrainIds.png").exists()

@@ -80,7 +80,7 @@ def select(
     fit_on: str = "both",
     space: str = "whitened",
     eps: float = 1e-4,
-    ot_tol: float = 1e-3,
+    ot_tol: float = 1e-5,
     ot_value_tol: float | None = 1e-7,
     compute_ot: bool = True,
     diagnose: bool = True,
@@ -107,7 +107,10 @@ def select(
         Target features when ``candidates`` is an array.
     method : str
         One of ``random``, ``topk_mean``, ``less``, ``round_robin``, ``fixed_size``, ``otm`` or the baseline ``tsds``
-        (its draws with replacement become the repeat counts).
+        (its draws with replacement become the repeat counts). ``less`` on a store that kept its per-checkpoint
+        features (``keep_partials=True``) is LESS proper: rows normalised per checkpoint, cosines weighted by the
+        checkpoints' weights (LESS: their learning rates; ``checkpoint_weights=`` overrides), max over target
+        groups. On summed features or arrays it is a one-checkpoint LESS; ``diagnostics["less"]`` says which ran.
     ratio : float or "auto"
         Fraction of the candidates to select (n = ⌊ratio·N⌋); ``"auto"`` with ``otm``.
     n : int, optional
@@ -175,6 +178,9 @@ def select(
     wopt: WeightingOptions = stages["weighting"]  # type: ignore[assignment]
 
     diagnostics: dict[str, Any] = {}
+    raw: tuple[Any, Any] = (candidates, targets)
+    if method == "less":
+        raw, options, diagnostics["less"] = _less_features(data, options)
     if whiten_features:
         wh: WhiteningOptions = stages["whitening"]  # type: ignore[assignment]
         Zc, Zt, whitener = whiten(candidates, targets, ridge=wh.ridge, fit_on=wh.fit_on)
@@ -183,7 +189,7 @@ def select(
         Zc, Zt = unit_rows(candidates), unit_rows(targets)
     t_whiten = time.perf_counter()
 
-    sel = _run_selector(method, budget, raw=(candidates, targets), whitened=(Zc, Zt), whitened_space=whiten_features,
+    sel = _run_selector(method, budget, raw=raw, whitened=(Zc, Zt), whitened_space=whiten_features,
                         space=space, shared=dict(seed=seed, eps=ot.eps, ot_tol=ot.ot_tol,
                                                  ot_value_tol=ot.ot_value_tol, progress=progress,
                                                  target_groups=data.target_groups), options=options)
@@ -248,6 +254,7 @@ class _Inputs:
     candidate_ids: list | None
     target_groups: list | None
     store_path: str | None
+    store: Any = None
 
 
 def _inputs(candidates: Any, targets: Any, *, candidate_sources: list | None, candidate_ids: list | None,
@@ -255,6 +262,7 @@ def _inputs(candidates: Any, targets: Any, *, candidate_sources: list | None, ca
     """Features and labels from a FeatureStore or from arrays, checked: float [N, k] and [M, k], finite, labels of
     the right lengths."""
     store_path = None
+    store = candidates
     if hasattr(candidates, "features") and not isinstance(candidates, np.ndarray):
         if targets is not None:
             raise ValueError("pass either a FeatureStore or candidate and target arrays, not both")
@@ -280,7 +288,35 @@ def _inputs(candidates: Any, targets: Any, *, candidate_sources: list | None, ca
                                ("target_groups", target_groups, M)):
         if labels is not None and len(labels) != size:
             raise ValueError(f"{name} has {len(labels)} entries, expected {size}")
-    return _Inputs(candidates, targets, candidate_sources, candidate_ids, target_groups, store_path)
+    return _Inputs(candidates, targets, candidate_sources, candidate_ids, target_groups, store_path,
+                   store=None if store_path is None else store)
+
+
+def _less_features(data: _Inputs, options: dict[str, Any]) -> tuple[tuple[Any, Any], dict[str, Any], dict[str, Any]]:
+    """LESS's inputs: the per-checkpoint features of a store when it kept them (with the checkpoints' weights,
+    unless ``checkpoint_weights`` is given), else the summed features as one checkpoint; and what was used."""
+    getter = getattr(data.store, "checkpoint_features", None)
+    per_ck = None
+    if getter is not None:
+        cands, tgts = getter("candidate"), getter("target")
+        if cands is not None and tgts is not None:
+            per_ck = (cands, tgts)
+    if per_ck is None:
+        if data.store is not None:
+            log.warning("less: the store kept no per-checkpoint features (featurize with keep_partials=True), so "
+                        "LESS runs on the summed features as one checkpoint (no per-checkpoint normalisation)")
+        return (data.candidates, data.targets), options, {
+            "per_checkpoint": False, "checkpoints": 1,
+            "features": "summed features as one checkpoint (rows L2-normalised; no per-checkpoint normalisation)"}
+    for name, arrays in (("candidate", per_ck[0]), ("target", per_ck[1])):
+        for ci, arr in enumerate(arrays):
+            check_finite(arr, f"{name} features of checkpoint {ci} of store {data.store_path}")
+    options = dict(options)
+    if options.get("checkpoint_weights") is None:
+        options["checkpoint_weights"] = data.store.checkpoint_weights()
+    return per_ck, options, {"per_checkpoint": True, "checkpoints": len(per_ck[0]),
+                             "checkpoint_weights": [float(w) for w in options["checkpoint_weights"]],
+                             "features": "per-checkpoint features, rows L2-normalised per checkpoint"}
 
 
 def _run_selector(method: str, budget: int | None, *, raw: tuple[np.ndarray, np.ndarray],
@@ -290,8 +326,8 @@ def _run_selector(method: str, budget: int | None, *, raw: tuple[np.ndarray, np.
     selector = SELECTORS[method]
     takes = inspect.signature(selector).parameters
     kwargs = {k: v for k, v in shared.items() if k in takes}
-    if method == "less":  # LESS normalises raw per-checkpoint features itself
-        features = (np.asarray(raw[0]), np.asarray(raw[1]))
+    if method == "less":  # LESS normalises raw (per-checkpoint) features itself
+        features = raw
     elif method == "topk_mean" and space == "raw":
         features = whitened if not whitened_space else (unit_rows(raw[0]), unit_rows(raw[1]))  # unit rows once
     else:

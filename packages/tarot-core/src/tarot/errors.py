@@ -13,3 +13,7 @@ class MissingSplitError(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class OutputLockedError(RuntimeError):
+    """Another run is writing into the same output folder (see :func:`tarot.locking.output_lock`)."""

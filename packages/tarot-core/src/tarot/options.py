@@ -335,9 +335,13 @@ class OTOptions(Options):
 
     owner: ClassVar[str] = "ot"
     eps: float = option(1e-4, "entropic regularisation epsilon (relative to the cost scale)", above=0.0)
-    ot_tol: float = option(1e-3, "Sinkhorn stops when the L1 marginal violation is below this", above=0.0)
-    ot_value_tol: float | None = option(1e-7, "... or when the OT value changes by less than this (null: never)",
-                                        above=0.0)
+    ot_tol: float = option(
+        1e-5, "Sinkhorn stops when the L1 marginal violation is below this (the method's 1e-5); the result's "
+        "'converged' says whether it was reached", above=0.0)
+    ot_value_tol: float | None = option(
+        1e-7, "... or when the OT value changes by less than this (null: only the marginals decide); on mixtures "
+        "(3 seeds) this stop gave the same selections and OT distances at ot_tol 1e-3 and 1e-5, the marginals still "
+        "off by ~2e-3 (reported as converged: false, value_settled: true)", above=0.0)
 
 
 @dataclass(frozen=True)

@@ -107,50 +107,56 @@ def main(argv: list[str] | None = None) -> int:
         require(args, parser, "out")  # --out, or its old spelling --run
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from tarot.app.conventions import USER_ERRORS, report_user_error
+    from tarot.app.conventions import USER_ERRORS, output_guard, report_user_error
 
     from .config import ConfigError
     from .io import DataError
     from .optim_state import OptimizerStateError
 
     try:
-        if args.command == "convert":
-            from .data import convert_file
-
-            n = convert_file(args.kind, args.src, args.dst)
-            print(f"wrote {n} examples to {args.dst}")
-        elif args.command == "demo":
-            from .demo import demo_config, run_demo
-
-            if args.print_config:
-                _print_config(demo_config(args.out, args.quick, args.overrides, config=args.config))
-                return 0
-            report = run_demo(args.out, quick=args.quick, overrides=args.overrides, per_source=args.per_source,
-                              progress=not args.no_progress, config=args.config)
-            print(f"report: {report}")
-        else:
-            cfg = _resolve_config(args)
-            if args.print_config:
-                _print_config(cfg)
-                return 0
-            from . import pipeline as P
-
-            fn = {"warmup": P.stage_warmup, "featurize": P.stage_featurize, "select": P.stage_select,
-                  "train": P.stage_train, "evaluate": P.stage_evaluate}.get(args.command)
-            if args.command == "featurize":
-                from tarot.features.distributed import shard_from_args
-
-                fn(cfg, args.out, progress=not args.no_progress, shard=shard_from_args(args), merge=args.merge)
-            elif args.command == "select":
-                fn(cfg, args.out, progress=not args.no_progress, store=args.store)
-            elif fn is not None:
-                fn(cfg, args.out, progress=not args.no_progress)
-            else:
-                print(f"report: {P.stage_report(cfg, args.out)}")
+        with output_guard(args):  # one run per --out folder at a time
+            return _dispatch(args)
     except (DataError, ConfigError, OptimizerStateError, *USER_ERRORS) as exc:  # bad input: one line, exit 2
         if args.verbose:
             raise
         return report_user_error("tarot-llm", args.command, exc)
+
+
+def _dispatch(args) -> int:
+    """Run one parsed command (under the lock of its --out folder); returns the exit status."""
+    if args.command == "convert":
+        from .data import convert_file
+
+        n = convert_file(args.kind, args.src, args.dst)
+        print(f"wrote {n} examples to {args.dst}")
+    elif args.command == "demo":
+        from .demo import demo_config, run_demo
+
+        if args.print_config:
+            _print_config(demo_config(args.out, args.quick, args.overrides, config=args.config))
+            return 0
+        report = run_demo(args.out, quick=args.quick, overrides=args.overrides, per_source=args.per_source,
+                          progress=not args.no_progress, config=args.config)
+        print(f"report: {report}")
+    else:
+        cfg = _resolve_config(args)
+        if args.print_config:
+            _print_config(cfg)
+            return 0
+        from . import pipeline as P
+
+        fn = {"warmup": P.stage_warmup, "featurize": P.stage_featurize, "select": P.stage_select,
+              "train": P.stage_train, "evaluate": P.stage_evaluate}.get(args.command)
+        if args.command == "featurize":
+            from tarot.features.distributed import shard_from_args
+
+            fn(cfg, args.out, progress=not args.no_progress, shard=shard_from_args(args), merge=args.merge)
+        elif args.command == "select":
+            fn(cfg, args.out, progress=not args.no_progress, store=args.store)
+        elif fn is not None:
+            fn(cfg, args.out, progress=not args.no_progress)
+        else:
+            print(f"report: {P.stage_report(cfg, args.out)}")
     return 0
 
 

@@ -191,6 +191,26 @@ def convert_inputs_targets(path: str | os.PathLike, dataset: str) -> list[Instru
 _OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
 
 
+def _flatten_oasst_tree(root: dict, where: str) -> list[dict]:
+    """The messages of one OASST1 tree (``prompt`` with nested ``replies``) as rows with ``parent_id`` set from the
+    nesting (a ``parent_id`` the file gives must agree with it)."""
+    out, stack = [], [(root, None)]
+    while stack:
+        msg, parent = stack.pop()
+        if not isinstance(msg, dict):
+            raise DataError(f"{where}: a message of the tree is a {type(msg).__name__}, expected an object")
+        given = msg.get("parent_id", parent)
+        if given != parent:
+            raise DataError(f"{where}: message {msg.get('message_id')!r} has parent_id {given!r} but is nested under "
+                            f"{parent!r}")
+        replies = msg.get("replies") or []
+        if not isinstance(replies, list):
+            raise DataError(f"{where}: 'replies' of message {msg.get('message_id')!r} is not a list")
+        out.append({**{k: v for k, v in msg.items() if k != "replies"}, "parent_id": parent})
+        stack.extend((r, msg.get("message_id")) for r in reversed(replies))
+    return out
+
+
 def convert_oasst1(path: str | os.PathLike, dataset: str = "oasst1",
                    lang: str | None = None) -> list[InstructionExample]:
     """Convert OpenAssistant-1 message rows into one conversation per message tree.
@@ -200,10 +220,15 @@ def convert_oasst1(path: str | os.PathLike, dataset: str = "oasst1",
     the best (lowest) ``rank`` (unranked children last, ties by file order), down to a leaf; a trailing prompter
     message is dropped. Trees whose path has no assistant reply are skipped.
 
+    Both released layouts are read: message rows (``*.messages.jsonl``: one message per line with ``message_id,
+    parent_id, message_tree_id, role, text, rank, deleted, review_result``...) and trees (``*.trees.jsonl``: one tree
+    per line, ``{"message_tree_id", "tree_state", "prompt": {message..., "replies": [message..., ...]}}``, whose
+    messages are flattened with the parent taken from the nesting).
+
     Parameters
     ----------
     path
-        jsonl of message rows (``message_id, parent_id, message_tree_id, role, text, rank, deleted, review_result``...).
+        jsonl of message rows or of message trees.
     lang
         Keep only trees whose root has this ``lang`` (``None`` keeps all).
     """
@@ -211,7 +236,14 @@ def convert_oasst1(path: str | os.PathLike, dataset: str = "oasst1",
     rows: dict[str, dict] = {}
     line_of: dict[str, int] = {}
     order: list[str] = []
-    for lineno, rec in read_jsonl(path):
+    def messages():
+        for lineno, line in read_jsonl(path):
+            if isinstance(line, dict) and isinstance(line.get("prompt"), dict):  # a tree (trees.jsonl)
+                yield from ((lineno, m) for m in _flatten_oasst_tree(line["prompt"], f"{path}:{lineno}"))
+            else:
+                yield lineno, line
+
+    for lineno, rec in messages():
         where = f"{path}:{lineno}"
         _need(rec, ("message_id", "parent_id", "role", "text"), where, "OASST1 message")
         if rec["role"] not in _OASST_ROLES:
@@ -236,9 +268,11 @@ def convert_oasst1(path: str | os.PathLike, dataset: str = "oasst1",
                 raise DataError(f"{path}:{line_of[mid]}: parent_id {parent!r} does not exist in the file")
             children.setdefault(str(parent), []).append(mid)
 
+    position = {m: i for i, m in enumerate(order)}
+
     def rank_key(m: str) -> tuple[int, float, int]:
         r = rows[m].get("rank")
-        return (r is None, float(r) if r is not None else 0.0, order.index(m))
+        return (r is None, float(r) if r is not None else 0.0, position[m])
 
     out = []
     for root in roots:

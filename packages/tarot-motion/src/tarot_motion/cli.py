@@ -234,11 +234,12 @@ def _require(value: Any, key: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; bad input ends with a one-line error and exit status 2."""
-    from tarot.app.conventions import USER_ERRORS, report_user_error
+    from tarot.app.conventions import USER_ERRORS, output_guard, report_user_error
 
     args = build_parser().parse_args(argv)
     try:
-        _cmd(args)
+        with output_guard(args):  # one run per --out folder at a time
+            _cmd(args)
     except (MotionDataError, ConfigError, *USER_ERRORS) as exc:  # bad input: one line, exit 2, no traceback
         return report_user_error("tarot-motion", args.command, exc)
     return 0

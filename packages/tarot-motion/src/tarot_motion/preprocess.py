@@ -79,7 +79,9 @@ ARRAY_KEYS = (
     "trajectory_type",
 )
 STRING_KEYS = ("scenario_id", "center_objects_id", "dataset_name", "source_folder")
-CACHE_FORMAT = 1
+#: bumped when preprocessing changes what a cache holds (2: velocity derived from positions where a track has none,
+#: NaN on valid steps refused), so that older caches are rebuilt instead of reused
+CACHE_FORMAT = 2
 
 
 def resolve_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

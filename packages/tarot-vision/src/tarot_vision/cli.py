@@ -222,10 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.captureWarnings(True)
     warnings.filterwarnings("ignore", message=r".*(build_loss|avg_non_ignore).*")  # mmseg deprecation chatter
-    from tarot.app.conventions import USER_ERRORS, report_user_error
+    from tarot.app.conventions import USER_ERRORS, output_guard, report_user_error
 
     try:
-        return _run(args)
+        with output_guard(args):  # one run per --out folder at a time
+            return _run(args)
     except USER_ERRORS as exc:  # bad input, a missing file or store, an unknown option: one line, exit 2
         if args.verbose:
             raise

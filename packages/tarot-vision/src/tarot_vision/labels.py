@@ -138,6 +138,20 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable image ({exc})") from None
 
 
+def check_image(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image whose file is intact: PIL's ``verify`` walks every chunk (PNG CRCs included)
+    without decoding the pixels, so a truncated or corrupted file is an error naming it here rather than deep in
+    training."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            im.verify()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise LabelFormatError(f"{path}: image file is truncated or corrupted ({exc})") from None
+    return size
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """Return (width, height) of an image file without decoding its pixels."""
     with Image.open(path) as im:

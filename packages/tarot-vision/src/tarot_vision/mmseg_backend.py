@@ -223,10 +223,18 @@ def _pipelines(crop: Sequence[int], scale: Sequence[int]) -> tuple[list, list]:
     return train, test
 
 
-def _require_train_ids(paths: Sequence[Path], what: str) -> None:
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{missing[0]}: {what} trainId label missing; run `tarot-vision convert` first")
+def _require_train_ids(records: Sequence[Any], what: str) -> None:
+    """mmseg reads the converted ``*_labelTrainIds.png`` files itself: refuse a missing one or one older than its
+    source label (stale), naming the file."""
+    from .segdata import is_stale
+
+    for rec in records:
+        if not rec.label_train.is_file():
+            raise FileNotFoundError(f"{rec.label_train}: {what} trainId label missing; run `tarot-vision convert` "
+                                    "first")
+        if is_stale(rec):
+            raise ValueError(f"{rec.label_train}: {what} trainId label is older than its source {rec.label_ids.name} "
+                             "(stale); rerun `tarot-vision convert`")
 
 
 def train_mmseg(
@@ -273,7 +281,7 @@ def train_mmseg(
     recs = resolve_ann_file(ann_file, dataset, data_root, split)
     if not recs:
         raise ValueError(f"{ann_file}: empty ann_file, nothing to train on")
-    _require_train_ids([r.label_train for r in recs], dataset)
+    _require_train_ids(recs, dataset)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     cfg = copy.deepcopy(cfg)
@@ -342,7 +350,7 @@ def evaluate_mmseg(
     from .segdata import scan_cityscapes
 
     root = Path(cityscapes_root).resolve()
-    _require_train_ids([r.label_train for r in scan_cityscapes(root, split)], "Cityscapes")
+    _require_train_ids(scan_cityscapes(root, split), "Cityscapes")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     cfg = copy.deepcopy(cfg)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 from .labels import (
     IGNORE_INDEX,
     LabelFormatError,
+    check_image,
     check_train_ids,
     ids_to_train_ids,
     image_size,
@@ -161,13 +163,25 @@ def _fit_label(
     return np.asarray(resized), True
 
 
+def is_stale(rec: SegRecord) -> bool:
+    """True when the converted ``_labelTrainIds.png`` exists but its source label was modified after it was written
+    (the converted file then no longer says what the source says)."""
+    if not (rec.label_train.is_file() and rec.label_ids.is_file()):
+        return False
+    return rec.label_ids.stat().st_mtime_ns > rec.label_train.stat().st_mtime_ns
+
+
 def load_train_ids(rec: SegRecord, on_size_mismatch: str = "resize") -> np.ndarray:
     """Return the trainId map of a record at its image's size.
 
-    Uses the converted ``_labelTrainIds.png`` when present (validated to 0…18/255), else maps the source ids through
-    the LUT on the fly.
+    Uses the converted ``_labelTrainIds.png`` when present and not older than its source (validated to 0…18/255),
+    else maps the source ids through the LUT on the fly (a stale converted file is logged and not used).
     """
-    if rec.label_train.is_file():
+    stale = is_stale(rec)
+    if stale:
+        log.warning("%s is older than its source %s; mapping the source instead (rerun `tarot-vision convert`)",
+                    rec.label_train, rec.label_ids)
+    if rec.label_train.is_file() and not stale:
         arr = check_train_ids(read_label_png(rec.label_train, ("L",)), rec.label_train)
         where = rec.label_train
     else:
@@ -216,7 +230,9 @@ def convert(
     Cityscapes: ``gtFine/<split>/<city>/*_gtFine_labelIds.png`` → ``*_gtFine_labelTrainIds.png``, stem lists
     ``<root>/<split>.txt`` (mmseg's converter format: ``city/stem`` per line). GTA5: ``labels/NNNNN.png`` →
     ``labels/NNNNN_labelTrainIds.png``, stem list ``<root>/all.txt``. Each PNG is written through a temporary file,
-    so an interrupted run never leaves a truncated label; rerunning skips finished files unless ``overwrite``.
+    so an interrupted run never leaves a truncated label; rerunning skips finished files unless ``overwrite``, and
+    rewrites a converted file whose source label is newer (counted as ``refreshed``). Every image whose label is
+    written is checked to be an intact file (:func:`~tarot_vision.labels.check_image`).
 
     Returns
     -------
@@ -227,18 +243,26 @@ def convert(
     summary: dict = {"dataset": dataset, "root": str(root), "on_size_mismatch": on_size_mismatch, "splits": {}}
     for split in splits if dataset == "cityscapes" else ["all"]:
         records = check_records(scan(dataset, root, split), on_missing=on_missing)
-        written = existing = resized = 0
+        written = existing = resized = refreshed = 0
         for rec in tqdm(records, desc=f"convert {dataset}/{split}", disable=not progress):
-            if rec.label_train.is_file() and not overwrite:
+            stale = is_stale(rec)
+            if rec.label_train.is_file() and not overwrite and not stale:
                 existing += 1
                 continue
+            refreshed += int(stale)
             ids = read_label_png(rec.label_ids, _source_modes(rec))
             train, was_resized = _fit_label(
-                ids_to_train_ids(ids), image_size(rec.image), rec.label_ids, on_size_mismatch
+                ids_to_train_ids(ids), check_image(rec.image), rec.label_ids, on_size_mismatch
             )
             resized += int(was_resized)
             save_train_ids(train, rec.label_train)
+            src_ns = rec.label_ids.stat().st_mtime_ns
+            if rec.label_train.stat().st_mtime_ns < src_ns:  # a source stamped in the future (clock skew)
+                os.utime(rec.label_train, ns=(src_ns, src_ns))
             written += 1
+        if refreshed:
+            log.info("%s/%s: %d converted labels were older than their source and were rewritten", dataset, split,
+                     refreshed)
         if resized:
             log.warning(
                 "%s/%s: %d labels differed in size from their image and were resized (nearest)", dataset, split, resized
@@ -248,6 +272,7 @@ def convert(
             "images": len(records),
             "written": written,
             "existing": existing,
+            "refreshed": refreshed,
             "resized": resized,
         }
     _atomic_write_text(root / "conversion.json", json.dumps(summary, indent=2) + "\n")

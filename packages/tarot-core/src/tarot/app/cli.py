@@ -39,6 +39,7 @@ from tarot.app.conventions import (
     add_progress,
     add_settings,
     add_store,
+    output_guard,
     report_user_error,
     warn_deprecated,
 )
@@ -557,7 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        with output_guard(args):  # one run per --out folder at a time
+            return int(args.func(args))
     except (UserError, *USER_ERRORS) as exc:  # StoreError is a ValueError; MissingSplitError also a KeyError
         return report_user_error("tarot", args.command, exc)
     except KeyboardInterrupt:

@@ -28,14 +28,15 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from tarot.errors import StoreError
+from tarot.errors import OutputLockedError, StoreError
 
 #: the standard flags, with the meaning every tool gives them
 STANDARD_FLAGS = ("--config", "--set", "--print-config", "--store", "--out", "--no-progress")
 
 #: exception types that are the user's input, not a bug: reported in one line with exit status 2 (a domain CLI adds
 #: its own, e.g. its data-format errors)
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, LookupError, OSError, ImportError, StoreError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, LookupError, OSError, ImportError, StoreError,
+                                                OutputLockedError)
 
 
 def distribution_version(dist: str) -> str:
@@ -133,6 +134,22 @@ def merge_legacy_overrides(args: argparse.Namespace, prog: str) -> None:
     if legacy:
         warn_deprecated(prog, f"positional KEY=VALUE ({legacy[0]})", "--set KEY=VALUE")
         args.overrides = legacy + list(getattr(args, "overrides", []) or [])
+
+
+def output_guard(args: argparse.Namespace) -> Any:
+    """The lock of the command's ``--out`` folder (:func:`tarot.locking.output_lock`), so that a second run into the
+    same folder is refused while the first runs; a no-op context for commands without ``--out``, for
+    ``--print-config`` and for one rank of a sharded run (the ranks share ``--out`` and write their own shards)."""
+    import contextlib
+    import os
+
+    out = getattr(args, "out", None)
+    world = getattr(args, "world_size", None) or int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if out is None or getattr(args, "print_config", False) or world > 1:
+        return contextlib.nullcontext()
+    from tarot.locking import output_lock
+
+    return output_lock(out)
 
 
 def user_error_message(exc: BaseException) -> str:

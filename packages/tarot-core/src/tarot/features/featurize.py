@@ -22,6 +22,7 @@ import torch
 
 from tarot.features.gradients import Checkpoint, GradientFeaturizer, Preconditioner
 from tarot.features.store import FeatureStore, check_labels, check_split_name
+from tarot.locking import output_lock
 
 __all__ = ["featurize_to_store", "shard_rows"]
 
@@ -125,10 +126,18 @@ def featurize_to_store(
     FeatureStore
         The complete store (the shard's store with ``shard``). Rerunning the same call after a crash resumes.
     """
-    from tqdm.auto import tqdm
 
     plan = _plan(featurizer, datasets, path, checkpoints, batch_size, ids=ids, sources=sources, groups=groups,
                  precondition=precondition, shard=shard)
+    with output_lock(plan.store_path):  # a second process featurizing into the same store is refused
+        return _featurize(featurizer, datasets, plan, collate_fn, progress, num_workers, keep_partials)
+
+
+def _featurize(featurizer: GradientFeaturizer, datasets: Mapping[str, Any], plan: _Plan,
+               collate_fn: Callable[[list[Any]], Any] | None, progress: bool, num_workers: int,
+               keep_partials: bool) -> FeatureStore:
+    from tqdm.auto import tqdm
+
     store = FeatureStore.create_or_resume(plan.store_path, _manifest(featurizer, plan))
     if store.complete:
         return store

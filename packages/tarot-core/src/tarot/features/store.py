@@ -341,6 +341,26 @@ class FeatureStore:
         base = self.path / "partial" / f"{split}.ckpt{ci:03d}"
         return base.with_name(base.name + ".npy"), base.with_name(base.name + ".mask.npy")
 
+    def checkpoint_weights(self) -> list[float]:
+        """The weight :math:`w_c` of every checkpoint, in manifest order (the summed features are
+        :math:`\\sum_c w_c F_c`)."""
+        return [float(c.get("weight", 1.0)) for c in self._manifest["checkpoints"]]
+
+    def checkpoint_features(self, split: str) -> list[np.memmap] | None:
+        """The per-checkpoint features :math:`F_c` of ``split`` (read-only memmaps, manifest order), or None when
+        they were not kept (``featurize_to_store(..., keep_partials=True)`` keeps them) or are incomplete."""
+        n = self.count(split)  # a MissingSplitError for an unknown split
+        out = []
+        for ci in range(len(self._manifest["checkpoints"])):
+            fpath, mpath = self.partial_paths(split, ci)
+            if not (fpath.is_file() and mpath.is_file()) or int(np.load(mpath, mmap_mode="r").sum()) != n:
+                return None
+            arr = np.load(fpath, mmap_mode="r")
+            if arr.shape != (n, self.dim):
+                raise StoreError(f"{fpath}: per-checkpoint features of shape {arr.shape}, expected ({n}, {self.dim})")
+            out.append(arr)
+        return out
+
     def open_partial(self, split: str, ci: int) -> tuple[np.memmap, np.memmap]:
         """Writable memmaps (features ``[n, k]`` float32, mask ``[n]`` uint8), created zero-filled if absent."""
         fpath, mpath = self.partial_paths(split, ci)

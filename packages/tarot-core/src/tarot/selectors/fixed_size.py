@@ -39,7 +39,7 @@ def fixed_size(
     layers: str = "unique",
     fill_context: str = "selection",
     fill_rule: str = "smallest",
-    ot_tol: float = 1e-3,
+    ot_tol: float = 1e-5,
     ot_value_tol: float | None = 1e-7,
     ot_max_iter: int = 2000,
     seed: int = 0,

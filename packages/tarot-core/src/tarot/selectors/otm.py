@@ -48,7 +48,7 @@ def otm(
     min_improvement: float = 0.0,
     max_depth: int | None = None,
     eps: float = 1e-4,
-    ot_tol: float = 1e-3,
+    ot_tol: float = 1e-5,
     ot_value_tol: float | None = 1e-7,
     ot_max_iter: int = 2000,
     value_fn: ValueFn | None = None,
