@@ -95,9 +95,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Selection-step benchmark (prints a table and writes benchmarks/results/)."""
+    """Selection-step benchmark and featurization benchmark (gradients vmap/loop, dense vs sparse JL projection);
+    prints the tables and writes benchmarks/results/bench.md and featurize.md."""
     _install_package(session, "core")
     session.run("python", "-m", "tarot.app.bench", *session.posargs, env={"MPLBACKEND": "Agg"})
+    session.run("python", "-m", "tarot.app.bench_featurize")
 
 
 @nox.session

@@ -51,6 +51,7 @@ PACKAGES = {
             "app.cli",
             "app.demo",
             "app.bench",
+            "app.bench_featurize",
         ],
     ),
     "tarot_vision": (

@@ -150,7 +150,7 @@ class GradientFeaturizer:
         :math:`k`.
     seed : int
         Projection seed.
-    projector : {"rademacher", "gaussian"} or Projector
+    projector : {"rademacher", "gaussian", "sjlt"} or Projector
         Entry distribution, or a ready projector whose chunk layout must match the selected parameters.
     params : list of str, optional
         Globs (``fnmatch``) over ``named_parameters()`` names; None = all. Parameters with

@@ -5,6 +5,12 @@ A projector maps a flattened gradient :math:`x \in \mathbb{R}^p` to :math:`Px \i
 normal. With the optional scaling :math:`P \leftarrow P/\sqrt{k}` one has :math:`\mathbb{E}\|Px\|^2 = \|x\|^2`;
 without it :math:`\mathbb{E}\|Px\|^2 / k = \|x\|^2`.
 
+``kind="sjlt"`` is a sparse JL transform (Kane–Nelson's block construction): the k outputs are cut into ``s`` groups
+of k/s, and every input coordinate i lands in one output of each group, :math:`h_j(i) = j\,k/s + u_j(i)`, with a
+random sign :math:`\sigma_j(i)`; the entries are :math:`\sigma_j(i)\sqrt{k/s}` (or :math:`\sigma_j(i)/\sqrt{s}`
+scaled), so the same norm identities hold, and a batch costs :math:`O(B\,p\,s)` instead of :math:`O(B\,p\,k)`.
+Its blocks hold the ``[rows, s]`` indices and signs, drawn from the same per-block generators.
+
 Layout and determinism
 ----------------------
 The input coordinates are split into *chunks* (``chunk_sizes``, e.g. one per parameter tensor) and every chunk into
@@ -34,7 +40,8 @@ __all__ = ["Projector", "ROW_TILE", "SCHEME"]
 
 SCHEME = "tarot-jl-blake2b-v1"
 ROW_TILE = 16
-_KINDS = ("rademacher", "gaussian")
+_KINDS = ("rademacher", "gaussian", "sjlt")
+SJLT_NNZ = 4  # default nonzeros per input coordinate of the sparse JL transform
 
 
 def _block_seed(seed: int, chunk: int, block: int) -> int:
@@ -54,8 +61,11 @@ class Projector:
         Output dimension :math:`k`.
     seed : int
         Seed of the counter-based block generator.
-    kind : {"rademacher", "gaussian"}
-        Entry distribution: :math:`\pm 1` with probability 1/2 each, or :math:`\mathcal{N}(0, 1)`.
+    kind : {"rademacher", "gaussian", "sjlt"}
+        Entry distribution: :math:`\pm 1` with probability 1/2 each, :math:`\mathcal{N}(0, 1)`, or the sparse JL
+        transform (``nnz`` signed entries per input coordinate, one in each of ``nnz`` output groups).
+    nnz : int, optional
+        Nonzeros per input coordinate of ``kind="sjlt"`` (default 4; must divide ``proj_dim``).
     scale : bool
         If true, multiply :math:`P` by :math:`1/\sqrt{k}` so that :math:`\mathbb{E}\|Px\|^2 = \|x\|^2`.
     block_rows : int, optional
@@ -80,6 +90,7 @@ class Projector:
         chunk_names: Sequence[str] | None = None,
         device: str | torch.device = "cpu",
         cache_bytes: int = 512 * 2**20,
+        nnz: int | None = None,
     ) -> None:
         sizes = [int(chunk_sizes)] if isinstance(chunk_sizes, int) else [int(s) for s in chunk_sizes]
         if not sizes or any(s <= 0 for s in sizes):
@@ -88,6 +99,11 @@ class Projector:
             raise ValueError(f"Projector: proj_dim must be a positive integer, got {proj_dim}")
         if kind not in _KINDS:
             raise ValueError(f"Projector: kind must be one of {_KINDS}, got {kind!r}")
+        if kind != "sjlt" and nnz is not None:
+            raise ValueError(f"Projector: nnz is an option of kind 'sjlt', not {kind!r}")
+        self.nnz = (SJLT_NNZ if nnz is None else int(nnz)) if kind == "sjlt" else None
+        if self.nnz is not None and (self.nnz <= 0 or int(proj_dim) % self.nnz):
+            raise ValueError(f"Projector: sjlt needs nnz >= 1 dividing proj_dim={proj_dim}, got nnz={nnz}")
         if chunk_names is not None and len(chunk_names) != len(sizes):
             raise ValueError(f"Projector: {len(chunk_names)} chunk names for {len(sizes)} chunks")
         self.chunk_sizes: list[int] = sizes
@@ -96,7 +112,8 @@ class Projector:
         self.seed = int(seed)
         self.kind = kind
         self.scale = bool(scale)
-        self.block_rows = int(block_rows) if block_rows is not None else max(1, 2**22 // self.proj_dim)
+        width = self.nnz * 2 if self.nnz is not None else self.proj_dim  # values per input row of a block
+        self.block_rows = int(block_rows) if block_rows is not None else max(1, 2**22 // width)
         if self.block_rows <= 0:
             raise ValueError(f"Projector: block_rows must be positive, got {block_rows}")
         self.device = torch.device(device)
@@ -129,6 +146,7 @@ class Projector:
             "block_rows": self.block_rows,
             "chunk_sizes": list(self.chunk_sizes),
             "chunk_names": list(self.chunk_names) if self.chunk_names is not None else None,
+            **({"nnz": self.nnz} if self.nnz is not None else {}),
         }
 
     @classmethod
@@ -145,18 +163,24 @@ class Projector:
             block_rows=cfg["block_rows"],
             chunk_names=cfg.get("chunk_names"),
             device=device,
+            nnz=cfg.get("nnz"),
             **kwargs,
         )
 
     # ------------------------------------------------------------------ blocks
     def generate_block(self, chunk: int, block: int) -> torch.Tensor:
-        r"""Block :math:`B_{c,b}` (shape ``[rows, k]``, fp32, on the CPU), freshly generated."""
+        r"""Block :math:`B_{c,b}` (shape ``[rows, k]``, fp32, on the CPU), freshly generated.
+
+        For ``kind="sjlt"`` the block is sparse: a ``[rows, 2 * nnz]`` fp32 tensor holding the output indices
+        :math:`h_j(i)` (as floats, exact below 2**24) then the signed values; :meth:`dense_block` expands it."""
         if not 0 <= chunk < len(self.chunk_sizes) or not 0 <= block < self.num_blocks(chunk):
             raise IndexError(f"Projector: no block ({chunk}, {block}) in layout {self.chunk_sizes} / {self.block_rows}")
         rows = min(self.block_rows, self.chunk_sizes[chunk] - block * self.block_rows)
         gen = torch.Generator(device="cpu")
         gen.manual_seed(_block_seed(self.seed, chunk, block))
         shape = (rows, self.proj_dim)
+        if self.kind == "sjlt":
+            return self._sparse_block(rows, gen)
         if self.kind == "rademacher":
             out = torch.randint(0, 2, shape, generator=gen, dtype=torch.float32).mul_(2.0).sub_(1.0)
         else:
@@ -164,6 +188,25 @@ class Projector:
         if self.scale:
             out.mul_(1.0 / float(self.proj_dim) ** 0.5)
         return out
+
+    def _sparse_block(self, rows: int, gen: torch.Generator) -> torch.Tensor:
+        s, k = int(self.nnz), self.proj_dim
+        group = k // s
+        offsets = torch.randint(0, group, (rows, s), generator=gen, dtype=torch.int64)
+        index = offsets + torch.arange(s, dtype=torch.int64) * group
+        signs = torch.randint(0, 2, (rows, s), generator=gen, dtype=torch.float32).mul_(2.0).sub_(1.0)
+        value = (1.0 / s**0.5) if self.scale else (k / s) ** 0.5
+        return torch.cat([index.to(torch.float32), signs.mul_(value)], dim=1)
+
+    def dense_block(self, chunk: int, block: int) -> torch.Tensor:
+        r"""Block :math:`B_{c,b}` as a dense ``[rows, k]`` matrix, whatever the kind (for tests and :meth:`matrix`)."""
+        blk = self.generate_block(chunk, block)
+        if self.kind != "sjlt":
+            return blk
+        s = int(self.nnz)
+        dense = torch.zeros((blk.shape[0], self.proj_dim), dtype=torch.float32)
+        dense.scatter_(1, blk[:, :s].to(torch.int64), blk[:, s:])
+        return dense
 
     def block(self, chunk: int, block: int) -> torch.Tensor:
         """Block ``(chunk, block)`` on ``self.device``, served from the cache when possible."""
@@ -188,7 +231,7 @@ class Projector:
     def matrix(self) -> torch.Tensor:
         r"""The full :math:`P^\top \in \mathbb{R}^{p \times k}` (for tests and small problems only)."""
         return torch.cat(
-            [self.generate_block(c, b) for c in range(len(self.chunk_sizes)) for b in range(self.num_blocks(c))]
+            [self.dense_block(c, b) for c in range(len(self.chunk_sizes)) for b in range(self.num_blocks(c))]
         )
 
     # ------------------------------------------------------------------ projection
@@ -231,7 +274,14 @@ class Projector:
         keys = [(c, b) for c in sorted(inputs) for b in range(self.num_blocks(c))]
         for (c, b), blk in zip(keys, self._blocks(keys)):
             lo = b * self.block_rows
-            acc.addmm_(inputs[c][:, lo : lo + blk.shape[0]], blk)
+            x = inputs[c][:, lo : lo + blk.shape[0]]
+            if self.nnz is None:
+                acc.addmm_(x, blk)
+            else:  # sparse: every input column adds sign * value into its nnz outputs (one per output group)
+                s = self.nnz
+                index = blk[:, :s].to(torch.int64)
+                for j in range(s):
+                    acc.index_add_(1, index[:, j], x * blk[:, s + j])
         return acc[:n]
 
     def project_chunks(self, chunks: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -260,6 +310,7 @@ class Projector:
 
     def __repr__(self) -> str:
         return (
-            f"Projector(kind={self.kind!r}, seed={self.seed}, p={self.input_dim}, k={self.proj_dim}, "
+            f"Projector(kind={self.kind!r}{'' if self.nnz is None else f', nnz={self.nnz}'}, seed={self.seed}, "
+            f"p={self.input_dim}, k={self.proj_dim}, "
             f"chunks={len(self.chunk_sizes)}, block_rows={self.block_rows}, scale={self.scale})"
         )
