@@ -270,3 +270,27 @@ def test_less_on_a_store_with_per_checkpoint_features_is_less_proper(tmp_path, c
     assert not res2.diagnostics["less"]["per_checkpoint"] and "keep_partials=True" in caplog.text
     one = SELECTORS["less"](np.asarray(summed.features("candidate")), np.asarray(summed.features("target")), 6)
     assert np.array_equal(res2.indices, np.sort(one.indices))
+
+
+def test_a_merge_killed_midway_leaves_no_store_and_the_rerun_is_exact(tmp_path, monkeypatch):
+    """A crash after the arrays but before the manifest: the output is not a store (it cannot be opened or taken
+    for complete), and merging again gives the store an uninterrupted merge gives."""
+    ckpts = [Checkpoint("c1", state_dict=perturbed_state(TinyNet(), 3), weight=2.0), Checkpoint("c2")]
+    data = _data(n_cand=11, n_tgt=6)
+    for rank in (0, 1):
+        featurize_to_store(_feat(), data, tmp_path / "shards", ckpts, batch_size=3, shard=(rank, 2), progress=False)
+    clean = FeatureStore.merge(tmp_path / "shards", tmp_path / "clean")
+
+    def crash(self, shards, counts):
+        raise KeyboardInterrupt  # the process dies here (kill -9 leaves the same files behind)
+
+    with monkeypatch.context() as m:
+        m.setattr(FeatureStore, "_merge_partials", crash)
+        with pytest.raises(KeyboardInterrupt):
+            FeatureStore.merge(tmp_path / "shards", tmp_path / "merged")
+    assert (tmp_path / "merged" / "candidate.npy").is_file() and not (tmp_path / "merged" / "manifest.json").exists()
+    with pytest.raises(StoreError, match="is not a feature store"):
+        FeatureStore.open(tmp_path / "merged")
+    again = FeatureStore.merge(tmp_path / "shards", tmp_path / "merged")
+    assert again.complete
+    _files_equal(clean, again)

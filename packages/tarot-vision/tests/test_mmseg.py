@@ -142,6 +142,21 @@ def test_train_with_runner_on_ann_file_then_miou(gta_root, cityscapes_root, tmp_
     )
     store = segpipe.featurize(cfg, tmp_path / "feat", progress=False)
     assert store.features("candidate").shape == (4, 16) and store.features("target").shape == (4, 16)
+    assert store.manifest["checkpoints"][0]["path"] == str(mmengine_ckpt)  # where the features came from
+    # the config mmengine dumped reloads in mmseg's own tools: it imports the module that registers GTA5Dataset
+    from mmengine.config import Config
+
+    dumped = sorted((tmp_path / "work").rglob("*.py"))
+    assert dumped, "mmengine dumped no config"
+    reloaded = Config.fromfile(str(dumped[-1]))
+    assert reloaded.custom_imports["imports"] == ["tarot_vision.mmseg_registry"]
+    assert reloaded.train_dataloader.dataset.type == "GTA5Dataset"
+    import importlib
+
+    from mmseg.registry import DATASETS
+
+    importlib.import_module(reloaded.custom_imports["imports"][0])
+    assert DATASETS.get("GTA5Dataset") is not None
     assert store.ids("candidate") == ["00001", "00002", "00003", "00004"]
     metrics = MB.evaluate_mmseg(tiny_cfg, sd_path, cityscapes_root, tmp_path / "eval", scale=(32, 64))
     assert set(metrics) >= {"mIoU", "aAcc"} and 0.0 <= float(metrics["mIoU"]) <= 100.0

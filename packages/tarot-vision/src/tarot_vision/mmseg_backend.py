@@ -28,6 +28,8 @@ from .seg_models import TorchSegLoss
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py"
+#: set on every config tarot-vision runs, so that the config mmengine dumps reloads in mmseg's own tools
+CUSTOM_IMPORTS = {"imports": ["tarot_vision.mmseg_registry"], "allow_failed_imports": False}
 _BN = {"type": "BN", "requires_grad": True}
 
 
@@ -312,6 +314,7 @@ def train_mmseg(
     cfg.default_hooks.logger = {"type": "LoggerHook", "interval": int(log_interval), "log_metric_by_epoch": False}
     cfg.default_hooks.visualization = {"type": "SegVisualizationHook", "draw": False}
     cfg.work_dir = str(work_dir)
+    cfg.custom_imports = dict(CUSTOM_IMPORTS)
     cfg.randomness = {"seed": int(seed)}
     cfg.resume = False
     cfg.load_from = None if init == "scratch" else str(_plain_state_dict_file(init, work_dir))
@@ -381,6 +384,7 @@ def evaluate_mmseg(
         cfg[key] = None
     cfg.default_hooks.visualization = {"type": "SegVisualizationHook", "draw": False}
     cfg.work_dir = str(work_dir)
+    cfg.custom_imports = dict(CUSTOM_IMPORTS)
     cfg.load_from = str(_plain_state_dict_file(checkpoint, work_dir))
     runner = Runner.from_cfg(cfg)
     return dict(runner.test())

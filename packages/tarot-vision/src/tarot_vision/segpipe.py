@@ -65,8 +65,9 @@ def _checkpoints(cfg: dict[str, Any]) -> list:
 
             sd = load_mmseg_checkpoint(spec["path"])
             sd = {k: v for k, v in sd.items() if not k.startswith("data_preprocessor.")}
-            out.append(
-                Checkpoint(name=str(spec.get("name", f"ckpt{i}")), state_dict=sd, weight=float(spec.get("weight", 1.0)))
+            out.append(  # the path too: the store's manifest records where the features came from
+                Checkpoint(name=str(spec.get("name", f"ckpt{i}")), path=str(spec["path"]), state_dict=sd,
+                           weight=float(spec.get("weight", 1.0)))
             )
         else:
             out.append(
