@@ -78,3 +78,51 @@ def test_max_steps_budget(ds, tmp_path):
     m = build_model(TINY, "scratch", seed=0)
     info = train_model(m, ds, {"batch_size": 3, "max_steps": 5}, tmp_path / "s", progress=False)
     assert info["steps"] == 5
+
+
+_TRAIN_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[2])
+from fixtures import av2_scenario, nuscenes_scenario, waymo_scenario
+from tarot_motion.data import MotionDataset
+from tarot_motion.preprocess import process_scenario, resolve_config, stack_samples
+from tarot_motion.train import build_model, train_model
+cfg = resolve_config({"object_type": ["VEHICLE", "CYCLIST"], "max_num_roads": 8})
+samples = []
+for sc in (waymo_scenario(), av2_scenario(), nuscenes_scenario(T=66)):
+    samples += process_scenario(sc, cfg)[0]
+model = build_model({"hidden_size": 16, "tx_hidden_size": 32, "tx_num_heads": 2, "map_heads": 2}, "scratch", seed=1)
+train_model(model, MotionDataset(stack_samples(samples)), {"batch_size": 1, "epochs": 12, "lr": 1e-2, "seed": 5},
+            sys.argv[1], progress=False)
+torch.save(model.state_dict(), sys.argv[1] + "/final.pt")
+"""
+
+
+def test_kill_9_during_training_then_rerun_gives_the_uninterrupted_weights(tmp_path):
+    """A real crash (SIGKILL after the first epochs were saved): the rerun resumes from last.pt and ends with the
+    weights of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    here = str(Path(__file__).parent)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = [sys.executable, "-c", _TRAIN_SCRIPT]
+    subprocess.run([*run, str(tmp_path / "clean"), here], check=True, env=env)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*run, str(killed), here], env=env)
+    deadline = time.time() + 120
+    while not (killed / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (killed / "final.pt").exists(), "the run finished before it could be killed"
+    subprocess.run([*run, str(killed), here], check=True, env=env)  # the rerun resumes
+    a = torch.load(tmp_path / "clean" / "final.pt")
+    b = torch.load(killed / "final.pt")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
