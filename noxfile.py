@@ -7,6 +7,7 @@ lint          ruff over every package
 docs          build the docs site strictly
 bench         selection-step benchmark on synthetic features (``nox -s bench -- --full`` for the large sizes)
 quality       quality benchmark: LDS table and the domain demos' verdicts (``benchmarks/results/quality.md``)
+build         sdists and wheels of the four packages into ``dist/``
 startup       start-up time of the four CLIs (``--help``, ``--version``) without torch installed
 demo          the README's main job on the embedded real default
 
@@ -100,6 +101,15 @@ def bench(session: nox.Session) -> None:
     _install_package(session, "core")
     session.run("python", "-m", "tarot.app.bench", *session.posargs, env={"MPLBACKEND": "Agg"})
     session.run("python", "-m", "tarot.app.bench_featurize")
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Sdists and wheels of the four packages into ``dist/`` (the domain packages require ``tarot-core>=0.1.0,<0.2``;
+    each package's version is its ``__version__``)."""
+    session.install("build>=1.2")
+    for name in ("core", "vision", "motion", "llm"):
+        session.run("python", "-m", "build", "--outdir", "dist", PACKAGES[name]["path"])
 
 
 @nox.session
