@@ -8,6 +8,7 @@ docs          build the docs site strictly
 bench         selection-step benchmark on synthetic features (``nox -s bench -- --full`` for the large sizes)
 quality       quality benchmark: LDS table and the domain demos' verdicts (``benchmarks/results/quality.md``)
 build         sdists and wheels of the four packages into ``dist/``
+install_alone install each distribution alone from ``dist/`` and check that no other domain's stack came with it
 startup       start-up time of the four CLIs (``--help``, ``--version``) without torch installed
 demo          the README's main job on the embedded real default
 
@@ -110,6 +111,47 @@ def build(session: nox.Session) -> None:
     session.install("build>=1.2")
     for name in ("core", "vision", "motion", "llm"):
         session.run("python", "-m", "build", "--outdir", "dist", PACKAGES[name]["path"])
+
+
+# what each distribution must NOT pull in when installed alone (the other domains' stacks)
+FOREIGN = {
+    "core": ["torchvision", "mmseg", "mmengine", "transformers", "peft", "lm_eval"],
+    "vision": ["transformers", "peft", "lm_eval"],
+    "motion": ["torchvision", "mmseg", "mmengine", "transformers", "peft", "lm_eval"],
+    "llm": ["torchvision", "mmseg", "mmengine"],
+}
+DIST = {"core": "tarot-core", "vision": "tarot-vision", "motion": "tarot-motion", "llm": "tarot-llm"}
+TOOL = {"core": "tarot", "vision": "tarot-vision", "motion": "tarot-motion", "llm": "tarot-llm"}
+
+
+@nox.session
+@nox.parametrize("name", list(DIST))
+def install_alone(session: nox.Session, name: str) -> None:
+    """Install ONE distribution by name from ``dist/`` (run ``nox -s build`` first) plus the registry into a fresh
+    venv, as a user would, then run its CLI and a small command, and check that no other domain's stack came
+    with it."""
+    wheels = sorted((ROOT / "dist").glob(f"{DIST[name].replace('-', '_')}-*.whl"))
+    if not wheels:
+        session.error("no wheel in dist/: run `nox -s build` first")
+    session.install(*PACKAGES[name]["pins"][:2])  # the torch build this machine has (pip's local wheel directory)
+    session.install("--find-links", str(ROOT / "dist"), DIST[name])
+    session.run(TOOL[name], "--version")
+    session.run(TOOL[name], "--help", silent=True)
+    tmp = Path(session.create_tmp())
+    if name == "core":
+        session.run("tarot", "demo", "--quick", "--out", str(tmp / "demo"), env={"MPLBACKEND": "Agg"})
+    elif name == "vision":
+        session.run("tarot-vision", "demo", "--quick", "--print-config", silent=True)
+    elif name == "motion":
+        session.run("tarot-motion", "train", "--out", str(tmp / "t"), "--print-config", "--set", "train.epochs=1",
+                    silent=True)
+    else:
+        raw = tmp / "dolly.jsonl"
+        raw.write_text('{"instruction": "Say hi", "context": "", "response": "hi", "category": "open_qa"}\n')
+        session.run("tarot-llm", "convert", "dolly", str(raw), str(tmp / "chat.jsonl"))
+    check = ("import importlib.util as u, sys; bad = [m for m in sys.argv[1:] if u.find_spec(m)]; "
+             "sys.exit(f'installed alongside: {bad}' if bad else 0)")
+    session.run("python", "-c", check, *FOREIGN[name])
 
 
 @nox.session
