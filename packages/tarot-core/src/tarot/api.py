@@ -261,9 +261,9 @@ def _inputs(candidates: Any, targets: Any, *, candidate_sources: list | None, ca
             target_groups: list | None) -> _Inputs:
     """Features and labels from a FeatureStore or from arrays, checked: float [N, k] and [M, k], finite, labels of
     the right lengths."""
-    store_path = None
-    store = candidates
+    store_path, store = None, None
     if hasattr(candidates, "features") and not isinstance(candidates, np.ndarray):
+        store = candidates
         if targets is not None:
             raise ValueError("pass either a FeatureStore or candidate and target arrays, not both")
         data = _from_store(candidates)
@@ -288,8 +288,7 @@ def _inputs(candidates: Any, targets: Any, *, candidate_sources: list | None, ca
                                ("target_groups", target_groups, M)):
         if labels is not None and len(labels) != size:
             raise ValueError(f"{name} has {len(labels)} entries, expected {size}")
-    return _Inputs(candidates, targets, candidate_sources, candidate_ids, target_groups, store_path,
-                   store=None if store_path is None else store)
+    return _Inputs(candidates, targets, candidate_sources, candidate_ids, target_groups, store_path, store)
 
 
 def _less_features(data: _Inputs, options: dict[str, Any]) -> tuple[tuple[Any, Any], dict[str, Any], dict[str, Any]]:

@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     """Run one parsed command (under the lock of its --out folder); returns the exit status."""
+    from tarot.app.conventions import print_config
+
     if args.command == "convert":
         from .data import convert_file
 
@@ -133,7 +135,7 @@ def _dispatch(args) -> int:
         from .demo import demo_config, run_demo
 
         if args.print_config:
-            _print_config(demo_config(args.out, args.quick, args.overrides, config=args.config))
+            print_config(demo_config(args.out, args.quick, args.overrides, config=args.config))
             return 0
         report = run_demo(args.out, quick=args.quick, overrides=args.overrides, per_source=args.per_source,
                           progress=not args.no_progress, config=args.config)
@@ -141,7 +143,7 @@ def _dispatch(args) -> int:
     else:
         cfg = _resolve_config(args)
         if args.print_config:
-            _print_config(cfg)
+            print_config(cfg)
             return 0
         from . import pipeline as P
 
@@ -159,12 +161,6 @@ def _dispatch(args) -> int:
             print(f"report: {P.stage_report(cfg, args.out)}")
     return 0
 
-
-def _print_config(cfg: dict) -> None:
-    import yaml
-    from tarot.fileio import plain
-
-    print(yaml.safe_dump(plain(cfg), sort_keys=False), end="")
 
 
 if __name__ == "__main__":

@@ -135,15 +135,19 @@ def _cmd(args: argparse.Namespace) -> Any:
               f"{args.out}")
         return rep
     if args.command == "demo":
+        from tarot.app.conventions import print_config
+
         from .demo import demo_config, run_demo
 
         if args.print_config:
-            return _print_config(demo_config(args.out, quick=args.quick, overrides=args.overrides, config=args.config))
+            return print_config(demo_config(args.out, quick=args.quick, overrides=args.overrides, config=args.config))
         return run_demo(args.out, seeds=args.seeds, quick=args.quick, target_scenario=args.target_scenario,
                         overrides=args.overrides, progress=progress, threads=args.threads, config=args.config)
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
-        return _print_config(cfg)
+        from tarot.app.conventions import print_config
+
+        return print_config(cfg)
     if args.out is not None:
         save_config(cfg, args.out)
     if args.command == "preprocess":
@@ -216,14 +220,6 @@ def _cmd(args: argparse.Namespace) -> Any:
         print(json.dumps(metrics, indent=1))
         return metrics
     raise AssertionError(args.command)
-
-
-def _print_config(cfg: dict) -> dict:
-    import yaml
-    from tarot.fileio import plain
-
-    print(yaml.safe_dump(plain(cfg), sort_keys=False), end="")
-    return cfg
 
 
 def _require(value: Any, key: str) -> Any:

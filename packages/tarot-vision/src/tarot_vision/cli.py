@@ -167,9 +167,9 @@ def _run(args: argparse.Namespace) -> int:
             from .lds import QUICK as quick
     cfg = _resolve(args, name, quick)
     if args.print_config:
-        import yaml
+        from tarot.app.conventions import print_config
 
-        print(yaml.safe_dump(cfg, sort_keys=False), end="")
+        print_config(cfg)
         return 0
     from .config import save_resolved
 

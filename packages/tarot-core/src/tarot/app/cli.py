@@ -40,6 +40,7 @@ from tarot.app.conventions import (
     add_settings,
     add_store,
     output_guard,
+    print_config,
     report_user_error,
     warn_deprecated,
 )
@@ -378,8 +379,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
         args.store = Path(args.legacy_store)
     options = _select_options(args)
     if args.print_config:
-        print(yaml.safe_dump(_plain_yaml({**options, "store": None if args.store is None else str(args.store),
-                                          "out": str(args.out)}), sort_keys=False), end="")
+        print_config({**options, "store": None if args.store is None else str(args.store), "out": str(args.out)})
         return 0
     if args.store is None:
         raise UserError("the following arguments are required: --store")
@@ -410,10 +410,6 @@ def _cmd_select(args: argparse.Namespace) -> int:
     _print_composition(summary["composition"])
     print(f"saved to {out}")
     return 0
-
-
-def _plain_yaml(data: dict) -> Any:
-    return json.loads(json.dumps(data, default=str))
 
 
 def _store_description(store: Any) -> dict:

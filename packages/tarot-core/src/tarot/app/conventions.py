@@ -152,6 +152,16 @@ def output_guard(args: argparse.Namespace) -> Any:
     return output_lock(out)
 
 
+def print_config(cfg: Any) -> Any:
+    """``--print-config``: the resolved settings as YAML on stdout (plain types, keys in their order); returns them."""
+    import yaml
+
+    from tarot.fileio import plain
+
+    print(yaml.safe_dump(plain(cfg), sort_keys=False), end="")
+    return cfg
+
+
 def user_error_message(exc: BaseException) -> str:
     """An exception's message on one line (a KeyError's without repr quotes)."""
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
