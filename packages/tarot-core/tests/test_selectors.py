@@ -6,8 +6,9 @@ import tarot
 from tarot.geometry.whitening import whiten
 from tarot.ot import entropic_ot
 from tarot.selectors import fixed_size, less, otm, random_selection, round_robin, topk_mean
-from tarot.selectors.base import NeighbourLayers, unique_rounds
+from tarot.selectors.base import NeighbourLayers
 from tarot.selectors.otm import kfold_splits
+from tarot.selectors.rounds import unique_rounds
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,62 @@ def test_fixed_size_sizes_and_layer_equivalence(mix):
     for bad in (0, N + 1):
         with pytest.raises(ValueError, match="outside"):
             fixed_size(Zc, Zt, bad)
+
+
+def _walk_every_ranking(Zc, Zt, n):
+    """unique_rounds by brute force: every target's full ranking (dense scores, ties to the lower index)."""
+    S = Zt.astype(np.float64) @ Zc.T.astype(np.float64)
+    order = [np.lexsort((np.arange(len(Zc)), -S[j])) for j in range(len(Zt))]
+    taken, ptr, rounds, count = np.zeros(len(Zc), bool), [0] * len(Zt), [], 0
+    while count < n and count < len(Zc):
+        picks = []
+        for j in range(len(Zt)):
+            while ptr[j] < len(Zc) and taken[order[j][ptr[j]]]:
+                ptr[j] += 1
+            if ptr[j] < len(Zc):
+                taken[order[j][ptr[j]]] = True
+                picks.append(int(order[j][ptr[j]]))
+        rounds.append(picks)
+        count += len(picks)
+    return rounds
+
+
+@pytest.mark.parametrize("depth", [1, 2, 8])
+def test_unique_rounds_with_refills_equal_walking_every_full_ranking(depth):
+    # a crowd: 60 targets around one point compete for the 40 candidates near it, so their short lists run dry
+    # and are refilled (excluding taken candidates) until they reach into the rest of the pool; small integer
+    # coordinates make every product exact in float32 and produce many ties (broken by the lower index)
+    rng = np.random.default_rng(7)
+    centre = np.array([3, 3, 0, 0, 0, 0])
+    Zc = np.concatenate([centre + rng.integers(-1, 2, (40, 6)), rng.integers(-3, 4, (460, 6))]).astype(np.float32)
+    Zt = np.concatenate([centre + rng.integers(-1, 2, (60, 6)), rng.integers(-3, 4, (15, 6))]).astype(np.float32)
+    for n in (75, 160, 500):
+        stats: dict = {}
+        got = unique_rounds(NeighbourLayers(Zc, Zt, depth=depth), n, stats=stats)
+        assert [r.tolist() for r in got] == _walk_every_ranking(Zc, Zt, n)
+        assert stats["refill_passes"] >= 1
+    assert stats["refill_passes"] <= 12  # lists double per refill: logarithmic in the depth reached
+
+
+@pytest.mark.parametrize("simulation_pairs", [300, 3000, 40_000])
+def test_planned_threshold_lists_give_the_same_rounds(monkeypatch, simulation_pairs):
+    # the large-problem path (thinned simulation, per-target score thresholds, one pass, refills where the plan
+    # fell short) forced onto a small crowded problem: the picks equal walking every full ranking
+    import tarot.selectors.rounds as rounds_mod
+
+    monkeypatch.setattr(rounds_mod, "PLAN_MIN_PAIRS", 0)
+    monkeypatch.setattr(rounds_mod, "SIMULATION_PAIRS", simulation_pairs)
+    rng = np.random.default_rng(11)
+    centre = np.array([3, 3, 0, 0, 0, 0])
+    Zc = np.concatenate([centre + rng.integers(-1, 2, (40, 6)), rng.integers(-3, 4, (460, 6))]).astype(np.float32)
+    Zt = np.concatenate([centre + rng.integers(-1, 2, (60, 6)), rng.integers(-3, 4, (15, 6))]).astype(np.float32)
+    S = Zt.astype(np.float64) @ Zc.T.astype(np.float64)
+    for n in (75, 160, 500):
+        got = rounds_mod.distinct_rounds(Zc, Zt, n)
+        assert [r.tolist() for r in got.picks] == _walk_every_ranking(Zc, Zt, n)
+        assert got.stats["plan"]["planned_entries"] > 0
+        known = ~np.isnan(got.nearest)  # every target's best score, unless its planned list was empty
+        assert known.any() and np.array_equal(got.nearest[known], S.max(axis=1)[known])
 
 
 @pytest.mark.parametrize("n", [25, 43, 60, 75])

@@ -201,7 +201,8 @@ def select(
                                compute_ot=compute_ot)
     diagnostics.update(measured.diagnostics)
     if diagnose and len(idx):
-        diagnostics["selection"] = selection_diagnostics(Zc, Zt, idx, measured.weights, seed=seed)
+        diagnostics["selection"] = selection_diagnostics(Zc, Zt, idx, measured.weights, seed=seed,
+                                                         nearest=sel.nearest)
     t_end = time.perf_counter()
     diagnostics["timing_s"] = {"whiten": t_whiten - t0, "select": t_select - t_whiten, "ot_and_weights":
                                t_end - t_select, "total": t_end - t0}
@@ -350,6 +351,8 @@ def _ot_and_weights(S: np.ndarray, T: np.ndarray, counts: np.ndarray | None, *, 
     out = _Measured()
 
     def solve(a: np.ndarray | None = None):
+        # each weighting starts afresh: the uniform problem's potentials are a poor start for re-weighted mass
+        # (measured: the sparse solver then wanders; from its own coarse duals it settles in seconds)
         return entropic_ot(S, T, a=a, eps=ot.eps, tol=ot.ot_tol, value_tol=ot.ot_value_tol)
 
     if compute_ot or weighting is not None:

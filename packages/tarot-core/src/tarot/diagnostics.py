@@ -63,7 +63,8 @@ def _target_clusters(Zt: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
 
 
 def selection_diagnostics(Zc: np.ndarray, Zt: np.ndarray, indices: np.ndarray, counts: np.ndarray | None = None,
-                          seed: int = 0, n_clusters: int | None = None) -> dict[str, Any]:
+                          seed: int = 0, n_clusters: int | None = None,
+                          nearest: np.ndarray | None = None) -> dict[str, Any]:
     """Coverage, cluster, weight and overlap diagnostics of one selection (see the module docstring).
 
     Parameters
@@ -78,13 +79,18 @@ def selection_diagnostics(Zc: np.ndarray, Zt: np.ndarray, indices: np.ndarray, c
         Seed of the k-means and of the random comparison selection.
     n_clusters : int, optional
         Target groups (default min(8, max(1, M // 10))).
+    nearest : numpy.ndarray, optional
+        Every target's largest cosine to any candidate, when the selector already has it (NaN entries are
+        computed here); otherwise one streamed pass over the candidates computes it.
     """
     N, M = Zc.shape[0], Zt.shape[0]
     idx = np.asarray(indices, dtype=np.int64)
     n = len(idx)
     r = np.ones(n) if counts is None else np.asarray(counts, dtype=np.float64)
-    best_cand, _ = topk_neighbors(Zc, Zt, 1)
-    best_cand = best_cand[:, 0].astype(np.float64)
+    best_cand = np.full(M, np.nan) if nearest is None else np.asarray(nearest, dtype=np.float64).copy()
+    missing = np.flatnonzero(np.isnan(best_cand))
+    if len(missing):
+        best_cand[missing] = topk_neighbors(Zc, Zt[missing], 1)[0][:, 0]
     best_tgt = _nearest_other_target(Zt)
     covered = best_cand >= best_tgt
     out: dict[str, Any] = {

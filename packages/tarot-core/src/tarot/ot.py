@@ -50,6 +50,10 @@ Cost = Literal["wfd", "sqeuclidean"]
 #: the ε-scaling iterations it replaces; beyond this size the dense cost copy it needs is the limit.
 EMD_MAX_ENTRIES = 25_000_000
 
+#: Problems with more cost entries (N·M) than this use the certified sparse solver (:mod:`tarot.sparse_ot`) under
+#: ``backend="auto"``; smaller ones keep the dense solver warm-started from the exact duals.
+SPARSE_MIN_ENTRIES = 2_000_000
+
 
 @dataclass
 class OTResult:
@@ -89,10 +93,13 @@ class OTResult:
     stages: list[dict] = field(default_factory=list)
     value_settled: bool = False
     tol: float | None = None
+    support: object | None = field(default=None, repr=False)
+    certificate: dict | None = None
 
     def diagnostics(self) -> dict:
         """JSON-friendly summary of the solve."""
-        return {
+        extra = {} if self.certificate is None else {"sparse": self.certificate}
+        return {**extra,
             "value": self.value,
             "value_linear": self.value_linear,
             "eps": self.eps,
@@ -237,8 +244,10 @@ def entropic_ot(
     value_tol: float | None = None,
     init: tuple[np.ndarray, np.ndarray] | str | None = "auto",
     emd_max_entries: int = EMD_MAX_ENTRIES,
-    backend: Literal["auto", "dense", "blocked"] = "auto",
+    backend: Literal["auto", "dense", "blocked", "sparse"] = "auto",
     dense_max_entries: int = 16_000_000,
+    sparse_min_entries: int = SPARSE_MIN_ENTRIES,
+    support: object | None = None,
     block_rows: int = 4096,
     cache_bytes: int = 1 << 30,
     dtype: torch.dtype = torch.float64,
@@ -277,9 +286,16 @@ def entropic_ot(
         by Sinkhorn at the final ε only — at ε = 1e-4 the entropic problem is a small perturbation of the exact one,
         and from the exact duals the value settles in a few dozen iterations instead of thousands. ``"auto"``:
         ``"emd"`` when N·M ≤ ``emd_max_entries``, else ε-scaling from zero. ``None``: ε-scaling from zero.
-    backend : {"auto", "dense", "blocked"}
+    backend : {"auto", "dense", "blocked", "sparse"}
         ``dense`` keeps the whole cost matrix; ``blocked`` recomputes row blocks of ``block_rows`` rows from the
-        features unless all of them fit ``cache_bytes``. ``auto``: dense when N·M ≤ ``dense_max_entries``.
+        features unless all of them fit ``cache_bytes``; ``sparse`` (WFD cost only) solves on a sparse support of
+        a few dozen entries per row and certifies that every entry outside it carries less than e^-30 of its
+        product mass (:mod:`tarot.sparse_ot`), so it returns the full problem's solution at a fraction of the cost.
+        ``auto``: ``sparse`` for the WFD cost when N·M > ``sparse_min_entries``, else dense when N·M ≤
+        ``dense_max_entries``, else blocked.
+    support : tarot.sparse_ot.Support, optional
+        Sparse support of an earlier solve (``result.support``) with the same targets and the same first source
+        rows; reused and extended instead of rebuilt (sparse backend only).
     dtype : torch.dtype
         Arithmetic precision (float64 default; float32 halves time and memory for very large problems).
     eps_start : float, optional
@@ -291,25 +307,31 @@ def entropic_ot(
     """
     if not 1.0 <= overrelax < 2.0:
         raise ValueError(f"overrelax must lie in [1, 2), got {overrelax}")
-    Xt, Yt = _as_tensor(X, dtype), _as_tensor(Y, dtype)
-    n, m = Xt.shape[0], Yt.shape[0]
+    X = X if hasattr(X, "shape") else np.asarray(X)
+    Y = Y if hasattr(Y, "shape") else np.asarray(Y)
+    n, m = X.shape[0], Y.shape[0]
     if n == 0 or m == 0:
         raise ValueError(f"entropic_ot needs non-empty clouds, got {n} source and {m} target points")
-    if Xt.shape[1] != Yt.shape[1]:
-        raise ValueError(f"feature dimensions differ: {Xt.shape[1]} (source) vs {Yt.shape[1]} (target)")
-    a_t = torch.full((n,), 1.0 / n, dtype=dtype) if a is None else _as_tensor(a, dtype)
-    b_t = torch.full((m,), 1.0 / m, dtype=dtype) if b is None else _as_tensor(b, dtype)
-    for name, w, size in (("a", a_t, n), ("b", b_t, m)):
-        if w.shape != (size,):
-            raise ValueError(f"weights {name} have shape {tuple(w.shape)}, expected ({size},)")
-        if bool((w <= 0).any()) or abs(float(w.sum()) - 1.0) > 1e-6:
-            raise ValueError(f"weights {name} must be positive and sum to 1 (sum={float(w.sum()):.6g})")
-    loga, logb = torch.log(a_t), torch.log(b_t)
-
+    if X.shape[1] != Y.shape[1]:
+        raise ValueError(f"feature dimensions differ: {X.shape[1]} (source) vs {Y.shape[1]} (target)")
+    for arr in (X, Y):
+        if getattr(arr, "dtype", None) in (np.float16, torch.float16):
+            raise TypeError("float16 features are not accepted by the OT solver (use float32 or float64)")
+    a_np, b_np = _checked_weights(a, n, "a"), _checked_weights(b, m, "b")
     if backend == "auto":
-        backend = "dense" if n * m <= dense_max_entries else "blocked"
-    if backend not in ("dense", "blocked"):
-        raise ValueError(f"unknown backend {backend!r}; expected 'auto', 'dense' or 'blocked'")
+        if cost == "wfd" and n * m > sparse_min_entries:
+            backend = "sparse"
+        else:
+            backend = "dense" if n * m <= dense_max_entries else "blocked"
+    if backend not in ("dense", "blocked", "sparse"):
+        raise ValueError(f"unknown backend {backend!r}; expected 'auto', 'dense', 'blocked' or 'sparse'")
+    if backend == "sparse":
+        return _sparse(X, Y, a_np, b_np, eps=eps, cost=cost, tol=tol, max_iter=max_iter, stage_iter=stage_iter,
+                       stage_tol=stage_tol, overrelax=overrelax, value_tol=value_tol, init=init, eps_start=eps_start,
+                       support=support)
+    Xt, Yt = _as_tensor(X, dtype), _as_tensor(Y, dtype)
+    a_t, b_t = torch.from_numpy(a_np).to(dtype), torch.from_numpy(b_np).to(dtype)
+    loga, logb = torch.log(a_t), torch.log(b_t)
     P = _Problem(Xt, Yt, cost, block_rows=n if backend == "dense" else block_rows, cache_bytes=cache_bytes,
                  dense=backend == "dense")
 
@@ -370,6 +392,56 @@ def entropic_ot(
     )
 
 
+def _checked_weights(w: np.ndarray | None, size: int, name: str) -> np.ndarray:
+    """Float64 weights of one side (uniform when None), checked: shape (size,), positive, summing to 1."""
+    if w is None:
+        return np.full(size, 1.0 / size)
+    w = (w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else np.asarray(w)).astype(np.float64)
+    if w.shape != (size,):
+        raise ValueError(f"weights {name} have shape {tuple(w.shape)}, expected ({size},)")
+    if bool((w <= 0).any()) or abs(float(w.sum()) - 1.0) > 1e-6:
+        raise ValueError(f"weights {name} must be positive and sum to 1 (sum={float(w.sum()):.6g})")
+    return w
+
+
+def _sparse(X, Y, a: np.ndarray, b: np.ndarray, *, eps: float, cost: str, tol: float, max_iter: int,
+            stage_iter: int, stage_tol: float, overrelax: float, value_tol: float | None, init, eps_start,
+            support) -> OTResult:
+    """The ``sparse`` backend: :func:`tarot.sparse_ot.sparse_entropic_ot` packed into an :class:`OTResult`."""
+    from tarot.sparse_ot import sparse_entropic_ot
+
+    if cost != "wfd":
+        raise ValueError("the sparse backend needs the WFD cost on unit rows (cost='wfd')")
+    if isinstance(init, str):
+        if init not in ("auto", "emd"):
+            raise ValueError(f"init must be 'auto', 'emd', None or a pair of potentials, got {init!r}")
+        init = None  # the sparse solver starts from its own ε-scaling (no dense copy for the exact duals)
+    X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
+    Y = Y.detach().cpu().numpy() if isinstance(Y, torch.Tensor) else Y
+    if init is not None and (len(init[0]) != X.shape[0] or len(init[1]) != Y.shape[0]):
+        raise ValueError(f"init potentials have shapes ({len(init[0])},), ({len(init[1])},); expected "
+                         f"({X.shape[0]},), ({Y.shape[0]},)")
+    res = sparse_entropic_ot(X, Y, a, b, eps=eps, tol=tol, max_iter=max_iter, stage_iter=stage_iter,
+                             stage_tol=stage_tol, overrelax=overrelax, value_tol=value_tol, init=init,
+                             eps_start=eps_start, support=support)
+    stop = res.stages[-1]["stop"]
+    converged, value_settled = res.violation < tol, stop == "value"
+    if not res.certified:
+        warnings.warn(f"sparse OT: the support was still growing after {res.certificate_rounds} certificate rounds; "
+                      "entries outside it may carry mass (reported with certified=False)", RuntimeWarning,
+                      stacklevel=3)
+    elif not converged and not value_settled:
+        warnings.warn(
+            f"entropic OT did not reach tol={tol:g} at eps={eps:g} within {max_iter} iterations "
+            f"(marginal violation {res.violation:.3g}); the value is reported with converged=False",
+            RuntimeWarning, stacklevel=3)
+    return OTResult(
+        value=float(a @ res.f + b @ res.g), value_linear=res.value_linear, f=res.f, g=res.g, eps=float(eps),
+        iterations=int(sum(s["iterations"] for s in res.stages)), violation=res.violation, converged=converged,
+        backend="sparse", stages=res.stages, value_settled=value_settled, tol=float(tol), support=res.support,
+        certificate={"certified": res.certified, "rounds": res.certificate_rounds, **res.support.diagnostics()})
+
+
 def _emd_duals(P: _Problem, a_t: torch.Tensor, b_t: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Dual potentials (u, v) of the exact OT problem from POT's network simplex, in cost units."""
     C = P.full().to(torch.float64).numpy()
@@ -414,12 +486,14 @@ def _sinkhorn_stage(P, f, g, loga, logb, eps, cap, thr, omega, value_tol=None, c
 
 
 def warm_start(previous: OTResult | None, X: np.ndarray, Y: np.ndarray, *, eps: float,
-               emd_max_entries: int = EMD_MAX_ENTRIES):
+               emd_max_entries: int = SPARSE_MIN_ENTRIES):
     """Choose the ``init`` for the next solve of a growing problem (OTM depths, fixed-size fill rounds).
 
-    ``X`` holds the source points of the new problem, the rows of the previous one first. Small problems restart
-    from the exact duals (``"auto"``: fastest and most accurate); large ones reuse the previous potentials, extended
-    to the added rows ``X[len(previous.f):]`` by their soft-min values (:func:`softmin_potential`).
+    ``X`` holds the source points of the new problem, the rows of the previous one first. Small problems (the dense
+    solver's sizes) restart from the exact duals (``"auto"``: fastest and most accurate); large ones reuse the
+    previous potentials, extended to the added rows ``X[len(previous.f):]`` by their soft-min values
+    (:func:`softmin_potential`). Pass ``support=previous.support`` beside it so that the sparse solver extends the
+    previous support instead of building a new one.
     """
     n, m = len(X), len(Y)
     if previous is None or n * m <= emd_max_entries:

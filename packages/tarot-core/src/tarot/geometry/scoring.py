@@ -39,6 +39,7 @@ def topk_neighbors(
     *,
     block_rows: int = 16384,
     target_block: int = 4096,
+    exclude: np.ndarray | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` candidates per target by cosine, streamed over candidate and target blocks.
@@ -50,7 +51,10 @@ def topk_neighbors(
     targets : array [M, d]
         Whitened unit target rows.
     k : int
-        Neighbours per target (clipped to N).
+        Neighbours per target (clipped to the number of candidates that are not excluded).
+    exclude : numpy.ndarray [N] of bool, optional
+        Candidates that must not appear in the lists (e.g. already selected ones); the lists then continue each
+        target's full order past them.
 
     Returns
     -------
@@ -58,15 +62,23 @@ def topk_neighbors(
         Cosines in descending order per row.
     indices : numpy.ndarray [M, k] int64
         Candidate indices; ties broken by lower index.
+
+    Notes
+    -----
+    Candidate blocks are visited in index order, so every running list holds lower indices than the next block:
+    one stable sort by value of [running list, block list] keeps the (value descending, index ascending) order.
     """
     check_float_features(candidates, "candidate features")
     check_float_features(targets, "target features")
     n, m = candidates.shape[0], targets.shape[0]
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    k = min(int(k), n)
+    available = n if exclude is None else n - int(np.count_nonzero(exclude))
+    k = min(int(k), available)
     out_s = np.empty((m, k), dtype=np.float32)
     out_i = np.empty((m, k), dtype=np.int64)
+    if k == 0:
+        return out_s, out_i
     steps = [(ts, min(m, ts + target_block)) for ts in range(0, m, target_block)]
     bar = tqdm(total=len(steps) * ((n + block_rows - 1) // block_rows), desc="top-k", disable=not progress)
     for ts, te in steps:
@@ -75,10 +87,19 @@ def topk_neighbors(
         best_i = torch.empty((te - ts, 0), dtype=torch.int64)
         for cs in range(0, n, block_rows):
             ce = min(n, cs + block_rows)
-            S = T @ _t(candidates[cs:ce]).T  # [Mb, Nb]
-            kk = min(k, ce - cs)
+            block = candidates[cs:ce]
+            keep = None
+            if exclude is not None and exclude[cs:ce].any():
+                keep = np.flatnonzero(~exclude[cs:ce])  # ascending: the index order survives the gather
+                if len(keep) == 0:
+                    bar.update()
+                    continue
+                block = np.asarray(block)[keep]
+            S = T @ _t(block).T  # [Mb, Nb]
+            width = S.shape[1]
+            kk = min(k, width)
             # one extra column tells whether a tie straddles the cut; such rows are sorted exactly
-            extra = min(kk + 1, ce - cs)
+            extra = min(kk + 1, width)
             vals, idx = torch.topk(S, extra, dim=1, largest=True, sorted=True)
             if extra > kk:
                 tie_rows = torch.nonzero(vals[:, kk - 1] == vals[:, kk]).flatten()
@@ -86,10 +107,14 @@ def topk_neighbors(
                 for r in tie_rows.tolist():
                     order = torch.argsort(S[r], descending=True, stable=True)[:kk]
                     vals[r], idx[r] = S[r, order], order
-            best_s = torch.cat([best_s, vals], 1)
-            best_i = torch.cat([best_i, idx + cs], 1)
-            best_s, best_i = _ordered(best_s, best_i)
-            best_s, best_i = best_s[:, :k], best_i[:, :k]
+            if keep is not None:
+                idx = torch.from_numpy(keep)[idx]
+            vals, idx = _ordered(vals, idx + cs)
+            if best_s.shape[1]:
+                vals, idx = torch.cat([best_s, vals], 1), torch.cat([best_i, idx], 1)
+                order = torch.sort(vals, dim=1, descending=True, stable=True).indices[:, :k]
+                vals, idx = vals.gather(1, order), idx.gather(1, order)
+            best_s, best_i = vals, idx
             bar.update()
         out_s[ts:te] = best_s.numpy()
         out_i[ts:te] = best_i.numpy()

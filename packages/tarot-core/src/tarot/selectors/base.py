@@ -26,6 +26,9 @@ class Selection:
         the result's weights.
     diagnostics : dict
         Selector-specific details.
+    nearest : numpy.ndarray or None
+        Every target's largest cosine to any candidate, when the selector's neighbour lists hold it (the selection
+        diagnostics then need no pass of their own over the candidates).
     """
 
     indices: np.ndarray
@@ -33,6 +36,7 @@ class Selection:
     ot: object | None = None
     diagnostics: dict = field(default_factory=dict)
     counts: np.ndarray | None = None
+    nearest: np.ndarray | None = None
 
 
 def check_budget(n: int, n_candidates: int) -> int:
@@ -99,47 +103,3 @@ class NeighbourLayers:
         """Candidates whose first rank is exactly r (sorted)."""
         self.ensure_depth(r)
         return np.flatnonzero(self.first_rank == r)
-
-
-def unique_rounds(layers: NeighbourLayers, n: int) -> list[np.ndarray]:
-    """Round-robin rounds of *distinct* picks until at least ``n`` candidates are taken (or the pool is exhausted).
-
-    In every round each target, in target order, takes its nearest candidate that nobody has taken yet, so a round
-    adds one new candidate per target (until the pool runs out). Rank layers (:meth:`NeighbourLayers.layer`)
-    instead collapse duplicates: targets in a dense mode share neighbours, their layers hold fewer distinct
-    candidates than they have targets, and the selection under-represents dense modes. Depth grows on demand.
-
-    Returns
-    -------
-    list of numpy.ndarray
-        The picks of every round, in pick order.
-    """
-    N = layers.n
-    M = layers.index.shape[0]
-    taken = np.zeros(N, dtype=bool)
-    ptr = np.zeros(M, dtype=np.int64)
-    rounds: list[np.ndarray] = []
-    count = 0
-    while count < n and count < N:
-        picks = []
-        for j in range(M):
-            while True:
-                if ptr[j] >= layers.depth:
-                    if layers.exhausted:
-                        break
-                    layers.ensure_depth(2 * layers.depth)
-                c = layers.index[j, ptr[j]]
-                if not taken[c]:
-                    break
-                ptr[j] += 1
-            if ptr[j] >= layers.depth:
-                continue  # this target has no untaken candidate left
-            c = int(layers.index[j, ptr[j]])
-            taken[c] = True
-            ptr[j] += 1
-            picks.append(c)
-        if not picks:
-            break
-        rounds.append(np.asarray(picks, dtype=np.int64))
-        count += len(picks)
-    return rounds

@@ -9,7 +9,8 @@ import numpy as np
 from tarot.geometry.scoring import mean_scores, top_n_by_score
 from tarot.geometry.whitening import unit_rows
 from tarot.options import RoundRobinOptions
-from tarot.selectors.base import NeighbourLayers, Selection, check_budget, unique_rounds
+from tarot.selectors.base import NeighbourLayers, Selection, check_budget
+from tarot.selectors.rounds import distinct_rounds
 
 
 def random_selection(candidates: np.ndarray, targets: np.ndarray, n: int, *, seed: int = 0) -> Selection:
@@ -77,16 +78,17 @@ def round_robin(candidates: np.ndarray, targets: np.ndarray, n: int, *, layers: 
     """Targets take turns (in target order) picking candidates until n.
 
     ``layers="unique"`` (default): each target takes its nearest not-yet-selected candidate — the distinct rounds of
-    :func:`~tarot.selectors.base.unique_rounds`, the last round cut in target order (fixed_size with the partial
+    :func:`~tarot.selectors.rounds.unique_rounds`, the last round cut in target order (fixed_size with the partial
     layer filled in target order instead of by OT potentials). ``layers="rank"``: the reference's order, rank by
     rank, where a target whose r-th neighbour is already taken adds nothing in round r.
     """
     n = check_budget(n, candidates.shape[0])
     RoundRobinOptions(layers=layers)  # choices checked in one place
-    nb = NeighbourLayers(candidates, targets, depth=max(4, 2 * -(-n // targets.shape[0])), progress=progress)
     if layers == "unique":
-        rounds = unique_rounds(nb, n)
-        return Selection(indices=np.sort(np.concatenate(rounds)[:n]), diagnostics={"depth": len(rounds)})
+        rounds = distinct_rounds(candidates, targets, n, progress=progress)
+        return Selection(indices=np.sort(np.concatenate(rounds.picks)[:n]), nearest=rounds.nearest,
+                         diagnostics={"depth": len(rounds.picks), "neighbour_refills": rounds.stats})
+    nb = NeighbourLayers(candidates, targets, depth=max(4, 2 * -(-n // targets.shape[0])), progress=progress)
     taken = np.zeros(candidates.shape[0], dtype=bool)
     count, r = 0, 0
     while count < n:

@@ -21,7 +21,8 @@ import numpy as np
 
 from tarot.options import FixedSizeOptions
 from tarot.ot import entropic_ot, softmin_potential, warm_start
-from tarot.selectors.base import NeighbourLayers, Selection, check_budget, unique_rounds
+from tarot.selectors.base import NeighbourLayers, Selection, check_budget
+from tarot.selectors.rounds import distinct_rounds
 
 
 def _smallest(values: np.ndarray, count: int) -> np.ndarray:
@@ -61,7 +62,7 @@ def fixed_size(
         share, 12 rounds kept every mode within about 0.05 at an equal or lower OT distance.
     layers : {"unique", "rank"}
         ``unique`` (default): layer r holds each target's r-th *distinct* pick in a round robin
-        (:func:`~tarot.selectors.base.unique_rounds`), one new candidate per target per layer. ``rank``: the
+        (:func:`~tarot.selectors.rounds.unique_rounds`), one new candidate per target per layer. ``rank``: the
         reference's layers (the r-th nearest candidate of every target, duplicates collapsed), which give a dense
         target mode fewer candidates than its share (measured: the 0.6 mode got 0.55 on average at 5 %).
     fill_context : {"selection", "layer"}
@@ -82,14 +83,16 @@ def fixed_size(
     n = check_budget(n, N)
     FixedSizeOptions(fill_rounds=fill_rounds, layers=layers, fill_context=fill_context, fill_rule=fill_rule,
                      ot_max_iter=ot_max_iter)  # bounds and choices checked in one place (tarot.options)
-    nb = NeighbourLayers(candidates, targets, depth=max(4, 2 * math.ceil(n / M)), progress=progress)
     if layers == "unique":
-        picked = unique_rounds(nb, n)
+        rounds = distinct_rounds(candidates, targets, n, progress=progress)
+        picked, refills, nearest = rounds.picks, rounds.stats, rounds.nearest
         sizes = np.asarray([len(r) for r in picked])
         r_star = int(np.searchsorted(np.cumsum(sizes), n) + 1)
         S = np.sort(np.concatenate(picked[: r_star - 1])) if r_star > 1 else np.zeros(0, dtype=np.int64)
         D = np.sort(picked[r_star - 1])
     else:
+        nb = NeighbourLayers(candidates, targets, depth=max(4, 2 * math.ceil(n / M)), progress=progress)
+        nearest = nb.scores[:, 0].astype(np.float64)
         while True:
             finite = nb.first_rank[np.isfinite(nb.first_rank)].astype(np.int64)
             sizes = np.bincount(finite, minlength=nb.depth + 1)[1:]
@@ -105,11 +108,12 @@ def fixed_size(
         "layers": layers,
         "layer_sizes": sizes[:r_star].tolist(),
         "depth": r_star,
-        "neighbour_depth_computed": nb.depth,
+        "neighbour_depth_computed": nb.depth if layers == "rank" else refills["max_list_length"],
         "partial_layer_size": int(len(D)),
         "partial_fill": int(q),
         "fill_rounds": [],
         "fill_context": fill_context,
+        **({"neighbour_refills": refills} if layers == "unique" else {}),
         "fill_rule": fill_rule,
     }
     ot_kw = dict(eps=eps, tol=ot_tol, value_tol=ot_value_tol, max_iter=ot_max_iter)
@@ -135,7 +139,8 @@ def fixed_size(
                     fD = res.f
                 else:
                     X = candidates[S]
-                    last_ot = entropic_ot(X, targets, init=warm_start(last_ot, X, targets, eps=eps), **ot_kw)
+                    last_ot = entropic_ot(X, targets, init=warm_start(last_ot, X, targets, eps=eps),
+                                          support=getattr(last_ot, "support", None), **ot_kw)
                     fD = softmin_potential(candidates[remaining], targets, last_ot.g, eps=eps)
                     res = last_ot
                 pos = _smallest(fD if fill_rule == "smallest" else -fD, take)
@@ -145,4 +150,4 @@ def fixed_size(
             S = np.concatenate([S, np.sort(chosen)])
             remaining = np.setdiff1d(remaining, chosen, assume_unique=True)
         S = np.sort(S)
-    return Selection(indices=S, diagnostics=diag)
+    return Selection(indices=S, diagnostics=diag, nearest=nearest)

@@ -91,12 +91,14 @@ def otm(
     N, M = candidates.shape[0], targets.shape[0]
     splits = kfold_splits(M, folds, fold_seed)
     chosen = np.zeros(N, dtype=bool)
+    nearest = np.full(M, np.nan)
     fold_diags, capped, fallback = [], [], []
     bar = tqdm(total=folds, desc="OTM folds", disable=not progress)
     for fi, sel_targets in enumerate(splits):
         eval_targets = np.setdiff1d(np.arange(M), sel_targets)
         T_eval = targets[eval_targets]
         layers = NeighbourLayers(candidates, targets[sel_targets], depth=32, min_score=min_score)
+        nearest[sel_targets] = layers.scores[:, 0]
         fold_min_score = min_score
         if min_score is not None and len(layers.layer(1)) == 0:
             layers = NeighbourLayers(candidates, targets[sel_targets], depth=32, min_score=None)
@@ -127,7 +129,7 @@ def otm(
             else:
                 X = candidates[members]
                 warm = entropic_ot(X, T_eval, eps=eps, tol=ot_tol, value_tol=ot_value_tol, max_iter=ot_max_iter,
-                                   init=warm_start(warm, X, T_eval, eps=eps))
+                                   init=warm_start(warm, X, T_eval, eps=eps), support=getattr(warm, "support", None))
                 v = warm.value
             depths.append(d)
             sizes.append(int(len(members)))
@@ -156,4 +158,4 @@ def otm(
     diag = {"otm": {"folds": fold_diags, "n_folds": folds, "fold_seed": fold_seed, "patience": patience,
                     "min_score": min_score, "capped_folds": capped, "rank_fallback_folds": fallback,
                     "estimated_ratio": len(idx) / N}}
-    return Selection(indices=idx, diagnostics=diag)
+    return Selection(indices=idx, diagnostics=diag, nearest=nearest)

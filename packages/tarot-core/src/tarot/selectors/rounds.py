@@ -1,0 +1,284 @@
+r"""Distinct round-robin rounds (the layers of ``fixed_size`` and ``round_robin``), computed at scale.
+
+In every round each target, in target order, takes its nearest candidate that nobody has taken yet. Targets that
+share a region (a *crowd*: many targets around few candidates) push each other deep into their rankings, so the
+depth a target reaches is not known in advance: it can be thousands of ranks when the budget exceeds what the
+targets' own region holds. Computing every target's list to a fixed depth and doubling it when it runs out costs
+one pass over all candidates per doubling (measured: 9 passes on a 50k × 5k clustered problem).
+
+Instead the depth is *planned*:
+
+1. **Simulation on a thinned problem.** Candidates and targets are both thinned by the same factor ρ (so the
+   supply/demand balance of every region is kept) and the rounds are run exactly on that small problem (the same
+   number of rounds). The score of each sampled target's last pick is the level its region's crowd reaches.
+2. **Levels to thresholds.** Every target takes the deepest level among its ``neighbours`` most similar sampled
+   targets (where a target falls in the round order decides how deep it goes, so the crowd's deepest level is the
+   safe one); its scores against
+   the thinned candidates tell how many candidates lie above that level, and its threshold θ_j is set to the score
+   at ``slack`` times that rank (plus a few), so that its list is long enough with room to spare. Measured on a
+   50k × 5k clustered problem (targets from 3 of 32 modes, the budget beyond those modes' size): slack 2 over the
+   32 nearest sampled targets left no list short (no refill pass); the nearest one alone with slack 1.5 needed 13.
+3. **One pass** over the candidates keeps, for every target, all candidates with :math:`s_{ij} \ge \theta_j`
+   (a comparison, no per-block top-k sort), sorted by score (ties: lower index): each list is an exact prefix of
+   the target's full ranking.
+4. **Walk.** Each target walks its list past taken candidates; a list that still runs dry is refilled, together with
+   every list about to, by a pass that excludes the taken candidates (:meth:`RankingLists.refill`).
+
+The picks are exactly those of walking every target's full ranking (tested against that brute force).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tarot.geometry.scoring import topk_neighbors
+from tarot.geometry.whitening import check_float_features
+from tarot.selectors.base import NeighbourLayers
+
+#: Problems with at most this many candidate–target pairs use plain neighbour lists (no planning).
+PLAN_MIN_PAIRS = 4_000_000
+#: Pairs of the thinned problem the simulation runs on.
+SIMULATION_PAIRS = 4_000_000
+#: Entries kept over all lists by the planned pass, at most (the deepest targets start empty and refill instead);
+#: about 24 bytes each while they are sorted.
+MAX_LIST_ENTRIES = 60_000_000
+
+
+class RankingLists:
+    """Per-target prefixes of their rankings (candidate indices, best first), refilled on demand.
+
+    Attributes
+    ----------
+    lists : list of numpy.ndarray
+        ``lists[j]``: candidates in target j's order (score descending, ties by lower index), a prefix of its full
+        ranking among the candidates untaken when the list was made.
+    complete : numpy.ndarray of bool
+        The list holds every candidate that was untaken when it was made.
+    """
+
+    def __init__(self, candidates, targets, lists: list[np.ndarray], complete: np.ndarray,
+                 progress: bool = False, nearest: np.ndarray | None = None) -> None:
+        self.candidates, self.targets = candidates, targets
+        self.lists, self.complete = lists, complete
+        self.nearest = nearest  # every target's best score (NaN where its first list was empty)
+        self.n = candidates.shape[0]
+        self.progress = progress
+        self.refill_passes = 0
+        self.targets_refilled = 0
+
+    @classmethod
+    def from_layers(cls, layers: NeighbourLayers) -> RankingLists:
+        m = layers.index.shape[0]
+        return cls(layers.candidates, layers.targets, [layers.index[j] for j in range(m)],
+                   np.full(m, layers.exhausted), layers.progress, nearest=layers.scores[:, 0].astype(np.float64))
+
+    def refill(self, batch: np.ndarray, length: int, taken: np.ndarray) -> None:
+        """New lists of ``length`` for the targets in ``batch``, skipping the taken candidates (one pass)."""
+        _, idx = topk_neighbors(self.candidates, self.targets[batch], length, exclude=taken, progress=self.progress)
+        available = self.n - int(np.count_nonzero(taken))
+        for row, t in enumerate(batch.tolist()):
+            self.lists[t] = idx[row]
+            self.complete[t] = idx.shape[1] >= available
+        self.refill_passes += 1
+        self.targets_refilled += int(len(batch))
+
+
+def unique_rounds(source: NeighbourLayers | RankingLists, n: int, stats: dict | None = None,
+                  last_picks: np.ndarray | None = None) -> list[np.ndarray]:
+    """Round-robin rounds of *distinct* picks until at least ``n`` candidates are taken (or the pool is exhausted).
+
+    In every round each target, in target order, takes its nearest candidate that nobody has taken yet, so a round
+    adds one new candidate per target (until the pool runs out). Rank layers (:meth:`NeighbourLayers.layer`)
+    instead collapse duplicates: targets in a dense mode share neighbours, their layers hold fewer distinct
+    candidates than they have targets, and the selection under-represents dense modes.
+
+    Each target walks its list past taken candidates. A target whose list runs out is refilled, together with every
+    target whose list has fewer untaken entries left than it still needs (or than a quarter of its length), by one
+    pass that excludes the taken candidates and doubles those lists' length.
+
+    Parameters
+    ----------
+    source : NeighbourLayers or RankingLists
+        The targets' initial lists.
+    stats : dict, optional
+        Filled with ``refill_passes``, ``targets_refilled`` and ``max_list_length``.
+    last_picks : numpy.ndarray, optional
+        Filled with every target's last pick (-1 for none).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        The picks of every round, in pick order.
+    """
+    src = RankingLists.from_layers(source) if isinstance(source, NeighbourLayers) else source
+    N, M = src.n, len(src.lists)
+    lists, complete = src.lists, src.complete
+    ptr = np.zeros(M, dtype=np.int64)
+    taken = np.zeros(N, dtype=bool)
+    per_round = -(-min(n, N) // M)  # rounds needed when no target runs dry
+    longest = max((len(x) for x in lists), default=0)
+
+    def next_untaken(j: int) -> int | None:
+        free = np.flatnonzero(~taken[lists[j][ptr[j]:]])
+        if len(free) == 0:
+            ptr[j] = len(lists[j])
+            return None
+        ptr[j] += int(free[0])
+        return int(lists[j][ptr[j]])
+
+    def refill(j: int, rnd: int) -> None:
+        nonlocal longest
+        left = np.array([np.count_nonzero(~taken[lists[t][ptr[t]:]]) for t in range(M)])
+        lengths = np.array([len(x) for x in lists])
+        need = per_round - rnd - (np.arange(M) < j)  # picks still to come, this round included from j on
+        batch = np.flatnonzero(~complete & ((left < np.maximum(need, lengths // 4)) | (np.arange(M) == j)))
+        length = int(max(2 * lengths[batch].max(), 4))
+        length = max(4, min(length, MAX_LIST_ENTRIES // (4 * len(batch))))  # bounded memory for a large batch
+        src.refill(batch, length, taken)
+        ptr[batch] = 0
+        longest = max(longest, max(len(lists[t]) for t in batch.tolist()))
+
+    rounds: list[np.ndarray] = []
+    count = 0
+    rnd = 0
+    while count < n and count < N:
+        picks = []
+        for j in range(M):
+            c = next_untaken(j)
+            if c is None and not complete[j]:
+                refill(j, rnd)
+                c = next_untaken(j)
+            if c is None:
+                continue  # this target has no untaken candidate left
+            taken[c] = True
+            ptr[j] += 1
+            picks.append(c)
+            if last_picks is not None:
+                last_picks[j] = c
+        if not picks:
+            break
+        rounds.append(np.asarray(picks, dtype=np.int64))
+        count += len(picks)
+        rnd += 1
+    if stats is not None:
+        stats.update({"refill_passes": src.refill_passes, "targets_refilled": src.targets_refilled,
+                      "max_list_length": int(longest)})
+    return rounds
+
+
+def _t(x) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def _sample(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    return np.arange(n) if size >= n else np.sort(rng.choice(n, size=size, replace=False))
+
+
+def plan_thresholds(candidates, targets, n: int, *, slack: float = 2.0, neighbours: int = 32,
+                    seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Score thresholds θ_j such that every target's list {i : s_ij ≥ θ_j} likely covers the depth it will reach
+    (steps 1–2 of the module docstring). Returns (θ [M] float32, -inf meaning "all candidates"; plan record)."""
+    N, M = candidates.shape[0], targets.shape[0]
+    rng = np.random.default_rng(seed)
+    rho = min(1.0, math.sqrt(SIMULATION_PAIRS / (N * M)))
+    cs = _sample(N, max(1, round(rho * N)), rng)
+    ts = _sample(M, max(1, round(rho * M)), rng)
+    C = np.asarray(candidates[cs], dtype=np.float32)
+    T = np.asarray(targets[ts], dtype=np.float32)
+    rounds = -(-min(n, N) // M)
+    last = np.full(len(ts), -1, dtype=np.int64)
+    sub_n = min(len(cs), rounds * len(ts))
+    layers = NeighbourLayers(C, T, depth=max(4, 2 * rounds))
+    unique_rounds(layers, sub_n, last_picks=last)
+    level = np.where(last >= 0, np.einsum("ij,ij->i", T, C[np.maximum(last, 0)]), -np.inf)  # last-pick scores
+    # every target takes the level of its most similar sampled target, read on its scores vs the thinned pool
+    theta = np.empty(M, dtype=np.float32)
+    depth = np.empty(M, dtype=np.int64)
+    Ct, Tt = _t(C), _t(T)
+    for s in range(0, M, 2048):
+        Tb = _t(targets[s : s + 2048])
+        near = torch.topk(Tb @ Tt.T, min(neighbours, len(ts)), dim=1).indices.numpy()
+        scores = torch.sort(Tb @ Ct.T, dim=1, descending=True).values  # [b, |cs|]
+        lv = torch.from_numpy(level[near].min(axis=1).astype(np.float32))
+        above = (scores >= lv[:, None]).sum(1).numpy()  # rank of the level among the thinned candidates
+        pos = np.ceil(slack * above + 2).astype(np.int64)
+        depth[s : s + len(pos)] = np.round(pos / rho)
+        full = pos >= scores.shape[1]
+        pick = torch.from_numpy(np.minimum(pos, scores.shape[1]) - 1)
+        th = scores.gather(1, pick[:, None])[:, 0].numpy()
+        theta[s : s + len(pos)] = np.where(full, -np.inf, th)
+    # keep the planned lists within memory: the deepest targets start with empty lists instead (and refill later)
+    planned = np.minimum(depth, N)
+    if planned.sum() > MAX_LIST_ENTRIES:
+        order = np.argsort(-planned, kind="stable")
+        drop = order[: int(np.searchsorted(np.cumsum(planned[order]), planned.sum() - MAX_LIST_ENTRIES)) + 1]
+        theta[drop] = np.inf
+        planned[drop] = 0
+    plan = {"thinning": rho, "simulated_candidates": int(len(cs)), "simulated_targets": int(len(ts)),
+            "planned_entries": int(planned.sum())}
+    return theta, plan
+
+
+def threshold_lists(candidates, targets, theta: np.ndarray, *, block_rows: int = 16384, target_block: int = 4096,
+                    progress: bool = False) -> RankingLists:
+    """For every target j all candidates with s_ij ≥ θ_j, in ranking order (step 3), in one streamed pass."""
+    check_float_features(candidates, "candidate features")
+    N, M = candidates.shape[0], targets.shape[0]
+    tj, cj, sj = [], [], []
+    steps = [(ts, min(M, ts + target_block)) for ts in range(0, M, target_block)]
+    bar = tqdm(total=len(steps) * -(-N // block_rows), desc="ranking lists", disable=not progress)
+    for ts, te in steps:
+        T = _t(targets[ts:te])
+        th = torch.from_numpy(theta[ts:te])[:, None]
+        for cs in range(0, N, block_rows):
+            S = T @ _t(candidates[cs : cs + block_rows]).T
+            rows, cols = torch.nonzero(S >= th, as_tuple=True)
+            tj.append((rows + ts).numpy().astype(np.int32))
+            cj.append((cols + cs).numpy().astype(np.int32))
+            sj.append(S[rows, cols].numpy())
+            bar.update()
+    bar.close()
+    t_all, c_all, s_all = np.concatenate(tj), np.concatenate(cj), np.concatenate(sj)
+    # one stable sort by (target, score descending): within a target the entries arrive in candidate order, so
+    # equal scores stay ordered by the lower index
+    bits = (s_all + np.float32(0.0)).view(np.int32).astype(np.int64)  # + 0.0 turns -0.0 into 0.0 (equal scores)
+    ascending = np.where(bits < 0, ~bits & 0x7FFFFFFF, bits | 0x80000000)  # float order as unsigned 32-bit
+    order = np.argsort((t_all.astype(np.int64) << 32) | (0xFFFFFFFF - ascending), kind="stable")
+    c_all, t_all, s_all = c_all[order].astype(np.int64), t_all[order], s_all[order]
+    bounds = np.searchsorted(t_all, np.arange(M + 1))
+    lists = [c_all[bounds[j] : bounds[j + 1]] for j in range(M)]
+    complete = np.isneginf(theta) | np.array([len(x) >= N for x in lists])
+    first = np.minimum(bounds[:-1], max(0, len(s_all) - 1))
+    nearest = np.where(bounds[1:] > bounds[:-1], s_all[first] if len(s_all) else np.nan, np.nan).astype(np.float64)
+    return RankingLists(candidates, targets, lists, complete, progress, nearest=nearest)
+
+
+@dataclass
+class Rounds:
+    """What :func:`distinct_rounds` returns: the picks of every round, every target's best score (NaN where not
+    computed) and how the lists were made (``plan``, refills)."""
+
+    picks: list[np.ndarray]
+    nearest: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+
+def distinct_rounds(candidates, targets, n: int, *, progress: bool = False) -> Rounds:
+    """The rounds of :func:`unique_rounds` for ``n`` picks: plain neighbour lists on small problems, planned
+    threshold lists (module docstring) on large ones."""
+    N, M = candidates.shape[0], targets.shape[0]
+    info: dict = {}
+    if N * M <= PLAN_MIN_PAIRS:
+        source = RankingLists.from_layers(NeighbourLayers(candidates, targets, depth=max(4, 2 * -(-n // M)),
+                                                          progress=progress))
+    else:
+        theta, info["plan"] = plan_thresholds(candidates, targets, n)
+        source = threshold_lists(candidates, targets, theta, progress=progress)
+    nearest = source.nearest.copy()
+    picks = unique_rounds(source, n, stats=info)
+    return Rounds(picks=picks, nearest=nearest, stats=info)

@@ -1,0 +1,127 @@
+"""The certified sparse OT backend (tarot.sparse_ot) against the dense solver and the exact EMD."""
+
+import warnings
+
+import numpy as np
+import pytest
+from tarot.ot import entropic_ot, exact_ot, softmin_potential, warm_start
+from tarot.sparse_ot import build_support, certify, coarse_duals
+
+
+def _unit(rng, n, d):
+    x = rng.normal(size=(n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def clouds():
+    rng = np.random.default_rng(3)
+    # a lopsided mixture: the target's second mode is under-supplied, so mass must travel past nearest neighbours
+    centres = _unit(rng, 3, 12)
+    X = _unit(rng, 360, 12) * 0.6 + np.repeat(centres[[0, 0, 1]], 120, axis=0)
+    Y = _unit(rng, 240, 12) * 0.6 + np.repeat(centres[[0, 1, 1, 2]], 60, axis=0)
+    return X / np.linalg.norm(X, axis=1, keepdims=True), Y / np.linalg.norm(Y, axis=1, keepdims=True)
+
+
+def test_sparse_value_equals_dense_at_the_reference_eps(clouds):
+    X, Y = clouds
+    kw = dict(tol=1e-5, value_tol=1e-11, max_iter=5000, init=None)
+    dense = entropic_ot(X, Y, backend="dense", **kw)
+    sparse = entropic_ot(X, Y, backend="sparse", **kw)
+    assert sparse.backend == "sparse" and sparse.certificate["certified"]
+    assert sparse.certificate["entries"] < 0.5 * X.shape[0] * Y.shape[0]  # it really is sparse
+    assert abs(dense.value - sparse.value) < 1e-7
+    assert abs(dense.value_linear - sparse.value_linear) < 1e-6
+
+
+def test_sparse_potentials_equal_dense_where_they_are_determined(clouds):
+    # at eps = 1e-2 the potentials are unique and well conditioned: both solvers converge to them
+    X, Y = clouds
+    kw = dict(eps=1e-2, tol=1e-10, value_tol=None, max_iter=20000, init=None)
+    dense = entropic_ot(X, Y, backend="dense", **kw)
+    sparse = entropic_ot(X, Y, backend="sparse", **kw)
+    assert dense.converged and sparse.converged and sparse.certificate["certified"]
+    for mine, theirs in ((dense.f, sparse.f), (dense.g, sparse.g)):
+        assert np.abs((mine - mine.mean()) - (theirs - theirs.mean())).max() < 1e-6
+
+
+def test_sparse_potentials_satisfy_the_full_softmin_identity(clouds):
+    # the certificate says every entry outside the support carries < e^-30 of its product mass, so the soft-min
+    # over ALL pairs equals the one over the support
+    X, Y = clouds
+    res = entropic_ot(X, Y, backend="sparse", value_tol=1e-10, max_iter=5000)
+    assert np.abs(softmin_potential(Y, X, res.f, eps=res.eps) - res.g).max() < 1e-10
+    assert np.abs(softmin_potential(X, Y, res.g, eps=res.eps) - res.f).max() < 2 * res.eps * res.violation * len(X)
+    assert res.value == pytest.approx(res.f.mean() + res.g.mean(), abs=1e-12)
+
+
+def test_certificate_finds_what_a_too_small_support_misses(clouds):
+    X, Y = clouds
+    sup = build_support(X, Y, k_row=1, k_col=1)  # nearest neighbours only: the under-supplied mode is cut off
+    dense = entropic_ot(X, Y, backend="dense", tol=1e-5, value_tol=1e-11, max_iter=5000, init=None)
+    from tarot.sparse_ot import solve_on_support
+
+    a, b = np.full(len(X), 1 / len(X)), np.full(len(Y), 1 / len(Y))
+    f, g, _ = solve_on_support(sup, a, b, np.zeros(len(X)), dense.g.copy(), [1e-4], max_iter=200, tol=1e-5,
+                               stage_iter=30, stage_tol=1e-2, overrelax=1.8, value_tol=None)
+    size = sup.size
+    added = certify(sup, X, Y, f, g, 1e-4, k_row=4, k_max=32)
+    assert added > 0 and sup.size > size and sup.checked_rows > 0
+    res = entropic_ot(X, Y, backend="sparse", support=sup, init=(f, g), tol=1e-5, value_tol=1e-11, max_iter=5000)
+    assert res.certificate["certified"]
+    assert abs(res.value - dense.value) < 1e-7
+
+
+def test_grown_problem_reuses_and_extends_the_support(clouds):
+    X, Y = clouds
+    kw = dict(backend="sparse", tol=1e-5, value_tol=1e-11, max_iter=5000)
+    first = entropic_ot(X[:300], Y, **kw)
+    grown = entropic_ot(X, Y, init=warm_start(first, X, Y, eps=1e-4, emd_max_entries=0), support=first.support,
+                        **kw)
+    assert grown.support is first.support and grown.support.n == len(X)
+    assert grown.certificate["certified"]
+    assert abs(grown.value - entropic_ot(X, Y, **kw).value) < 1e-7
+
+
+def test_weighted_sources_and_float32_features(clouds):
+    X, Y = clouds
+    a = np.random.default_rng(0).uniform(0.5, 1.5, len(X))
+    a /= a.sum()
+    kw = dict(a=a, tol=1e-5, value_tol=1e-11, max_iter=5000, init=None)
+    dense = entropic_ot(X, Y, backend="dense", **kw)
+    assert abs(entropic_ot(X, Y, backend="sparse", **kw).value - dense.value) < 1e-7
+    # float32 features: products in float32 (cost error ~1e-7 here), sums in float64
+    single = entropic_ot(X.astype(np.float32), Y.astype(np.float32), backend="sparse", **kw)
+    assert single.f.dtype == np.float64 and abs(single.value - dense.value) < 1e-5
+
+
+def test_sparse_value_approaches_emd_as_eps_shrinks(clouds):
+    X, Y = clouds
+    emd = exact_ot(X, Y)
+    gaps = [abs(entropic_ot(X, Y, eps=e, backend="sparse", value_tol=1e-12, max_iter=5000).value_linear - emd)
+            for e in (1e-2, 1e-3, 1e-4)]
+    assert gaps[0] > gaps[1] > gaps[2]
+    assert gaps[2] < 1e-4
+
+
+def test_coarse_duals_are_the_exact_duals_of_a_small_problem(clouds):
+    X, Y = clouds
+    a, b = np.full(len(X), 1 / len(X)), np.full(len(Y), 1 / len(Y))
+    g = coarse_duals(X, Y, a, b)  # small enough: the whole problem, no subsampling
+    f = (np.sqrt(np.clip(2 - 2 * X @ Y.T, 0, None)) - g[None, :]).min(axis=1)  # c-transform
+    assert f @ a + g @ b == pytest.approx(exact_ot(X, Y), abs=1e-9)  # the exact dual optimum
+    g_sub = coarse_duals(X, Y, a, b, max_entries=6000)  # ~1/14 of the pairs: an estimate, still near
+    f_sub = (np.sqrt(np.clip(2 - 2 * X @ Y.T, 0, None)) - g_sub[None, :]).min(axis=1)
+    assert f_sub @ a + g_sub @ b <= exact_ot(X, Y) + 1e-9  # any c-concave pair is dual feasible: a lower bound
+
+
+def test_auto_backend_and_errors(clouds):
+    X, Y = clouds
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert entropic_ot(X, Y, sparse_min_entries=0, value_tol=1e-7).backend == "sparse"
+        assert entropic_ot(X, Y, value_tol=1e-7).backend == "dense"  # small: the dense solver
+    with pytest.raises(ValueError, match="WFD"):
+        entropic_ot(X, Y, backend="sparse", cost="sqeuclidean")
+    with pytest.raises(ValueError, match="sum to 1"):
+        entropic_ot(X, Y, backend="sparse", a=np.ones(len(X)))
