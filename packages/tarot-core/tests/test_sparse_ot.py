@@ -65,8 +65,8 @@ def test_certificate_finds_what_a_too_small_support_misses(clouds):
     f, g, _ = solve_on_support(sup, a, b, np.zeros(len(X)), dense.g.copy(), [1e-4], max_iter=200, tol=1e-5,
                                stage_iter=30, stage_tol=1e-2, overrelax=1.8, value_tol=None)
     size = sup.size
-    added = certify(sup, X, Y, f, g, 1e-4, k_row=4, k_max=32)
-    assert added > 0 and sup.size > size and sup.checked_rows > 0
+    added, mass, _ = certify(sup, X, Y, a, b, f, g, 1e-4, k_row=4, k_max=32)
+    assert added > 0 and mass > 1e-3 and sup.size > size and sup.checked_rows > 0
     res = entropic_ot(X, Y, backend="sparse", support=sup, init=(f, g), tol=1e-5, value_tol=1e-11, max_iter=5000)
     assert res.certificate["certified"]
     assert abs(res.value - dense.value) < 1e-7

@@ -439,7 +439,8 @@ def _sparse(X, Y, a: np.ndarray, b: np.ndarray, *, eps: float, cost: str, tol: f
         value=float(a @ res.f + b @ res.g), value_linear=res.value_linear, f=res.f, g=res.g, eps=float(eps),
         iterations=int(sum(s["iterations"] for s in res.stages)), violation=res.violation, converged=converged,
         backend="sparse", stages=res.stages, value_settled=value_settled, tol=float(tol), support=res.support,
-        certificate={"certified": res.certified, "rounds": res.certificate_rounds, **res.support.diagnostics()})
+        certificate={"certified": res.certified, "rounds": res.certificate_rounds,
+                     "outside_mass_bound": res.outside_mass_bound, **res.support.diagnostics()})
 
 
 def _emd_duals(P: _Problem, a_t: torch.Tensor, b_t: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
