@@ -45,8 +45,8 @@ PLAN_MIN_PAIRS = 4_000_000
 #: Pairs of the thinned problem the simulation runs on.
 SIMULATION_PAIRS = 4_000_000
 #: Entries kept over all lists by the planned pass, at most (the deepest targets start empty and refill instead);
-#: about 24 bytes each while they are sorted.
-MAX_LIST_ENTRIES = 60_000_000
+#: 4 bytes each in the lists (a group of at most 20M entries is sorted at a time, ~40 bytes each meanwhile).
+MAX_LIST_ENTRIES = 200_000_000
 
 
 class RankingLists:
@@ -62,10 +62,11 @@ class RankingLists:
     """
 
     def __init__(self, candidates, targets, lists: list[np.ndarray], complete: np.ndarray,
-                 progress: bool = False, nearest: np.ndarray | None = None) -> None:
+                 progress: bool = False, nearest: np.ndarray | None = None, scale: DepthScale | None = None) -> None:
         self.candidates, self.targets = candidates, targets
         self.lists, self.complete = lists, complete
         self.nearest = nearest  # every target's best score (NaN where its first list was empty)
+        self.scale = scale  # score thresholds for a wanted depth (planned lists), else refills use top-k
         self.n = candidates.shape[0]
         self.progress = progress
         self.refill_passes = 0
@@ -77,13 +78,22 @@ class RankingLists:
         return cls(layers.candidates, layers.targets, [layers.index[j] for j in range(m)],
                    np.full(m, layers.exhausted), layers.progress, nearest=layers.scores[:, 0].astype(np.float64))
 
-    def refill(self, batch: np.ndarray, length: int, taken: np.ndarray) -> None:
-        """New lists of ``length`` for the targets in ``batch``, skipping the taken candidates (one pass)."""
-        _, idx = topk_neighbors(self.candidates, self.targets[batch], length, exclude=taken, progress=self.progress)
+    def refill(self, batch: np.ndarray, lengths: np.ndarray, taken: np.ndarray) -> None:
+        """New lists of about ``lengths`` untaken candidates for the targets in ``batch`` (one pass): with a
+        :class:`DepthScale`, every untaken candidate above the score that depth is expected at; else the top
+        ``max(lengths)``."""
         available = self.n - int(np.count_nonzero(taken))
+        if self.scale is not None:
+            theta = self.scale.threshold(batch, lengths)
+            new, _ = collect_above(self.candidates, self.targets, batch, theta, exclude=taken, progress=self.progress)
+            full = np.isneginf(theta)
+        else:
+            _, idx = topk_neighbors(self.candidates, self.targets[batch], int(lengths.max()), exclude=taken,
+                                    progress=self.progress)
+            new, full = list(idx), np.zeros(len(batch), dtype=bool)
         for row, t in enumerate(batch.tolist()):
-            self.lists[t] = idx[row]
-            self.complete[t] = idx.shape[1] >= available
+            self.lists[t] = new[row]
+            self.complete[t] = bool(full[row]) or len(new[row]) >= available
         self.refill_passes += 1
         self.targets_refilled += int(len(batch))
 
@@ -122,6 +132,7 @@ def unique_rounds(source: NeighbourLayers | RankingLists, n: int, stats: dict | 
     taken = np.zeros(N, dtype=bool)
     per_round = -(-min(n, N) // M)  # rounds needed when no target runs dry
     longest = max((len(x) for x in lists), default=0)
+    asked = np.array([len(x) for x in lists], dtype=np.int64)
 
     def next_untaken(j: int) -> int | None:
         free = np.flatnonzero(~taken[lists[j][ptr[j]:]])
@@ -137,9 +148,12 @@ def unique_rounds(source: NeighbourLayers | RankingLists, n: int, stats: dict | 
         lengths = np.array([len(x) for x in lists])
         need = per_round - rnd - (np.arange(M) < j)  # picks still to come, this round included from j on
         batch = np.flatnonzero(~complete & ((left < np.maximum(need, lengths // 4)) | (np.arange(M) == j)))
-        length = int(max(2 * lengths[batch].max(), 4))
-        length = max(4, min(length, MAX_LIST_ENTRIES // (4 * len(batch))))  # bounded memory for a large batch
-        src.refill(batch, length, taken)
+        # the depth asked for doubles with every refill of a target, whatever came back (a threshold list can be
+        # shorter than asked, even empty)
+        want = np.maximum(2 * np.maximum(lengths[batch], asked[batch]), 4)
+        want = np.minimum(want, max(4, MAX_LIST_ENTRIES // (2 * len(batch))))  # bounded memory for a large batch
+        asked[batch] = want
+        src.refill(batch, want, taken)
         ptr[batch] = 0
         longest = max(longest, max(len(lists[t]) for t in batch.tolist()))
 
@@ -150,7 +164,7 @@ def unique_rounds(source: NeighbourLayers | RankingLists, n: int, stats: dict | 
         picks = []
         for j in range(M):
             c = next_untaken(j)
-            if c is None and not complete[j]:
+            while c is None and not complete[j]:
                 refill(j, rnd)
                 c = next_untaken(j)
             if c is None:
@@ -175,14 +189,35 @@ def _t(x) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
+@dataclass
+class DepthScale:
+    """Every target's scores against the thinned candidates, summarised at geometric ranks: the score above which
+    about ``depth`` candidates of the whole pool lie, for any depth."""
+
+    ranks: np.ndarray  # [L] ranks in the thinned pool (0-based, increasing)
+    values: np.ndarray  # [M, L] the target's score at those ranks (descending along L)
+    rho: float  # thinning factor of the pool
+
+    def threshold(self, targets: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """Score at (at least) ``depth`` pool ranks for each of ``targets``; -inf beyond the thinned pool."""
+        want = np.ceil(np.asarray(depth, dtype=np.float64) * self.rho).astype(np.int64)
+        pos = np.searchsorted(self.ranks, want)
+        inside = pos < len(self.ranks)
+        out = np.full(len(targets), -np.inf, dtype=np.float32)
+        out[inside] = self.values[np.asarray(targets)[inside], pos[inside]]
+        return out
+
+
 def _sample(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.arange(n) if size >= n else np.sort(rng.choice(n, size=size, replace=False))
 
 
 def plan_thresholds(candidates, targets, n: int, *, slack: float = 2.0, neighbours: int = 32,
-                    seed: int = 0) -> tuple[np.ndarray, dict]:
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, DepthScale, dict]:
     """Score thresholds θ_j such that every target's list {i : s_ij ≥ θ_j} likely covers the depth it will reach
-    (steps 1–2 of the module docstring). Returns (θ [M] float32, -inf meaning "all candidates"; plan record)."""
+    (steps 1–2 of the module docstring). Returns θ [M] float32 (-inf: all candidates, +inf: none, the list is
+    made when it is first needed), the planned list lengths [M], the :class:`DepthScale` that later refills use,
+    and the plan record."""
     N, M = candidates.shape[0], targets.shape[0]
     rng = np.random.default_rng(seed)
     rho = min(1.0, math.sqrt(SIMULATION_PAIRS / (N * M)))
@@ -200,10 +235,14 @@ def plan_thresholds(candidates, targets, n: int, *, slack: float = 2.0, neighbou
     theta = np.empty(M, dtype=np.float32)
     depth = np.empty(M, dtype=np.int64)
     Ct, Tt = _t(C), _t(T)
+    ranks = np.unique(np.round(1.25 ** np.arange(0, math.log(len(cs), 1.25) + 1)).astype(np.int64) - 1)
+    ranks = ranks[ranks < len(cs)]
+    summary = np.empty((M, len(ranks)), dtype=np.float32)
     for s in range(0, M, 2048):
         Tb = _t(targets[s : s + 2048])
         near = torch.topk(Tb @ Tt.T, min(neighbours, len(ts)), dim=1).indices.numpy()
         scores = torch.sort(Tb @ Ct.T, dim=1, descending=True).values  # [b, |cs|]
+        summary[s : s + len(scores)] = scores[:, torch.from_numpy(ranks)].numpy()
         lv = torch.from_numpy(level[near].min(axis=1).astype(np.float32))
         above = (scores >= lv[:, None]).sum(1).numpy()  # rank of the level among the thinned candidates
         pos = np.ceil(slack * above + 2).astype(np.int64)
@@ -221,41 +260,77 @@ def plan_thresholds(candidates, targets, n: int, *, slack: float = 2.0, neighbou
         planned[drop] = 0
     plan = {"thinning": rho, "simulated_candidates": int(len(cs)), "simulated_targets": int(len(ts)),
             "planned_entries": int(planned.sum())}
-    return theta, plan
+    return theta, planned, DepthScale(ranks=ranks, values=summary, rho=rho), plan
 
 
-def threshold_lists(candidates, targets, theta: np.ndarray, *, block_rows: int = 16384, target_block: int = 4096,
-                    progress: bool = False) -> RankingLists:
-    """For every target j all candidates with s_ij ≥ θ_j, in ranking order (step 3), in one streamed pass."""
+def collect_above(candidates, targets, which: np.ndarray, theta: np.ndarray, *, exclude: np.ndarray | None = None,
+                  planned: np.ndarray | None = None, block_rows: int = 16384, target_block: int = 4096,
+                  group_entries: int = 20_000_000, progress: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
+    """For every target ``which[r]`` all candidates with s ≥ ``theta[r]`` (except the excluded ones), in its
+    ranking order (score descending, ties by lower index); returns those int32 lists and each list's best score
+    (NaN for an empty list).
+
+    Targets go in groups whose ``planned`` list lengths sum to at most ``group_entries`` (and at most
+    ``target_block`` targets); each group is one streamed pass over the candidates and is sorted before the next
+    group starts, so memory holds one group's entries beside the lists.
+    """
     check_float_features(candidates, "candidate features")
-    N, M = candidates.shape[0], targets.shape[0]
-    tj, cj, sj = [], [], []
-    steps = [(ts, min(M, ts + target_block)) for ts in range(0, M, target_block)]
-    bar = tqdm(total=len(steps) * -(-N // block_rows), desc="ranking lists", disable=not progress)
-    for ts, te in steps:
-        T = _t(targets[ts:te])
-        th = torch.from_numpy(theta[ts:te])[:, None]
+    N, K = candidates.shape[0], len(which)
+    planned = np.zeros(K, dtype=np.int64) if planned is None else np.minimum(planned, N)
+    groups, start, acc = [], 0, 0
+    for r in range(K):
+        if r > start and (acc + planned[r] > group_entries or r - start >= target_block):
+            groups.append((start, r))
+            start, acc = r, 0
+        acc += int(planned[r])
+    groups.append((start, K))
+    lists: list[np.ndarray] = []
+    best = np.full(K, np.nan)
+    bar = tqdm(total=len(groups) * -(-N // block_rows), desc="ranking lists", disable=not progress)
+    for gs, ge in groups:
+        T = _t(np.asarray(targets)[which[gs:ge]])
+        th = torch.from_numpy(theta[gs:ge].astype(np.float32))[:, None]
+        tj, cj, sj = [], [], []
         for cs in range(0, N, block_rows):
-            S = T @ _t(candidates[cs : cs + block_rows]).T
-            rows, cols = torch.nonzero(S >= th, as_tuple=True)
-            tj.append((rows + ts).numpy().astype(np.int32))
-            cj.append((cols + cs).numpy().astype(np.int32))
-            sj.append(S[rows, cols].numpy())
+            block = candidates[cs : cs + block_rows]
+            keep = None
+            if exclude is not None and exclude[cs : cs + block_rows].any():
+                keep = np.flatnonzero(~exclude[cs : cs + block_rows])
+                block = np.asarray(block)[keep]
+            if len(block):
+                S = T @ _t(block).T
+                rows, cols = torch.nonzero(S >= th, as_tuple=True)
+                c = cols.numpy() if keep is None else keep[cols.numpy()]
+                tj.append(rows.numpy().astype(np.int64))
+                cj.append((c + cs).astype(np.int32))
+                sj.append(S[rows, cols].numpy())
             bar.update()
+        t_all = np.concatenate(tj) if tj else np.zeros(0, np.int64)
+        c_all = np.concatenate(cj) if cj else np.zeros(0, np.int32)
+        s_all = np.concatenate(sj) if sj else np.zeros(0, np.float32)
+        del tj, cj, sj
+        # one stable sort by (target, score descending): within a target the entries arrive in candidate order,
+        # so equal scores stay ordered by the lower index
+        bits = (s_all + np.float32(0.0)).view(np.int32).astype(np.int64)  # + 0.0 turns -0.0 into 0.0
+        ascending = np.where(bits < 0, ~bits & 0x7FFFFFFF, bits | 0x80000000)  # float order as unsigned 32-bit
+        order = np.argsort((t_all << 32) | (0xFFFFFFFF - ascending), kind="stable")
+        del bits, ascending
+        c_all, t_all, s_all = c_all[order], t_all[order], s_all[order]
+        bounds = np.searchsorted(t_all, np.arange(ge - gs + 1))
+        lists.extend(c_all[bounds[r] : bounds[r + 1]].copy() for r in range(ge - gs))
+        has = bounds[1:] > bounds[:-1]
+        best[gs:ge][has] = s_all[bounds[:-1][has]]
     bar.close()
-    t_all, c_all, s_all = np.concatenate(tj), np.concatenate(cj), np.concatenate(sj)
-    # one stable sort by (target, score descending): within a target the entries arrive in candidate order, so
-    # equal scores stay ordered by the lower index
-    bits = (s_all + np.float32(0.0)).view(np.int32).astype(np.int64)  # + 0.0 turns -0.0 into 0.0 (equal scores)
-    ascending = np.where(bits < 0, ~bits & 0x7FFFFFFF, bits | 0x80000000)  # float order as unsigned 32-bit
-    order = np.argsort((t_all.astype(np.int64) << 32) | (0xFFFFFFFF - ascending), kind="stable")
-    c_all, t_all, s_all = c_all[order].astype(np.int64), t_all[order], s_all[order]
-    bounds = np.searchsorted(t_all, np.arange(M + 1))
-    lists = [c_all[bounds[j] : bounds[j + 1]] for j in range(M)]
-    complete = np.isneginf(theta) | np.array([len(x) >= N for x in lists])
-    first = np.minimum(bounds[:-1], max(0, len(s_all) - 1))
-    nearest = np.where(bounds[1:] > bounds[:-1], s_all[first] if len(s_all) else np.nan, np.nan).astype(np.float64)
-    return RankingLists(candidates, targets, lists, complete, progress, nearest=nearest)
+    return lists, best
+
+
+def threshold_lists(candidates, targets, theta: np.ndarray, planned: np.ndarray | None = None,
+                    scale: DepthScale | None = None, *, progress: bool = False) -> RankingLists:
+    """For every target j all candidates with s_ij ≥ θ_j, in ranking order (step 3); see :func:`collect_above`."""
+    M = targets.shape[0]
+    lists, nearest = collect_above(candidates, targets, np.arange(M), theta, planned=planned, progress=progress)
+    complete = np.isneginf(theta) | np.array([len(x) >= candidates.shape[0] for x in lists])
+    return RankingLists(candidates, targets, lists, complete, progress, nearest=nearest, scale=scale)
 
 
 @dataclass
@@ -277,8 +352,8 @@ def distinct_rounds(candidates, targets, n: int, *, progress: bool = False) -> R
         source = RankingLists.from_layers(NeighbourLayers(candidates, targets, depth=max(4, 2 * -(-n // M)),
                                                           progress=progress))
     else:
-        theta, info["plan"] = plan_thresholds(candidates, targets, n)
-        source = threshold_lists(candidates, targets, theta, progress=progress)
+        theta, planned, scale, info["plan"] = plan_thresholds(candidates, targets, n)
+        source = threshold_lists(candidates, targets, theta, planned, scale, progress=progress)
     nearest = source.nearest.copy()
     picks = unique_rounds(source, n, stats=info)
     return Rounds(picks=picks, nearest=nearest, stats=info)
