@@ -39,6 +39,10 @@ def test_tiny_benchmark_end_to_end_writes_all_columns(tmp_path, capsys):
     assert float(rows[0]["ratio_to_gemm"]) == 1.0
     for row in rows[1:]:
         assert int(row["selected"]) > 0 and 0 < float(row["ot_distance"]) < 2
+        assert 0 < float(row["ot_common"]) < 2 and float(row["vs_dense"]) > 0
+    assert float(rows[3]["vs_dense"]) == 1.0 and rows[0]["vs_dense"] == ""
+    # the common solver scores fixed_size's selection as its own result does (same call, same selection)
+    assert abs(float(rows[1]["ot_common"]) - float(rows[1]["ot_distance"])) < 1e-6
     assert rows[1]["selected"] == rows[3]["selected"] == "40"  # ratio 0.1 of 400
     md = (out / "bench.md").read_text()
     assert md.count("\n| ") >= 5 and "peak_rss_mb" in md
@@ -49,7 +53,7 @@ def test_dense_recipe_skipped_when_it_does_not_fit(tmp_path):
     assert [(r.method, r.status) for r in rows] == [("dense", "skipped")]
     assert "need" in rows[0].note and rows[0].seconds is None
     text = (tmp_path / "bench.csv").read_text().splitlines()
-    assert len(text) == 2 and text[1].startswith("dense,300,30,8,,,,")
+    assert len(text) == 2 and text[1].startswith("dense,300,30,8,,,,,")
 
 
 def test_bad_arguments():

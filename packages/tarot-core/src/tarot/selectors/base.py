@@ -59,17 +59,21 @@ class NeighbourLayers:
     """
 
     def __init__(self, candidates: np.ndarray, targets: np.ndarray, depth: int = 16,
-                 min_score: float | None = None, progress: bool = False) -> None:
+                 min_score: float | None = None, progress: bool = False,
+                 known: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.candidates, self.targets = candidates, targets
         self.n = candidates.shape[0]
         self.min_score = min_score
         self.progress = progress
         self.depth = 0
         self.recomputations = 0
-        self._compute(max(1, min(depth, self.n)))
+        self._compute(max(1, min(depth, self.n)), known)
 
-    def _compute(self, depth: int) -> None:
-        scores, idx = topk_neighbors(self.candidates, self.targets, depth, progress=self.progress)
+    def _compute(self, depth: int, known: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Top-``depth`` lists by one streamed pass, or ``known`` lists (scores, indices) computed beforehand, e.g.
+        for several target groups in one pass."""
+        scores, idx = known if known is not None else topk_neighbors(self.candidates, self.targets, depth,
+                                                                      progress=self.progress)
         self.scores, self.index = scores, idx
         self.depth = idx.shape[1]
         self.recomputations += 1

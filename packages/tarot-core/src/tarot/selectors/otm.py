@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from tarot.geometry.scoring import topk_neighbors
 from tarot.options import OTMOptions
 from tarot.ot import entropic_ot, warm_start
 from tarot.selectors.base import NeighbourLayers, Selection
@@ -93,15 +94,19 @@ def otm(
     chosen = np.zeros(N, dtype=bool)
     nearest = np.full(M, np.nan)
     fold_diags, capped, fallback = [], [], []
+    # every fold's first neighbour lists in one pass over the candidates (deeper ones per fold, when needed)
+    first_scores, first_index = topk_neighbors(candidates, targets, 32, progress=progress)
     bar = tqdm(total=folds, desc="OTM folds", disable=not progress)
     for fi, sel_targets in enumerate(splits):
         eval_targets = np.setdiff1d(np.arange(M), sel_targets)
         T_eval = targets[eval_targets]
-        layers = NeighbourLayers(candidates, targets[sel_targets], depth=32, min_score=min_score)
+        layers = NeighbourLayers(candidates, targets[sel_targets], depth=32, min_score=min_score,
+                                 known=(first_scores[sel_targets], first_index[sel_targets]))
         nearest[sel_targets] = layers.scores[:, 0]
         fold_min_score = min_score
         if min_score is not None and len(layers.layer(1)) == 0:
-            layers = NeighbourLayers(candidates, targets[sel_targets], depth=32, min_score=None)
+            layers = NeighbourLayers(candidates, targets[sel_targets], depth=32, min_score=None,
+                                     known=(first_scores[sel_targets], first_index[sel_targets]))
             fold_min_score = None
             fallback.append(fi)
         best, best_depth, best_members = np.inf, 0, np.zeros(0, dtype=np.int64)
