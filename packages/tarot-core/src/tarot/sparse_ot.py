@@ -266,43 +266,48 @@ def _segment_softmin(values: torch.Tensor, seg: torch.Tensor, count: int, eps: f
 
 
 class _Kernel:
-    """Sparse Gibbs kernel K_ij = exp((f̂_i + ĝ_j − C_ij)/ε) on E with its transpose, for absorbed potentials.
+    """Sparse Gibbs kernel K_ij = exp((f̂_i + ĝ_j − C_ij)/ε) on E, for absorbed potentials.
 
-    The mat-vecs use scipy's CSR kernels; the element-wise work over E (exponentials, soft-min updates) runs in
-    torch, which uses every core."""
+    The mat-vecs use scipy's CSR kernel and its CSC transpose (a view of the same data, so an absorb writes the
+    kernel once); the element-wise work over E (exponentials, soft-min updates) runs in torch, which uses every
+    core."""
 
     def __init__(self, sup: Support, b: np.ndarray) -> None:
         self.sup, self.b = sup, b
-        indptr, colptr, perm = sup.structure()
+        indptr = sup.structure()[0]
         self.rows = torch.from_numpy(sup.rows)
         self.cols = torch.from_numpy(sup.cols)
         self.cost = torch.from_numpy(sup.cost)
-        self.perm = torch.from_numpy(perm)
-        self.rows_c, self.cost_c = self.rows[self.perm], self.cost[self.perm]  # column-major copies
-        self.cols_c = self.cols[self.perm]
+        self._scaled: tuple[float, torch.Tensor] | None = None
         self.K = sp.csr_matrix((np.zeros(sup.size), sup.cols.astype(np.int32), indptr), shape=(sup.n, sup.m))
-        self.KT = sp.csr_matrix((np.zeros(sup.size), self.rows_c.numpy().astype(np.int32), colptr),
-                                shape=(sup.m, sup.n))
+        self.KT = self.K.T
+
+    def cost_over(self, eps: float) -> torch.Tensor:
+        """C/ε on E, kept for the current ε."""
+        if self._scaled is None or self._scaled[0] != eps:
+            self._scaled = (eps, self.cost / eps)
+        return self._scaled[1]
 
     def softmin_rows(self, g: np.ndarray, logb: np.ndarray, eps: float) -> np.ndarray:
         h = torch.from_numpy(g / eps + logb)
-        return _segment_softmin(h[self.cols] - self.cost / eps, self.rows, self.sup.n, eps)
+        return _segment_softmin(h.index_select(0, self.cols) - self.cost_over(eps), self.rows, self.sup.n, eps)
 
     def softmin_cols(self, f: np.ndarray, loga: np.ndarray, eps: float) -> np.ndarray:
         h = torch.from_numpy(f / eps + loga)
-        return _segment_softmin(h[self.rows_c] - self.cost_c / eps, self.cols_c, self.sup.m, eps)
+        return _segment_softmin(h.index_select(0, self.rows) - self.cost_over(eps), self.cols, self.sup.m, eps)
 
     def absorb(self, f: np.ndarray, g: np.ndarray, eps: float, exact: bool = False) -> np.ndarray:
         """Set the kernel for the potentials (f, g) and return f. With ``exact`` (or when an entry of the kernel
         would overflow) f is first replaced by the exact soft-min of g, so that every row of K·b sums to 1."""
         if exact:
             f = self.softmin_rows(g, np.log(self.b), eps)
-        expo = (torch.from_numpy(f)[self.rows] + torch.from_numpy(g)[self.cols] - self.cost) / eps
+        expo = torch.from_numpy(f / eps).index_select(0, self.rows)
+        expo += torch.from_numpy(g / eps).index_select(0, self.cols)
+        expo -= self.cost_over(eps)
         if not exact and float(expo.max()) > 600.0:
             return self.absorb(f, g, eps, exact=True)
-        data = torch.exp(expo)
-        self.K.data = data.numpy()
-        self.KT.data = data[self.perm].numpy()
+        self.K.data = expo.exp_().numpy()
+        self.KT = self.K.T  # a view: shares the new data
         return f
 
 
