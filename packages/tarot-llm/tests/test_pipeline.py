@@ -98,6 +98,11 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys, monkeypatch):
         assert np.array_equal(np.asarray(merged.features(split)), np.asarray(store.features(split)))
         assert np.array_equal(np.load(merged.partial_paths(split, 1)[0]), np.load(store.partial_paths(split, 1)[0]))
 
+    capsys.readouterr()
+    assert main(["select", *common, "--dry-run"]) == 0  # the estimate of every configured method, nothing written
+    printed = capsys.readouterr().out
+    assert [line.split(":")[0] for line in printed.splitlines() if "estimate (" in line] == cfg["select"]["methods"]
+    assert "N=36, M=13" in printed and not (run / "selection").exists()
     assert main(["select", *common]) == 0
     sel = json.loads((run / "selection" / "summary.json").read_text())
     for m in ("random", "less"):

@@ -128,6 +128,9 @@ def test_full_cli_chain_featurize_select_train_evaluate(project, capsys):
     for split in ("candidate", "target"):
         assert np.array_equal(np.asarray(merged.features(split)), np.asarray(store.features(split)))
     rc, cap = _run(["select", "--config", cfgf, "--store", project / "feat", "--out", project / "sel",
+                    "--dry-run"], capsys)  # the estimate only: nothing written
+    assert rc == 0 and "ot_and_weights" in cap.out and "N=10, M=3" in cap.out and not (project / "sel").exists()
+    rc, cap = _run(["select", "--config", cfgf, "--store", project / "feat", "--out", project / "sel",
                     "--no-progress"], capsys)
     assert rc == 0
     comp = json.loads((project / "sel" / "composition.json").read_text())

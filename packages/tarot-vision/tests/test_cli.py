@@ -264,3 +264,15 @@ def test_featurize_sharding_flags_merge_to_the_single_process_store(tmp_path, gt
     for split in ("candidate", "target"):
         assert np.array_equal(np.asarray(a.features(split)), np.asarray(b.features(split)))
         assert list(a.ids(split)) == list(b.ids(split))
+
+
+def test_select_dry_run_prints_the_estimate_and_writes_nothing(tmp_path, capsys):
+    from tarot import FeatureStore
+
+    rng = np.random.default_rng(0)
+    FeatureStore.from_arrays(tmp_path / "run" / "features", {"candidate": rng.normal(size=(50, 8)),
+                                                             "target": rng.normal(size=(7, 8))})
+    out = tmp_path / "sel"
+    assert main(["select", "--store", str(tmp_path / "run"), "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "N=50, M=7, d=8" in text and "ot_and_weights" in text and not out.exists()

@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "write_report": "tarot.app.report",
     "SelectionResult": "tarot.result",
     "FeatureStore": "tarot.features.store",
+    "ShardedStore": "tarot.features.sharded",
+    "open_store": "tarot.features.sharded",
     "StoreError": "tarot.errors",
     "MissingSplitError": "tarot.errors",
     "make_mixture": "tarot.app.synthetic",

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = _stage_parser(sub, "select", "run tarot-core selectors (random, less, topk_mean, round_robin, fixed_size, "
                                      "otm)")
     add_store(s, required=False, help="feature store written by featurize (default: OUT/features)")
+    from tarot.app.conventions import add_dry_run
+
+    add_dry_run(s)
     _stage_parser(sub, "train", "final LoRA training from the base model on each selection")
     _stage_parser(sub, "evaluate", "lm-eval (offline local tasks) on the base model and every trained adapter")
     _stage_parser(sub, "report", "HTML report (tarot-core) with the evaluation table and protocol")
@@ -153,6 +156,8 @@ def _dispatch(args) -> int:
             from tarot.features.distributed import shard_from_args
 
             fn(cfg, args.out, progress=not args.no_progress, shard=shard_from_args(args), merge=args.merge)
+        elif args.command == "select" and args.dry_run:
+            P.estimate_select(cfg, args.out, store=args.store)
         elif args.command == "select":
             fn(cfg, args.out, progress=not args.no_progress, store=args.store)
         elif fn is not None:

@@ -313,6 +313,30 @@ def write_less_outputs(d: Path, res, pool: list[InstructionExample], ratio: floa
     write_jsonl(d / f"top_p{ratio}.jsonl", [pool[i].to_record() for i in top])
 
 
+def _select_calls(cfg: dict, n_candidates: int) -> dict[str, dict[str, Any]]:
+    """``tarot.select`` keyword arguments of every method of ``select.methods`` (OTM sizes itself; the weights
+    only for fixed_size)."""
+    sc = cfg["select"]
+    n = max(1, int(float(sc["ratio"]) * n_candidates))
+    calls = {}
+    for m in sc["methods"]:
+        size = {"ratio": "auto"} if m == "otm" else {"n": n}
+        calls[m] = {"method": m, **size, "seed": int(sc["seed"]),
+                    "weighting": bool(sc["weighting"]) and m in ("fixed_size", "otm")}
+    return calls
+
+
+def estimate_select(cfg: dict, run: Path, store: str | os.PathLike | None = None) -> None:
+    """``select --dry-run``: print the predicted time and memory of every configured method; write nothing."""
+    import tarot
+    from tarot.app.conventions import announce_estimate
+
+    features = Path(store) if store is not None else run / "features"
+    fs = tarot.open_store(features)
+    for m, kw in _select_calls(cfg, fs.count("candidate")).items():
+        announce_estimate(fs, kw, dry_run=True, label=m, target_split=tarot_target_split(fs))
+
+
 def stage_select(cfg: dict, run: Path, progress: bool = True, store: str | os.PathLike | None = None
                  ) -> dict[str, Any]:
     """Run every method of ``select.methods`` with tarot-core and write the selections under ``run/selection``.
@@ -321,7 +345,7 @@ def stage_select(cfg: dict, run: Path, progress: bool = True, store: str | os.Pa
     import tarot
 
     features = Path(store) if store is not None else run / "features"
-    store = tarot.FeatureStore.open(features)
+    store = tarot.open_store(features)  # a store, or the shards of a sharded featurization (not merged)
     warm = load_warmup(run / "warmup")
     kept = json.loads((features / "pool_kept.json").read_text())["kept_pool_indices"]
     pool = pool_examples(cfg)
@@ -334,17 +358,13 @@ def stage_select(cfg: dict, run: Path, progress: bool = True, store: str | os.Pa
               "target_groups": store.groups(tgt_split)}
     n = max(1, int(float(sc["ratio"]) * n_cand))
     results = {}
-    for m in sc["methods"]:
+    for m, kw in _select_calls(cfg, n_cand).items():
         t0 = time.time()
         try:
             if m == "less" and (features / "partial").exists():
                 res = _less_per_checkpoint(store, warm, cfg, n)
-            elif m == "otm":
-                res = tarot.select(C, T, method="otm", ratio="auto", seed=int(sc["seed"]),
-                                   weighting=bool(sc["weighting"]), progress=progress, **labels)
             else:
-                res = tarot.select(C, T, method=m, n=n, seed=int(sc["seed"]),
-                                   weighting=bool(sc["weighting"]) and m == "fixed_size", progress=progress, **labels)
+                res = tarot.select(C, T, progress=progress, **kw, **labels)
         except ValueError as exc:  # e.g. OTM finding no candidate with a positive whitened cosine
             log.error("method %s failed: %s", m, exc)
             results[m] = {"error": str(exc)}

@@ -91,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "round_robin, fixed_size, otm, tsds; select.ratio; select.weighting; select.merge_targets). "
                        "Writes the SelectionResult, the per-source composition and tarot-core's HTML report.")
     _common(p)
-    from tarot.app.conventions import add_store
+    from tarot.app.conventions import add_dry_run, add_store
 
     add_store(p, help="feature store folder (or the --out folder of `featurize`, which holds it as store/)")
+    add_dry_run(p)
     p = sub.add_parser("evaluate", help="minADE6 / minFDE6 / miss rate / brier-FDE on data.val",
                        description="Evaluate a checkpoint on data.val (overall and per source data set).")
     _common(p)
@@ -148,6 +149,16 @@ def _cmd(args: argparse.Namespace) -> Any:
         from tarot.app.conventions import print_config
 
         return print_config(cfg)
+    if args.command == "select":
+        import tarot
+        from tarot.app.conventions import announce_estimate
+
+        store_dir = args.store
+        if not (store_dir / "manifest.json").exists() and (store_dir / "store").is_dir():
+            store_dir = store_dir / "store"  # the output folder of `featurize`
+        store = tarot.open_store(store_dir)  # a store, or the shards of a sharded featurization (not merged)
+        if announce_estimate(store, pipeline.select_kwargs(cfg["select"]), dry_run=args.dry_run, progress=progress):
+            return None  # --dry-run: nothing written
     if args.out is not None:
         save_config(cfg, args.out)
     if args.command == "preprocess":
@@ -193,13 +204,8 @@ def _cmd(args: argparse.Namespace) -> Any:
         print(f"feature store: {args.out / 'store'} (candidate {len(cand)}, target {len(tgt)} rows)")
         return store
     if args.command == "select":
-        import tarot
         from tarot.app.report import write_report
 
-        store_dir = args.store
-        if not (store_dir / "manifest.json").exists() and (store_dir / "store" / "manifest.json").exists():
-            store_dir = store_dir / "store"  # the output folder of `featurize`
-        store = tarot.FeatureStore.open(str(store_dir))
         res = pipeline.select(store, cfg["select"], out=args.out / "selection", progress=progress)
         comp = pipeline.composition(res, list(store.sources("candidate")))
         write_json(args.out / "composition.json", comp)

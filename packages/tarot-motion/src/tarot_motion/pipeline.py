@@ -123,17 +123,21 @@ def embed(model_cfg: Mapping[str, Any], checkpoint: str | Path, datasets: Mappin
                                     sources={k: list(v) for k, v in srcs.items()}, progress=progress)
 
 
+def select_kwargs(scfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``tarot.select`` keyword arguments of the motion config's ``select`` section (``options`` flattened in, OTM
+    with ``ratio="auto"``)."""
+    kw = dict(scfg)
+    kw.update(kw.pop("options", None) or {})
+    if kw.get("method") == "otm":
+        kw["ratio"] = "auto"
+    return kw
+
+
 def select(store: Any, scfg: Mapping[str, Any], out: str | Path | None = None, progress: bool = True) -> Any:
     """Run ``tarot.select`` with the motion config's ``select`` section; save the result if ``out`` is given."""
     import tarot
 
-    kw = dict(scfg)
-    method = kw.pop("method")
-    ratio = kw.pop("ratio")
-    kw.update(kw.pop("options", None) or {})
-    if method == "otm":
-        ratio = "auto"
-    res = tarot.select(store, method=method, ratio=ratio, progress=progress, **kw)
+    res = tarot.select(store, progress=progress, **select_kwargs(scfg))
     if out is not None:
         res.save(str(out))
     return res

@@ -121,9 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         for flag, kwargs in extra:
             p.add_argument(flag, **kwargs)
         if name == "select":
-            from tarot.app.conventions import add_store
+            from tarot.app.conventions import add_dry_run, add_store
 
             add_store(p, help="feature store: the featurize output folder or the store itself", old=("--features",))
+            add_dry_run(p)
         if name == "featurize":
             from tarot.app.argtypes import add_shard_arguments
 
@@ -192,6 +193,12 @@ def _run(args: argparse.Namespace) -> int:
 
     from . import segpipe
 
+    if args.command == "select":
+        from tarot.app.conventions import announce_estimate
+
+        if announce_estimate(segpipe.open_store(args.store), segpipe.select_kwargs(cfg), dry_run=args.dry_run,
+                             progress=progress):
+            return 0  # --dry-run: nothing written
     save_resolved(cfg, args.out, args.command)
     if args.command == "featurize":
         from tarot.features.distributed import shard_from_args

@@ -118,26 +118,31 @@ def featurize(cfg: dict[str, Any], out: str | Path, progress: bool = True, shard
     )
 
 
-def select(cfg: dict[str, Any], features: str | Path, out: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Run tarot.select on a store, save the result, write the mmseg ann_file and the HTML report."""
-    import tarot
-    from tarot import FeatureStore
+def open_store(features: str | Path) -> Any:
+    """The feature store of a ``featurize`` output folder (``OUT/features``) or the store folder itself; the shards
+    of a sharded featurization are read as one store without merging them."""
+    from tarot import open_store as open_any
 
-    sc = cfg["select"]
     store_dir = Path(features)
     if (store_dir / "features").is_dir() and not (store_dir / "manifest.json").is_file():
         store_dir = store_dir / "features"
-    store = FeatureStore.open(store_dir)
-    ratio = sc["ratio"] if sc["ratio"] == "auto" else float(sc["ratio"])
-    res = tarot.select(
-        store,
-        method=sc["method"],
-        ratio=ratio,
-        seed=int(sc["seed"]),
-        weighting=bool(sc["weighting"]),
-        ridge=sc["ridge"],
-        progress=progress,
-    )
+    return open_any(store_dir)
+
+
+def select_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``tarot.select`` keyword arguments of the config's ``select`` section."""
+    sc = cfg["select"]
+    return {"method": sc["method"], "ratio": sc["ratio"] if sc["ratio"] == "auto" else float(sc["ratio"]),
+            "seed": int(sc["seed"]), "weighting": bool(sc["weighting"]), "ridge": sc["ridge"]}
+
+
+def select(cfg: dict[str, Any], features: str | Path, out: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Run tarot.select on a store, save the result, write the mmseg ann_file and the HTML report."""
+    import tarot
+
+    sc = cfg["select"]
+    store = open_store(features)
+    res = tarot.select(store, progress=progress, **select_kwargs(cfg))
     out = Path(out)
     res.save(out / "selection")
     stems = [str(s) for s in store.ids("candidate")]

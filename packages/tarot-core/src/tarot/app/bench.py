@@ -56,7 +56,7 @@ DEFAULT_SIZES = ((50_000, 1_000, 1024), (200_000, 1_000, 1024), (50_000, 5_000, 
 FULL_SIZES = ((1_000_000, 10_000, 1024),)
 COLUMNS = (
     "method", "N", "M", "d", "seconds", "ratio_to_gemm", "vs_dense", "peak_rss_mb", "features_mb", "selected",
-    "ot_distance", "ot_common",
+    "ot_distance", "ot_common", "predicted_s", "predicted_peak_mb",
     "status", "note",
 )
 _CHUNK = 16_384
@@ -80,6 +80,8 @@ class BenchRow:
     selected: int | None
     ot_distance: float | None
     ot_common: float | None
+    predicted_s: float | None
+    predicted_peak_mb: float | None
     status: str
     note: str = ""
 
@@ -359,23 +361,37 @@ def _measure(spec: dict[str, Any], size: tuple[int, int, int], features_mb: floa
     """Run one variant at one size in a fresh subprocess (or skip the dense recipe when it does not fit)."""
     variant, (n, m, d) = spec["variant"], size
     if variant == "dense" and dense_bytes(n, m, spec["ratio"]) > dense_limit:
-        return BenchRow(variant, n, m, d, None, None, None, None, features_mb, None, None, None, "skipped",
+        return BenchRow(variant, n, m, d, None, None, None, None, features_mb, None, None, None, None, None, "skipped",
                         f"N×M matrices need {dense_bytes(n, m, spec['ratio']) / 2**30:.1f} GB "
                         f"> limit {dense_limit / 2**30:.1f} GB")
     if echo:
         print(f"[bench] {variant:>10}  N={n:,} M={m:,} d={d} ...", end="", flush=True)
+    predicted = _predicted(variant, size, spec["ratio"], gemm_seconds)
     res, err = _run_child(spec, timeout)
     if res is None:
         if echo:
             print(f" {err}", flush=True)
         return BenchRow(variant, n, m, d, None, None, None, None, features_mb, None, None, None,
+                        predicted.seconds if predicted else None, predicted.peak_mb if predicted else None,
                         "timeout" if err.startswith("timeout") else "failed", err)
     if echo:
         print(f" {res['seconds']:.2f} s, peak +{res['peak_rss_mb']:.0f} MB", flush=True)
     seconds = res["seconds"]
     rel = seconds / gemm_seconds if gemm_seconds else (1.0 if variant == "gemm" else None)
     return BenchRow(variant, n, m, d, seconds, rel, None, res["peak_rss_mb"], features_mb, res.get("selected"),
-                    res.get("ot_distance"), res.get("ot_common"), res.get("status", "ok"), res.get("note", ""))
+                    res.get("ot_distance"), res.get("ot_common"), predicted.seconds if predicted else None,
+                    predicted.peak_mb if predicted else None, res.get("status", "ok"), res.get("note", ""))
+
+
+def _predicted(variant: str, size: tuple[int, int, int], ratio: float, gemm_seconds: float | None) -> Any:
+    """``tarot estimate``'s prediction for a selector variant, at this run's GEMM rate (None for the others)."""
+    if variant not in ("fixed_size", "otm") or not gemm_seconds:
+        return None
+    from tarot.estimate import estimate_selection
+
+    n, m, d = size
+    return estimate_selection(n, m, d, method=variant, ratio=ratio if variant == "fixed_size" else "auto",
+                              weighting=True, whiten=False, gflops=2.0 * n * m * d / gemm_seconds / 1e9)
 
 
 def run_benchmark(
@@ -482,7 +498,7 @@ def markdown_table(rows: Sequence[BenchRow]) -> str:
             _cell(d["method"]), f"{d['N']:,}", f"{d['M']:,}", str(d["d"]), _cell(d["seconds"], 2),
             _cell(d["ratio_to_gemm"], 2), _cell(d["vs_dense"], 3), _cell(d["peak_rss_mb"], 0),
             _cell(d["features_mb"], 0), _cell(d["selected"]), _cell(d["ot_distance"], 4), _cell(d["ot_common"], 4),
-            d["status"], d["note"].replace("|", "/"),
+            _cell(d["predicted_s"], 1), _cell(d["predicted_peak_mb"], 0), d["status"], d["note"].replace("|", "/"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -504,7 +520,8 @@ def write_tables(rows: Sequence[BenchRow], out_dir: str | os.PathLike) -> tuple[
         f"Host: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M:%S')}.",
         "seconds: wall time of the variant in a fresh subprocess; ratio_to_gemm: seconds / GEMM floor at that size;",
         "peak_rss_mb: peak resident memory above the child's baseline (memmapped feature pages that were touched",
-        "count towards it); features_mb: size of the candidate + target feature files.",
+        "count towards it); features_mb: size of the candidate + target feature files; predicted_s, predicted_peak_mb:",
+        "`tarot estimate`'s prediction from the sizes and this run's GEMM floor (tarot.estimate).",
         "",
         markdown_table(rows),
         "",

@@ -93,6 +93,41 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def add_dry_run(parser: argparse.ArgumentParser) -> None:
+    """``--dry-run`` of every ``select`` command: print the estimate and stop (see :func:`announce_estimate`)."""
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the predicted time and peak memory of each stage (from the feature store's "
+                        "sizes, see 'tarot estimate') and exit without selecting or writing anything")
+
+
+#: Predicted runs at least this long are announced on stderr before they start.
+ANNOUNCE_SECONDS = 10.0
+
+
+def announce_estimate(store: Any, options: Mapping[str, Any], *, dry_run: bool, progress: bool = True,
+                      label: str | None = None, target_split: str = "target") -> bool:
+    """Estimate a selection on ``store`` with ``tarot.select`` keyword ``options`` (:mod:`tarot.estimate`).
+
+    On a dry run the per-stage table goes to stdout and the function returns True (the caller stops there, having
+    written nothing). Otherwise a run predicted to take at least :data:`ANNOUNCE_SECONDS` is announced in one line
+    on stderr (with ``progress``) and the function returns False.
+    """
+    from tarot.estimate import estimate_for_store
+
+    if not dry_run and not progress:
+        return False
+    est = estimate_for_store(store, dict(options), target_split=target_split)
+    prefix = f"{label}: " if label else ""
+    if dry_run:
+        print(prefix + est.table())
+        return True
+    if est.seconds >= ANNOUNCE_SECONDS:
+        print(f"[tarot] {prefix}estimated {est.seconds:.0f} s and {est.peak_mb / 1024:.1f} GB peak for "
+              f"{est.sizes['method']} on N={est.sizes['N']:,}, M={est.sizes['M']:,}, d={est.sizes['d']} "
+              "(tarot estimate --help explains the model)", file=sys.stderr, flush=True)
+    return False
+
+
 def add_store(parser: argparse.ArgumentParser, *, required: bool = True, help: str = "feature store directory",
               old: Iterable[str] = ()) -> None:
     """``--store DIR`` (into ``args.store``); ``old`` spellings still work, with a deprecation line."""
@@ -139,13 +174,14 @@ def merge_legacy_overrides(args: argparse.Namespace, prog: str) -> None:
 def output_guard(args: argparse.Namespace) -> Any:
     """The lock of the command's ``--out`` folder (:func:`tarot.locking.output_lock`), so that a second run into the
     same folder is refused while the first runs; a no-op context for commands without ``--out``, for
-    ``--print-config`` and for one rank of a sharded run (the ranks share ``--out`` and write their own shards)."""
+    ``--print-config`` and ``--dry-run`` (they write nothing) and for one rank of a sharded run (the ranks share
+    ``--out`` and write their own shards)."""
     import contextlib
     import os
 
     out = getattr(args, "out", None)
     world = getattr(args, "world_size", None) or int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if out is None or getattr(args, "print_config", False) or world > 1:
+    if out is None or getattr(args, "print_config", False) or getattr(args, "dry_run", False) or world > 1:
         return contextlib.nullcontext()
     from tarot.locking import output_lock
 

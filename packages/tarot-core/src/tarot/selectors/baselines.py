@@ -48,8 +48,9 @@ def less(
     checkpoint_weights : sequence of float, optional
         w_c (LESS: mean learning rate of each epoch); normalised to sum to 1.
     """
-    cands = [candidates] if isinstance(candidates, np.ndarray) else list(candidates)
-    tgts = [targets] if isinstance(targets, np.ndarray) else list(targets)
+    # one 2-D array (ndarray, memmap or a sharded store's row view) is one checkpoint; a list holds one per checkpoint
+    cands = [candidates] if getattr(candidates, "ndim", None) == 2 else list(candidates)
+    tgts = [targets] if getattr(targets, "ndim", None) == 2 else list(targets)
     if len(cands) != len(tgts):
         raise ValueError(f"less: {len(cands)} candidate checkpoints but {len(tgts)} target checkpoints")
     n = check_budget(n, cands[0].shape[0])
