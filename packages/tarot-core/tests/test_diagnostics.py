@@ -54,11 +54,31 @@ def test_front_door_records_diagnostics_and_weighted_ot_from_realised_counts(mix
     realised = res.weights / res.weights.sum()
     v = entropic_ot(Zc[res.indices], Zt, a=realised, tol=1e-3, value_tol=1e-7).value
     assert d["weighted_ot"] == pytest.approx(v, rel=1e-6)
-    assert d["weighted_ot_continuous"] != d["weighted_ot"]
+    assert d["weighted_ot_continuous"] != d["weighted_ot"]  # measured: a small problem (measure_continuous="auto")
+    assert "weighted_ot_continuous_skipped" not in d
     assert d["whitening"]["ridge_rule"].startswith("auto")
+    never = tarot.select(m.candidates, m.targets, method="fixed_size", ratio=0.1, weighting=True, progress=False,
+                         measure_continuous="never").diagnostics
+    assert never["weighted_ot_continuous"] is None and "never" in never["weighted_ot_continuous_skipped"]
+    assert never["weighted_ot"] == d["weighted_ot"]
+    with pytest.raises(ValueError, match="measure_continuous"):
+        tarot.select(m.candidates, m.targets, method="fixed_size", ratio=0.1, weighting=True, progress=False,
+                     measure_continuous="sometimes")
     tarot.write_report(res, tmp_path / "rep")
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "Selection diagnostics" in page and "whitening_spectrum.png" in page
     assert (tmp_path / "rep" / "whitening_spectrum.png").is_file()
     quiet = tarot.select(m.candidates, m.targets, method="random", ratio=0.1, diagnose=False, progress=False)
     assert "selection" not in quiet.diagnostics
+
+
+def test_continuous_weights_are_measured_on_small_problems_only_by_default(mix, monkeypatch):
+    """measure_continuous="auto" skips the continuous-weights solve above the dense solver's size (here the limit is
+    lowered so that the tiny mixture counts as large); "always" measures it anyway."""
+    m, _, _ = mix
+    monkeypatch.setattr("tarot.api.SPARSE_MIN_ENTRIES", 10)
+    kw = dict(method="fixed_size", ratio=0.1, weighting=True, progress=False, diagnose=False)
+    auto = tarot.select(m.candidates, m.targets, **kw).diagnostics
+    assert auto["weighted_ot_continuous"] is None and "pairs >" in auto["weighted_ot_continuous_skipped"]
+    always = tarot.select(m.candidates, m.targets, measure_continuous="always", **kw).diagnostics
+    assert always["weighted_ot_continuous"] is not None and always["weighted_ot"] == auto["weighted_ot"]

@@ -25,7 +25,7 @@ from tarot.options import (
     check_options,
     resolve_options,
 )
-from tarot.ot import entropic_ot
+from tarot.ot import SPARSE_MIN_ENTRIES, entropic_ot
 from tarot.result import SelectionResult
 from tarot.selectors import SELECTORS, Selection
 from tarot.weighting import potential_weights, repeat_counts
@@ -89,6 +89,7 @@ def select(
     total_repeats: int | None = None,
     min_repeats: int = 1,
     max_weight_ratio: float | None = None,
+    measure_continuous: str = "auto",
     merge_targets: bool = False,
     target_repeats: int = 1,
     target_groups: list | None = None,
@@ -139,7 +140,10 @@ def select(
         Potential weighting (spec §10): repeat counts ``weights`` with Σ = ``total_repeats`` (default 2n) and at least
         ``min_repeats`` each; ``beta`` is the mirror step, ``max_weight_ratio`` an optional clip.
         ``diagnostics["weighted_ot"]`` is OT_ε of the realised counts r_i/Σr (what training samples);
-        ``weighted_ot_continuous`` that of the continuous weights before rounding.
+        ``weighted_ot_continuous`` that of the continuous weights before rounding, measured as
+        ``measure_continuous`` says: ``"always"``, ``"never"``, or ``"auto"`` (default) = when the problem is small
+        enough for the dense solver (n·M ≤ 2 million; beyond, it would cost one more full OT solve and is reported
+        as None with the reason in ``diagnostics["weighted_ot_continuous_skipped"]``).
     merge_targets, target_repeats : bool, int
         Record that the target samples join the training set, each ``target_repeats`` times.
     target_groups, candidate_sources, candidate_ids : list, optional
@@ -164,7 +168,8 @@ def select(
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SELECTORS)}")
     options = check_options(method, options)  # a misspelt, mistyped or out-of-bounds option is an error
     stages = _stage_options(ridge=ridge, fit_on=fit_on, eps=eps, ot_tol=ot_tol, ot_value_tol=ot_value_tol, beta=beta,
-                            total_repeats=total_repeats, min_repeats=min_repeats, max_weight_ratio=max_weight_ratio)
+                            total_repeats=total_repeats, min_repeats=min_repeats, max_weight_ratio=max_weight_ratio,
+                            measure_continuous=measure_continuous)
     if weighting and method in SELF_WEIGHTED:
         raise ValueError(f"method {method!r} weights its samples itself (draw counts); use weighting=False")
     if space not in SCORE_SPACES:
@@ -370,5 +375,14 @@ def _ot_and_weights(S: np.ndarray, T: np.ndarray, counts: np.ndarray | None, *, 
         out.probabilities = probs
         # the measure training really samples: realised repeat counts r_i / Σ r (not the continuous a_i)
         out.diagnostics["weighted_ot"] = solve(out.weights / out.weights.sum()).value
-        out.diagnostics["weighted_ot_continuous"] = solve(probs).value
+        pairs = S.shape[0] * T.shape[0]
+        if weighting.measure_continuous == "always" or (weighting.measure_continuous == "auto"
+                                                        and pairs <= SPARSE_MIN_ENTRIES):
+            out.diagnostics["weighted_ot_continuous"] = solve(probs).value
+        else:
+            out.diagnostics["weighted_ot_continuous"] = None
+            out.diagnostics["weighted_ot_continuous_skipped"] = (
+                f"measure_continuous={weighting.measure_continuous!r}" if weighting.measure_continuous == "never"
+                else f"{pairs:,} pairs > {SPARSE_MIN_ENTRIES:,}: one more full OT solve (measure_continuous='always' "
+                "measures it)")
     return out

@@ -14,8 +14,8 @@ sparse OT, SJLT, generating projection matrices) is taken at the reference machi
   2.5–4.5), 1.0 for the scoring baselines;
 - **ot_and_weights**: entropic OT on the selection, :data:`OT_SECONDS_PER_PAIR` per source–target pair of the
   selection (:math:`n M`; per-solve times measured 0.19–0.66 µs per pair: how flat the costs are decides), one solve,
-  three with weighting (the realised and the continuous weights are each measured). OTM, whose size is not known in
-  advance, is predicted at :math:`n = M/2` (measured 0.24–1.1 M).
+  one more with weighting (the realised weights) and one more where the continuous weights are measured too. OTM,
+  whose size is not known in advance, is predicted at :math:`n = M/2` (measured 0.24–1.1 M).
 
 Peak memory counts the feature pages a memory-mapped store brings in (they count towards the process's resident
 memory), an in-memory copy of the unit rows and the selector's working set (fitted: 1.3 further copies of the
@@ -169,6 +169,7 @@ def estimate_selection(
     ratio: float | str | None = None,
     n: int | None = None,
     weighting: bool = False,
+    measure_continuous: str = "auto",
     whiten: bool = True,
     memmapped: bool = True,
     gflops: float | None = None,
@@ -184,7 +185,8 @@ def estimate_selection(
     ratio, n : float or "auto", int, optional
         The budget as :func:`tarot.select` takes it (default: 10 %; OTM's own size is predicted at M/2).
     weighting : bool
-        Potential weighting on (three OT solves instead of one).
+        Potential weighting on: one more OT solve (the realised weights), two with the continuous weights measured
+        too (``measure_continuous``: "always", or "auto" on problems of at most 2 million pairs).
     whiten : bool
         Whitening on (adds the moments and the transform, :math:`4(N+M)d^2` flops).
     memmapped : bool
@@ -231,8 +233,9 @@ def estimate_selection(
                                     f"{passes:g} × one pass of inner products (2NMd flops)" if passes else
                                     "no feature work"))
     # OT and weights -----------------------------------------------------------------------------------------
-    solves = 3 if weighting else 1
     pairs = budget * M
+    continuous = measure_continuous == "always" or (measure_continuous == "auto" and pairs <= SPARSE_PAIRS)
+    solves = 1 + (1 + int(continuous) if weighting else 0)
     per_pair = OT_SECONDS_PER_PAIR if pairs > SPARSE_PAIRS else OT_SECONDS_PER_PAIR_DENSE
     t_ot = solves * pairs * per_pair * scale
     support_mb = 0.08 * pairs * 56 / _MB if pairs > SPARSE_PAIRS else pairs * 8 * 3 / _MB
@@ -314,4 +317,5 @@ def estimate_for_store(store: Any, options: dict[str, Any], *, gflops: float | N
     return estimate_selection(store.count("candidate"), store.count(target_split), store.dim, method=method,
                               ratio=options.get("ratio"), n=options.get("n"),
                               weighting=bool(options.get("weighting", False)),
+                              measure_continuous=str(options.get("measure_continuous", "auto")),
                               whiten=bool(options.get("whiten_features", True)), memmapped=True, gflops=gflops)

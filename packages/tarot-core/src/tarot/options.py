@@ -356,6 +356,10 @@ class WeightingOptions(Options):
     min_repeats: int = option(1, "every selected sample is repeated at least this often", minimum=0)
     max_weight_ratio: float | None = option(None, "clip of the largest to the smallest weight (null: none)",
                                             minimum=1.0)
+    measure_continuous: str = option(
+        "auto", "also report the OT distance of the continuous weights before rounding (weighted_ot_continuous): "
+        "always, never, or auto = when the problem is small enough for the dense solver (at scale it costs one "
+        "more full OT solve)", choices=("auto", "always", "never"))
 
 
 STAGE_OPTIONS: dict[str, type[Options]] = {"whitening": WhiteningOptions, "ot": OTOptions,

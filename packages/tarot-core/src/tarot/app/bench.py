@@ -189,6 +189,8 @@ def _variant_select(method: str):
                            whiten_features=False, weighting=True, progress=False)
         timing = res.diagnostics.get("timing_s", {})
         note = ", ".join(f"{k} {v:.1f} s" for k, v in timing.items() if k != "total" and isinstance(v, float))
+        if res.diagnostics.get("weighted_ot_continuous", 0.0) is None:
+            note += ", continuous weights: not measured"  # one OT solve fewer (measure_continuous="auto")
         return {"selected": res.size, "ot_distance": res.ot_distance, "note": note, "indices": res.indices}
 
     return run
@@ -391,7 +393,8 @@ def _predicted(variant: str, size: tuple[int, int, int], ratio: float, gemm_seco
 
     n, m, d = size
     return estimate_selection(n, m, d, method=variant, ratio=ratio if variant == "fixed_size" else "auto",
-                              weighting=True, whiten=False, gflops=2.0 * n * m * d / gemm_seconds / 1e9)
+                              weighting=True, whiten=False, gflops=2.0 * n * m * d / gemm_seconds / 1e9,
+                              measure_continuous="auto")
 
 
 def run_benchmark(
@@ -405,8 +408,10 @@ def run_benchmark(
     dense_max_bytes: int | None = None,
     dense_budget: float = 420.0,
     echo: bool = True,
+    stem: str = "bench",
 ) -> list[BenchRow]:
-    """Run every variant at every size, print the table and write ``bench.csv`` and ``bench.md`` into ``out_dir``.
+    """Run every variant at every size, print the table and write ``{stem}.csv`` and ``{stem}.md`` (default
+    ``bench.csv``, ``bench.md``) into ``out_dir``.
 
     Parameters
     ----------
@@ -463,16 +468,16 @@ def run_benchmark(
                 if variant == "gemm" and row.status == "ok":
                     gemm_seconds = row.seconds
                 rows.append(row)
-                write_tables(rows, out_dir)  # a partial table survives an interrupted run
+                write_tables(rows, out_dir, stem)  # a partial table survives an interrupted run
             here = [r for r in rows if (r.N, r.M, r.d) == (n, m, d)]
             dense = next((r.seconds for r in here if r.method == "dense" and r.status == "ok"), None)
             for r in here:
                 r.vs_dense = None if dense is None or r.seconds is None or r.method == "gemm" else r.seconds / dense
-            write_tables(rows, out_dir)
+            write_tables(rows, out_dir, stem)
     finally:
         if own_tmp:
             shutil.rmtree(base, ignore_errors=True)
-    write_tables(rows, out_dir)
+    write_tables(rows, out_dir, stem)
     if echo:
         print()
         print(markdown_table(rows))
@@ -504,11 +509,11 @@ def markdown_table(rows: Sequence[BenchRow]) -> str:
     return "\n".join(lines)
 
 
-def write_tables(rows: Sequence[BenchRow], out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``bench.csv`` and ``bench.md`` into ``out_dir``."""
+def write_tables(rows: Sequence[BenchRow], out_dir: str | os.PathLike, stem: str = "bench") -> tuple[Path, Path]:
+    """Write ``{stem}.csv`` and ``{stem}.md`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out / "bench.csv", out / "bench.md"
+    csv_path, md_path = out / f"{stem}.csv", out / f"{stem}.md"
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(COLUMNS))
         writer.writeheader()
@@ -551,7 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true",
                         help="large sizes: N=1,000,000, M=10,000, d=1024 (memmapped features, hours on a laptop)")
     parser.add_argument("--sizes", nargs="+", type=_size, default=None, metavar="N:M:d",
-                        help="explicit sizes (override the defaults 20000:1000:256 200000:1000:256)")
+                        help="explicit sizes (override the defaults "
+                        f"{' '.join(':'.join(str(v) for v in s) for s in DEFAULT_SIZES)})")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="variants to run")
     parser.add_argument("--ratio", type=float, default=0.1, help="ratio of fixed_size and the dense recipe")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic features")
@@ -561,7 +567,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds after which the dense recipe's Sinkhorn stops and reports a lower bound "
                         "(default 420, or 3600 with --full)")
     parser.add_argument("--workdir", default=None, help="directory for the feature files (default: a temp dir)")
-    parser.add_argument("--out", default="benchmarks/results", help="directory for bench.csv and bench.md")
+    parser.add_argument("--out", default="benchmarks/results", help="directory for bench.csv and bench.md "
+                        "(bench_full.csv and bench_full.md with --full, so the default sizes' tables stay)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
@@ -572,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         dense_budget = args.dense_budget if args.dense_budget is not None else (3_600.0 if args.full else 420.0)
         run_benchmark(sizes, args.out, variants=args.variants, ratio=args.ratio, seed=args.seed, timeout=timeout,
-                      workdir=args.workdir, dense_budget=dense_budget)
+                      workdir=args.workdir, dense_budget=dense_budget, stem="bench_full" if args.full else "bench")
     except ValueError as exc:
         print(f"tarot.app.bench: error: {exc}", file=sys.stderr)
         return 2

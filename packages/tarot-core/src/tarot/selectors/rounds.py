@@ -264,15 +264,18 @@ def plan_thresholds(candidates, targets, n: int, *, slack: float = 2.0, neighbou
 
 
 def collect_above(candidates, targets, which: np.ndarray, theta: np.ndarray, *, exclude: np.ndarray | None = None,
-                  planned: np.ndarray | None = None, block_rows: int = 16384, target_block: int = 4096,
-                  group_entries: int = 20_000_000, progress: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
+                  planned: np.ndarray | None = None, block_rows: int = 8192, target_block: int = 4096,
+                  group_entries: int = 4_000_000, progress: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
     """For every target ``which[r]`` all candidates with s ≥ ``theta[r]`` (except the excluded ones), in its
     ranking order (score descending, ties by lower index); returns those int32 lists and each list's best score
     (NaN for an empty list).
 
     Targets go in groups whose ``planned`` list lengths sum to at most ``group_entries`` (and at most
     ``target_block`` targets); each group is one streamed pass over the candidates and is sorted before the next
-    group starts, so memory holds one group's entries beside the lists.
+    group starts, so memory holds one group's entries beside the lists (about 80 bytes per entry while it is
+    sorted: 4 million entries, 0.3 GB) and one score tile of ``target_block × block_rows`` floats (128 MB). Smaller
+    groups cost extra reads of the candidates, not extra inner products: every target is scored once. (Measured at
+    200,000 × 1,000, d = 1,024: 20 million entries per group and 16,384-row tiles peaked 0.6 GB higher.)
     """
     check_float_features(candidates, "candidate features")
     N, K = candidates.shape[0], len(which)
