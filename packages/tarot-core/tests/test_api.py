@@ -102,3 +102,22 @@ def test_each_method_runs_through_the_front_door(mix):
     raw = tarot.select(mix.candidates, mix.targets, method="topk_mean", n=30, space="raw", whiten_features=False,
                        progress=False)
     assert raw.config["space"] == "raw" and raw.config["whiten"] is False
+
+
+def test_final_solve_warm_started_from_the_last_fill_round_equals_a_cold_solve(monkeypatch):
+    """fixed_size hands its last fill-round solve (rows in solve order) to the front door, which extends it to the
+    final selection and puts the potentials back in sorted order; the value and potentials equal a cold solve's."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(4, 8))
+    cand = (centres[rng.integers(0, 4, 600)] + 0.4 * rng.normal(size=(600, 8))).astype(np.float32)
+    tgt = (centres[rng.integers(0, 2, 40)] + 0.4 * rng.normal(size=(40, 8))).astype(np.float32)
+    kw = dict(method="fixed_size", n=130, eps=1e-2, progress=False, diagnose=False)  # 130 = 3 layers of 40 + a fill
+    cold = tarot.select(cand, tgt, **kw)
+    assert not cold.diagnostics["ot"]["warm_started"]  # small problems start from exact duals either way
+    monkeypatch.setattr("tarot.api.SPARSE_MIN_ENTRIES", 0)  # take the warm path on this small problem
+    warm = tarot.select(cand, tgt, **kw)
+    assert warm.diagnostics["ot"]["warm_started"] and warm.diagnostics["fill_rounds"]
+    np.testing.assert_array_equal(warm.indices, cold.indices)
+    assert warm.ot_distance == pytest.approx(cold.ot_distance, rel=1e-7)
+    fw, fc = warm.potentials - warm.potentials.mean(), cold.potentials - cold.potentials.mean()
+    np.testing.assert_allclose(fw, fc, atol=1e-6)

@@ -25,7 +25,7 @@ from tarot.options import (
     check_options,
     resolve_options,
 )
-from tarot.ot import SPARSE_MIN_ENTRIES, entropic_ot
+from tarot.ot import SPARSE_MIN_ENTRIES, entropic_ot, warm_start
 from tarot.result import SelectionResult
 from tarot.selectors import SELECTORS, Selection
 from tarot.weighting import potential_weights, repeat_counts
@@ -203,6 +203,7 @@ def select(
     t_select = time.perf_counter()
 
     measured = _ot_and_weights(Zc[idx], Zt, sel.counts, ot=ot, weighting=wopt if weighting else None,
+                               warm=_warm_rows(sel, idx, Zc, Zt.shape[0]),
                                compute_ot=compute_ot)
     diagnostics.update(measured.diagnostics)
     if diagnose and len(idx):
@@ -349,8 +350,22 @@ class _Measured:
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
+def _warm_rows(sel: Any, idx: np.ndarray, Zc: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, Any] | None:
+    """(positions of the warm rows in the sorted selection, their features, the selector's OT result), when the
+    selector's last solve covers a prefix of the selection in its own row order (see ``Selection.warm``) and the
+    problem is large enough for the sparse solver (smaller ones start from exact duals anyway)."""
+    if sel.warm is None or len(idx) * m <= SPARSE_MIN_ENTRIES:
+        return None
+    rows, prev = sel.warm
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) != len(idx) or prev is None or len(getattr(prev, "f", ())) > len(rows):
+        return None
+    return np.searchsorted(idx, rows), Zc[rows], prev
+
+
 def _ot_and_weights(S: np.ndarray, T: np.ndarray, counts: np.ndarray | None, *, ot: OTOptions,
-                    weighting: WeightingOptions | None, compute_ot: bool) -> _Measured:
+                    weighting: WeightingOptions | None, compute_ot: bool,
+                    warm: tuple[np.ndarray, np.ndarray, Any] | None = None) -> _Measured:
     r"""OT_ε(uniform on the selection, targets) with its potentials, and the repeat counts: the selector's own draw
     counts (``tsds``) or potential weights :math:`a_i \propto e^{-\beta \tilde f_i}` rounded to integers."""
     out = _Measured()
@@ -362,9 +377,17 @@ def _ot_and_weights(S: np.ndarray, T: np.ndarray, counts: np.ndarray | None, *, 
         return entropic_ot(S, T, a=a, eps=ot.eps, tol=ot.ot_tol, value_tol=ot.ot_value_tol)
 
     if compute_ot or weighting is not None:
-        res = solve()
-        out.value, out.potentials = res.value, res.f
-        out.diagnostics["ot"] = res.diagnostics()
+        if warm is None:
+            res = solve()
+            out.potentials = res.f
+        else:  # the selector's last solve covers most rows: extend its potentials and support, then reorder
+            pos, X, prev = warm
+            res = entropic_ot(X, T, eps=ot.eps, tol=ot.ot_tol, value_tol=ot.ot_value_tol,
+                              init=warm_start(prev, X, T, eps=ot.eps), support=getattr(prev, "support", None))
+            out.potentials = np.empty_like(res.f)
+            out.potentials[pos] = res.f
+        out.value = res.value
+        out.diagnostics["ot"] = {**res.diagnostics(), "warm_started": warm is not None}
     if counts is not None:  # the selector sampled with replacement: its draw counts are the repeat counts
         out.weights = np.asarray(counts, dtype=np.int64)
         out.probabilities = out.weights / out.weights.sum()

@@ -19,8 +19,11 @@ class Selection:
         Sorted unique candidate indices.
     scores : numpy.ndarray or None
         Per-candidate scores for score-based selectors.
-    ot : object or None
-        :class:`tarot.ot.OTResult` of the final selection against all targets, when the selector computed it.
+    warm : (numpy.ndarray, OTResult) or None
+        The selector's last OT solve of a growing selection: the candidate rows it was solved on, in its row order,
+        followed by the rows added after it (together: the final selection, unsorted), and its
+        :class:`tarot.ot.OTResult`. The front door warm-starts the final solve from it (potentials and sparse
+        support) instead of starting cold.
     counts : numpy.ndarray or None
         Repeat counts aligned with ``indices`` for selectors that sample with replacement (``tsds``); they become
         the result's weights.
@@ -33,7 +36,7 @@ class Selection:
 
     indices: np.ndarray
     scores: np.ndarray | None = None
-    ot: object | None = None
+    warm: tuple[np.ndarray, object] | None = None
     diagnostics: dict = field(default_factory=dict)
     counts: np.ndarray | None = None
     nearest: np.ndarray | None = None

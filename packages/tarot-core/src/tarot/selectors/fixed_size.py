@@ -149,5 +149,5 @@ def fixed_size(
             # keep S ordered as "previous S, then new members" so warm starts line up
             S = np.concatenate([S, np.sort(chosen)])
             remaining = np.setdiff1d(remaining, chosen, assume_unique=True)
-        S = np.sort(S)
-    return Selection(indices=S, diagnostics=diag, nearest=nearest)
+    warm = (S.copy(), last_ot) if last_ot is not None else None  # S: the last solve's rows first, then the rest
+    return Selection(indices=np.sort(S), diagnostics=diag, nearest=nearest, warm=warm)
