@@ -1,7 +1,9 @@
-"""Tiny in-file models, loss adapters and data sets for the featurization tests (CPU, milliseconds)."""
+"""Tiny in-file models, loss adapters and data sets for the featurization tests (CPU, milliseconds), and random
+unit rows for the geometry and OT tests."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,3 +80,9 @@ def perturbed_state(model: nn.Module, seed: int, scale: float = 0.3) -> dict[str
         if v.dtype.is_floating_point and "running" not in k:
             v.add_(scale * torch.randn(v.shape, generator=g))
     return sd
+
+
+def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    """``n`` float64 rows of dimension ``d``, Gaussian, normalised to unit length."""
+    x = rng.normal(size=(n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -84,6 +84,13 @@ def test_featurization_projection_against_the_committed_featurize_bench():
     assert 0.5 <= got / measured("per-sample gradients, vmap") <= 2.0, got
 
 
+def test_sparse_threshold_matches_the_solver():
+    from tarot.estimate import SPARSE_PAIRS
+    from tarot.ot import SPARSE_MIN_ENTRIES
+
+    assert SPARSE_PAIRS == SPARSE_MIN_ENTRIES
+
+
 def test_structure_and_scaling():
     base = estimate_selection(100_000, 2_000, 512, ratio=0.1, gflops=100.0)
     assert [s.stage for s in base.stages] == ["whiten", "select", "ot_and_weights"]

@@ -6,18 +6,14 @@ import numpy as np
 import ot as pot
 import pytest
 import torch
+from _tiny_models import unit_rows
 from tarot.ot import cost_block, entropic_ot, eps_schedule, exact_ot, softmin_potential, warm_start
-
-
-def _unit(rng, n, d):
-    x = rng.normal(size=(n, d))
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 @pytest.fixture(scope="module")
 def clouds():
     rng = np.random.default_rng(0)
-    return _unit(rng, 200, 16), _unit(rng, 150, 16)
+    return unit_rows(rng, 200, 16), unit_rows(rng, 150, 16)
 
 
 def test_value_close_to_exact_emd(clouds):
@@ -117,11 +113,11 @@ def test_sign_moving_mass_to_low_potential_lowers_emd(clouds):
 
 def test_weights_validation_and_schedule():
     rng = np.random.default_rng(1)
-    X, Y = _unit(rng, 5, 3), _unit(rng, 4, 3)
+    X, Y = unit_rows(rng, 5, 3), unit_rows(rng, 4, 3)
     with pytest.raises(ValueError, match="sum to 1"):
         entropic_ot(X, Y, a=np.ones(5))
     with pytest.raises(ValueError, match="dimensions differ"):
-        entropic_ot(X, _unit(rng, 4, 2))
+        entropic_ot(X, unit_rows(rng, 4, 2))
     with pytest.raises(TypeError, match="float16"):
         entropic_ot(X.astype(np.float16), Y)
     sched = eps_schedule(1e-4, 4.0)

@@ -4,22 +4,18 @@ import warnings
 
 import numpy as np
 import pytest
+from _tiny_models import unit_rows
 from tarot.ot import entropic_ot, exact_ot, softmin_potential, warm_start
 from tarot.sparse_ot import build_support, certify, coarse_duals
-
-
-def _unit(rng, n, d):
-    x = rng.normal(size=(n, d))
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 @pytest.fixture(scope="module")
 def clouds():
     rng = np.random.default_rng(3)
     # a lopsided mixture: the target's second mode is under-supplied, so mass must travel past nearest neighbours
-    centres = _unit(rng, 3, 12)
-    X = _unit(rng, 360, 12) * 0.6 + np.repeat(centres[[0, 0, 1]], 120, axis=0)
-    Y = _unit(rng, 240, 12) * 0.6 + np.repeat(centres[[0, 1, 1, 2]], 60, axis=0)
+    centres = unit_rows(rng, 3, 12)
+    X = unit_rows(rng, 360, 12) * 0.6 + np.repeat(centres[[0, 0, 1]], 120, axis=0)
+    Y = unit_rows(rng, 240, 12) * 0.6 + np.repeat(centres[[0, 1, 1, 2]], 60, axis=0)
     return X / np.linalg.norm(X, axis=1, keepdims=True), Y / np.linalg.norm(Y, axis=1, keepdims=True)
 
 

@@ -203,7 +203,7 @@ def select(
     t_select = time.perf_counter()
 
     measured = _ot_and_weights(Zc[idx], Zt, sel.counts, ot=ot, weighting=wopt if weighting else None,
-                               warm=_warm_rows(sel, idx, Zc, Zt.shape[0]),
+                               warm=_warm_rows(sel, idx, Zt.shape[0]),
                                compute_ot=compute_ot)
     diagnostics.update(measured.diagnostics)
     if diagnose and len(idx):
@@ -350,22 +350,23 @@ class _Measured:
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
-def _warm_rows(sel: Any, idx: np.ndarray, Zc: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, Any] | None:
-    """(positions of the warm rows in the sorted selection, their features, the selector's OT result), when the
-    selector's last solve covers a prefix of the selection in its own row order (see ``Selection.warm``) and the
-    problem is large enough for the sparse solver (smaller ones start from exact duals anyway)."""
+def _warm_rows(sel: Any, idx: np.ndarray, m: int) -> tuple[np.ndarray, Any] | None:
+    """(positions in the sorted selection of the selector's warm row order, its OT result), when the selector's last
+    solve covers a prefix of the selection in that order (see ``Selection.warm``) and the problem is large enough
+    for the sparse solver (smaller ones start from exact duals anyway; :func:`tarot.ot.warm_start` refuses a
+    previous solve that does not fit)."""
     if sel.warm is None or len(idx) * m <= SPARSE_MIN_ENTRIES:
         return None
     rows, prev = sel.warm
     rows = np.asarray(rows, dtype=np.int64)
-    if len(rows) != len(idx) or prev is None or len(getattr(prev, "f", ())) > len(rows):
+    if len(rows) != len(idx) or prev is None:
         return None
-    return np.searchsorted(idx, rows), Zc[rows], prev
+    return np.searchsorted(idx, rows), prev
 
 
 def _ot_and_weights(S: np.ndarray, T: np.ndarray, counts: np.ndarray | None, *, ot: OTOptions,
                     weighting: WeightingOptions | None, compute_ot: bool,
-                    warm: tuple[np.ndarray, np.ndarray, Any] | None = None) -> _Measured:
+                    warm: tuple[np.ndarray, Any] | None = None) -> _Measured:
     r"""OT_ε(uniform on the selection, targets) with its potentials, and the repeat counts: the selector's own draw
     counts (``tsds``) or potential weights :math:`a_i \propto e^{-\beta \tilde f_i}` rounded to integers."""
     out = _Measured()
@@ -381,7 +382,8 @@ def _ot_and_weights(S: np.ndarray, T: np.ndarray, counts: np.ndarray | None, *, 
             res = solve()
             out.potentials = res.f
         else:  # the selector's last solve covers most rows: extend its potentials and support, then reorder
-            pos, X, prev = warm
+            pos, prev = warm
+            X = S[pos]  # the selection's rows in the warm order
             res = entropic_ot(X, T, eps=ot.eps, tol=ot.ot_tol, value_tol=ot.ot_value_tol,
                               init=warm_start(prev, X, T, eps=ot.eps), support=getattr(prev, "support", None))
             out.potentials = np.empty_like(res.f)

@@ -54,7 +54,8 @@ SELECT_PASSES = {"fixed_size": 4.0, "round_robin": 4.0, "tsds": 4.0, "otm": 2.8,
 OT_SECONDS_PER_PAIR = 0.4e-6
 #: Per-pair cost of small (dense-backend) solves, which start from exact duals.
 OT_SECONDS_PER_PAIR_DENSE = 2.5e-6
-#: Pairs above which the sparse backend is used (tarot.ot.SPARSE_MIN_ENTRIES).
+#: Pairs above which the sparse backend is used: tarot.ot.SPARSE_MIN_ENTRIES, restated so that an estimate does not
+#: load torch and POT through tarot.ot (tests/test_estimate.py checks that the two agree).
 SPARSE_PAIRS = 2_000_000
 #: Fraction of the float32 GEMM rate reached by whitening's float64 moments and transform (measured: 19.4 s for
 #: 205,000 × 1,024 at 123 GFLOP/s).
@@ -207,14 +208,13 @@ def estimate_selection(
     if method not in SELECT_PASSES:
         raise ValueError(f"unknown method {method!r}; known: {sorted(SELECT_PASSES)}")
     rate = (gflops if gflops is not None else machine_gflops()) * 1e9
-    scale = 1.0  # memory-bound work (reading, sparse OT) is taken as measured on the reference machine
     budget = _budget(N, method, ratio, n, M)
     copy_mb = (N + M) * d * 4 / _MB
     features_mb = copy_mb if memmapped else 0.0
     est = Estimate(sizes={"N": N, "M": M, "d": d, "method": method, "budget": budget, "weighting": weighting,
                           "whiten": whiten}, gflops=rate / 1e9)
     # whiten -----------------------------------------------------------------------------------------------
-    t = (N + M) * d * 4 / READ_BYTES_PER_S * scale
+    t = (N + M) * d * 4 / READ_BYTES_PER_S  # memory-bound: taken at the reference machine's speed
     basis = "read and normalise (N+M)·d floats"
     if whiten:
         t += (4.0 * (N + M) * d * d + 10.0 * d**3) / (WHITEN_EFFICIENCY * rate)
@@ -239,7 +239,7 @@ def estimate_selection(
     continuous = measure_continuous == "always" or (measure_continuous == "auto" and pairs <= SPARSE_PAIRS)
     solves = 1 + (1 + int(continuous) if weighting else 0)
     per_pair = OT_SECONDS_PER_PAIR if pairs > SPARSE_PAIRS else OT_SECONDS_PER_PAIR_DENSE
-    t_ot = solves * pairs * per_pair * scale
+    t_ot = solves * pairs * per_pair  # memory-bound: taken at the reference machine's speed
     support_mb = 0.08 * pairs * 56 / _MB if pairs > SPARSE_PAIRS else pairs * 8 * 3 / _MB
     est.stages.append(StageEstimate(
         "ot_and_weights", t_ot, features_mb + copy_mb + budget * d * 4 / _MB + support_mb,
@@ -285,7 +285,6 @@ def estimate_featurization(
     if min(S, p, k, batch_size, checkpoints) < 1:
         raise ValueError(f"sizes must be positive, got samples={S}, params={p}, proj_dim={k}")
     rate = (gflops if gflops is not None else machine_gflops()) * 1e9
-    scale = 1.0  # memory-bound work (SJLT, matrix generation) as measured on the reference machine
     fwd = float(forward_flops) if forward_flops is not None else 2.0 * p
     est = Estimate(sizes={"samples": S, "params": p, "proj_dim": k, "projector": projector,
                           "checkpoints": checkpoints, "batch": batch_size}, gflops=rate / 1e9)
@@ -294,14 +293,14 @@ def estimate_featurization(
     est.stages.append(StageEstimate("gradients", grads, 2 * grad_mb, "3 forward passes per sample "
                                     f"({fwd:.3g} flops each)"))
     if projector == "sjlt":
-        t = S * p * nnz * SJLT_SECONDS * scale * checkpoints
+        t = S * p * nnz * SJLT_SECONDS * checkpoints  # memory-bound, as SJLT_SECONDS was measured
         est.stages.append(StageEstimate("projection", t, grad_mb + batch_size * k * 4 / _MB,
                                         f"SJLT: p × {nnz} scatter-adds per sample"))
     else:
         t = 2.0 * p * k / (PROJECTION_EFFICIENCY * rate) * S
         cached = p * k * 4 <= cache_bytes
         batches = math.ceil(S / batch_size)
-        t += p * k * GENERATE_SECONDS * scale * (1 if cached else batches)
+        t += p * k * GENERATE_SECONDS * (1 if cached else batches)
         est.stages.append(StageEstimate("projection", t * checkpoints,
                                         grad_mb + min(p * k * 4, cache_bytes) / _MB,
                                         "dense: 2pk flops per sample, matrix "

@@ -196,8 +196,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "select":
         from tarot.app.conventions import announce_estimate
 
-        if announce_estimate(segpipe.open_store(args.store), segpipe.select_kwargs(cfg), dry_run=args.dry_run,
-                             progress=progress):
+        store = segpipe.open_store(args.store)  # opened once: the estimate and the selection read the same store
+        if announce_estimate(store, segpipe.select_kwargs(cfg), dry_run=args.dry_run, progress=progress):
             return 0  # --dry-run: nothing written
     save_resolved(cfg, args.out, args.command)
     if args.command == "featurize":
@@ -206,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
         store = segpipe.featurize(cfg, args.out, progress=progress, shard=shard_from_args(args), merge=args.merge)
         print(f"features: {store.path}")
     elif args.command == "select":
-        print(json.dumps(segpipe.select(cfg, args.store, args.out, progress=progress), default=str))
+        print(json.dumps(segpipe.select(cfg, store, args.out, progress=progress), default=str))
     elif args.command == "train":
         ann = args.selection / "ann_file.txt" if args.selection else None
         print(f"checkpoint: {segpipe.train(cfg, args.out, ann_file=ann, progress=progress)}")

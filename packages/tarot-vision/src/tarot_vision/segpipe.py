@@ -136,12 +136,12 @@ def select_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
             "seed": int(sc["seed"]), "weighting": bool(sc["weighting"]), "ridge": sc["ridge"]}
 
 
-def select(cfg: dict[str, Any], features: str | Path, out: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Run tarot.select on a store, save the result, write the mmseg ann_file and the HTML report."""
+def select(cfg: dict[str, Any], store: Any, out: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Run tarot.select on a store opened by :func:`open_store`, save the result, write the mmseg ann_file and the
+    HTML report."""
     import tarot
 
     sc = cfg["select"]
-    store = open_store(features)
     res = tarot.select(store, progress=progress, **select_kwargs(cfg))
     out = Path(out)
     res.save(out / "selection")

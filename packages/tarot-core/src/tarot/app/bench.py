@@ -368,33 +368,34 @@ def _measure(spec: dict[str, Any], size: tuple[int, int, int], features_mb: floa
                         f"> limit {dense_limit / 2**30:.1f} GB")
     if echo:
         print(f"[bench] {variant:>10}  N={n:,} M={m:,} d={d} ...", end="", flush=True)
-    predicted = _predicted(variant, size, spec["ratio"], gemm_seconds)
+    pred_s, pred_mb = _predicted(variant, size, spec["ratio"], gemm_seconds)
     res, err = _run_child(spec, timeout)
     if res is None:
         if echo:
             print(f" {err}", flush=True)
-        return BenchRow(variant, n, m, d, None, None, None, None, features_mb, None, None, None,
-                        predicted.seconds if predicted else None, predicted.peak_mb if predicted else None,
+        return BenchRow(variant, n, m, d, None, None, None, None, features_mb, None, None, None, pred_s, pred_mb,
                         "timeout" if err.startswith("timeout") else "failed", err)
     if echo:
         print(f" {res['seconds']:.2f} s, peak +{res['peak_rss_mb']:.0f} MB", flush=True)
     seconds = res["seconds"]
     rel = seconds / gemm_seconds if gemm_seconds else (1.0 if variant == "gemm" else None)
     return BenchRow(variant, n, m, d, seconds, rel, None, res["peak_rss_mb"], features_mb, res.get("selected"),
-                    res.get("ot_distance"), res.get("ot_common"), predicted.seconds if predicted else None,
-                    predicted.peak_mb if predicted else None, res.get("status", "ok"), res.get("note", ""))
+                    res.get("ot_distance"), res.get("ot_common"), pred_s, pred_mb, res.get("status", "ok"),
+                    res.get("note", ""))
 
 
-def _predicted(variant: str, size: tuple[int, int, int], ratio: float, gemm_seconds: float | None) -> Any:
-    """``tarot estimate``'s prediction for a selector variant, at this run's GEMM rate (None for the others)."""
+def _predicted(variant: str, size: tuple[int, int, int], ratio: float,
+               gemm_seconds: float | None) -> tuple[float | None, float | None]:
+    """``tarot estimate``'s (seconds, peak MB) for a selector variant at this run's GEMM rate; (None, None) for the
+    others."""
     if variant not in ("fixed_size", "otm") or not gemm_seconds:
-        return None
+        return None, None
     from tarot.estimate import estimate_selection
 
     n, m, d = size
-    return estimate_selection(n, m, d, method=variant, ratio=ratio if variant == "fixed_size" else "auto",
-                              weighting=True, whiten=False, gflops=2.0 * n * m * d / gemm_seconds / 1e9,
-                              measure_continuous="auto")
+    est = estimate_selection(n, m, d, method=variant, ratio=ratio if variant == "fixed_size" else "auto",
+                             weighting=True, whiten=False, gflops=2.0 * n * m * d / gemm_seconds / 1e9)
+    return est.seconds, est.peak_mb
 
 
 def run_benchmark(

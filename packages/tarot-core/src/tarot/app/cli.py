@@ -253,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "0.1; otm: its own size, predicted at M/2)")
     size.add_argument("--n", type=positive_int, default=None, metavar="N", help="budget as a count")
     p.add_argument("--weighting", action=argparse.BooleanOptionalAction,
-                   default=bool(defaults.get("weighting", False)), help="potential weighting (three OT solves)")
+                   default=bool(defaults.get("weighting", False)),
+                   help="potential weighting (one more OT solve; two where the continuous weights are measured "
+                   "too, on problems of at most 2 million pairs)")
     p.add_argument("--whiten", action=argparse.BooleanOptionalAction,
                    default=bool(defaults.get("whiten_features", True)), help="whitening of the features")
     p.add_argument("--samples", type=positive_int, metavar="S", help="featurization: samples to featurize")

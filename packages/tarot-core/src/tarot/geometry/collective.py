@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from tarot.geometry.scoring import _ordered, topk_neighbors
-from tarot.geometry.whitening import RunningMoments, Whitener, check_float_features, iter_blocks
+from tarot.geometry.whitening import RunningMoments, Whitener, check_fit_on, check_float_features, iter_blocks
 
 __all__ = ["allgather_moments", "fit_whitener_across_ranks", "row_offset", "topk_across_ranks"]
 
@@ -91,8 +91,7 @@ def fit_whitener_across_ranks(
 ) -> Whitener:
     """The :class:`~tarot.geometry.whitening.Whitener` of all ranks' candidates (and the targets, which every rank
     holds and which are counted once), as :func:`~tarot.geometry.whitening.whiten` fits it with ``fit_on``."""
-    if fit_on not in ("both", "candidates", "targets"):
-        raise ValueError(f"fit_on must be one of ['both', 'candidates', 'targets'], got {fit_on!r}")
+    check_fit_on(fit_on)
     check_float_features(local_candidates, "candidate features")
     check_float_features(targets, "target features")
     dim = targets.shape[1]

@@ -417,6 +417,16 @@ class Whitener:
         return out
 
 
+#: Which rows the whitening may be fitted on (``fit_on``).
+FIT_ON = ("both", "candidates", "targets")
+
+
+def check_fit_on(fit_on: str) -> None:
+    """Refuse a ``fit_on`` that is not one of :data:`FIT_ON`."""
+    if fit_on not in FIT_ON:
+        raise ValueError(f"fit_on must be one of {list(FIT_ON)}, got {fit_on!r}")
+
+
 def whiten(
     candidates: np.ndarray,
     targets: np.ndarray,
@@ -443,9 +453,8 @@ def whiten(
     check_float_features(targets, "target features")
     if candidates.shape[1] != targets.shape[1]:
         raise ValueError(f"candidate dim {candidates.shape[1]} != target dim {targets.shape[1]}")
+    check_fit_on(fit_on)
     sources = {"both": (candidates, targets), "candidates": (candidates,), "targets": (targets,)}
-    if fit_on not in sources:
-        raise ValueError(f"fit_on must be one of {sorted(sources)}, got {fit_on!r}")
 
     def blocks():
         for arr in sources[fit_on]:
