@@ -395,6 +395,7 @@ def _ot_and_weights(S: np.ndarray, T: np.ndarray, counts: np.ndarray | None, *, 
         out.probabilities = out.weights / out.weights.sum()
         out.diagnostics["weighted_ot"] = solve(out.probabilities).value
     if weighting is not None:
+        assert out.potentials is not None  # solved above whenever weights are asked for
         probs = potential_weights(out.potentials, beta=weighting.beta, max_ratio=weighting.max_weight_ratio)
         out.weights = repeat_counts(probs, total=weighting.total_repeats, min_repeats=weighting.min_repeats)
         out.probabilities = probs

@@ -209,10 +209,11 @@ def _f_update(P: _Problem, g: torch.Tensor, logb: torch.Tensor, eps: float) -> t
 
 def _g_update(P: _Problem, f: torch.Tensor, loga: torch.Tensor, eps: float) -> torch.Tensor:
     h = f / eps + loga
-    acc = None
+    acc: torch.Tensor | None = None
     for k, (s, e) in enumerate(P.blocks()):
         part = torch.logsumexp(h[s:e, None] - P.scaled_block(k, s, e, eps), dim=0)
         acc = part if acc is None else torch.logaddexp(acc, part)
+    assert acc is not None, "a problem has at least one row block"
     return -eps * acc
 
 

@@ -22,7 +22,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -32,7 +32,14 @@ FORMAT_VERSION = 1
 _ARRAY_FIELDS = ("indices", "weights", "probabilities", "potentials", "scores")
 
 
+@overload
+def _frozen(array: np.ndarray, dtype: Any) -> np.ndarray: ...
+@overload
+def _frozen(array: None, dtype: Any) -> None: ...
+@overload
+def _frozen(array: np.ndarray | None, dtype: Any) -> np.ndarray | None: ...
 def _frozen(array: np.ndarray | None, dtype: Any) -> np.ndarray | None:
+    """A read-only copy of ``array`` as ``dtype`` (None stays None)."""
     if array is None:
         return None
     out = np.array(array, dtype=dtype, copy=True)

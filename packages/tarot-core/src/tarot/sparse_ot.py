@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -199,7 +200,7 @@ def build_support(
     dt = _gemm_dtype(X)
     Yt = _rows(Y, 0, m, dt)
     extend = support is not None
-    if extend:
+    if support is not None:
         g = support.g_refs[-1]
     else:
         g = np.zeros(m) if g_ref is None else np.asarray(g_ref, dtype=np.float64)
@@ -219,7 +220,7 @@ def build_support(
         G = _rows(X, s, e, dt) @ Yt.T
         local, cols, cost, floor = _row_lists(G, g_t, k_row, k_cap, delta)
         C, margin = _keys(G)
-        if derive_f:
+        if derive_f and f_t is not None:
             f_t[s:e] = (C - g_t.to(dt)[None, :]).min(dim=1).values.double()
         rr.append(local + s)
         cc.append(cols)
@@ -239,12 +240,13 @@ def build_support(
     cols = np.concatenate(cc) if cc else np.zeros(0, np.int64)
     cost = np.concatenate(ww) if ww else np.zeros(0)
     row_floor = np.concatenate(floors) if floors else np.zeros(0)
-    if extend:
+    if support is not None:
         support.row_floor = np.concatenate([support.row_floor, row_floor])
         support.row_ref = np.concatenate([support.row_ref, np.full(n - start, len(support.g_refs) - 1)])
         support.n = n
         support.merge(rows, cols, cost)
         return support
+    assert f_t is not None  # set whenever no support is extended
     f = f_t.numpy()
     c_rows = best_idx.numpy().T.ravel()  # [kc, m] → entries
     c_cols = np.tile(np.arange(m), best_idx.shape[1])
@@ -411,7 +413,8 @@ def certify(sup: Support, X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.nda
     sup.g_refs.append(g.copy())
     kk = min(k_max, sup.m)
     block = max(1, BLOCK_ENTRIES // max(1, sup.m))
-    sig, rest = [], []
+    sig: list[tuple] = []
+    rest: list[tuple] = []
     beyond = 0.0  # bound of the mass of rows with more cheap pairs than k_max, past their last kept pair
     for s in range(0, len(rows), block):
         idx = rows[s : s + block]
@@ -532,7 +535,8 @@ def sparse_entropic_ot(
     # the first update replaces f by the exact soft-min of g, so only g matters here
     f, g = np.asarray(init[0], np.float64).copy(), np.asarray(init[1], np.float64).copy()
     start = eps_start if eps_start is not None else 16.0 * eps
-    kw = dict(tol=tol, stage_iter=stage_iter, stage_tol=stage_tol, overrelax=overrelax, value_tol=value_tol)
+    kw: dict[str, Any] = dict(tol=tol, stage_iter=stage_iter, stage_tol=stage_tol, overrelax=overrelax,
+                              value_tol=value_tol)
     # while the support is still changing much, solves are short: iterating to convergence on a support that
     # misses needed pairs only drifts the potentials (measured: 2,000 iterations, then 1.7M pairs to add)
     exploring = True

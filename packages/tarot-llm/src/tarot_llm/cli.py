@@ -116,10 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     from .io import DataError
     from .optim_state import OptimizerStateError
 
+    bad_input: tuple[type[BaseException], ...] = (DataError, ConfigError, OptimizerStateError, *USER_ERRORS)
     try:
         with output_guard(args):  # one run per --out folder at a time
             return _dispatch(args)
-    except (DataError, ConfigError, OptimizerStateError, *USER_ERRORS) as exc:  # bad input: one line, exit 2
+    except bad_input as exc:  # bad input: one line, exit 2
         if args.verbose:
             raise
         return report_user_error("tarot-llm", args.command, exc)
@@ -150,18 +151,18 @@ def _dispatch(args) -> int:
             return 0
         from . import pipeline as P
 
-        fn = {"warmup": P.stage_warmup, "featurize": P.stage_featurize, "select": P.stage_select,
-              "train": P.stage_train, "evaluate": P.stage_evaluate}.get(args.command)
+        stage = {"warmup": P.stage_warmup, "train": P.stage_train, "evaluate": P.stage_evaluate}.get(args.command)
         if args.command == "featurize":
             from tarot.features.distributed import shard_from_args
 
-            fn(cfg, args.out, progress=not args.no_progress, shard=shard_from_args(args), merge=args.merge)
+            P.stage_featurize(cfg, args.out, progress=not args.no_progress, shard=shard_from_args(args),
+                              merge=args.merge)
         elif args.command == "select" and args.dry_run:
             P.estimate_select(cfg, args.out, store=args.store)
         elif args.command == "select":
-            fn(cfg, args.out, progress=not args.no_progress, store=args.store)
-        elif fn is not None:
-            fn(cfg, args.out, progress=not args.no_progress)
+            P.stage_select(cfg, args.out, progress=not args.no_progress, store=args.store)
+        elif stage is not None:
+            stage(cfg, args.out, progress=not args.no_progress)
         else:
             print(f"report: {P.stage_report(cfg, args.out)}")
     return 0

@@ -115,7 +115,7 @@ def parse_record(rec: dict, where: str, default_dataset: str, default_id: str) -
 def load_instruction_jsonl(path: str | os.PathLike) -> list[InstructionExample]:
     """Read one LESS-style jsonl file (both schemas may be mixed) and validate every line."""
     path = Path(path)
-    out = []
+    out: list[InstructionExample] = []
     for lineno, rec in read_jsonl(path):
         out.append(parse_record(rec, f"{path}:{lineno}", path.stem.removesuffix("_data"), f"{path.stem}_{lineno}"))
     if not out:
@@ -156,7 +156,7 @@ def convert_dolly(path: str | os.PathLike, dataset: str = "dolly") -> list[Instr
     user = instruction, plus ``"\\n\\n" + context`` when the context is non-empty; assistant = response.
     """
     path = Path(path)
-    out = []
+    out: list[InstructionExample] = []
     for lineno, rec in read_jsonl(path):
         where = f"{path}:{lineno}"
         _need(rec, ("instruction", "response"), where, "Dolly")
@@ -177,7 +177,7 @@ def convert_dolly(path: str | os.PathLike, dataset: str = "dolly") -> list[Instr
 def convert_inputs_targets(path: str | os.PathLike, dataset: str) -> list[InstructionExample]:
     """Convert FLAN v2 / CoT records (``inputs``, ``targets``) to chat (user = inputs, assistant = targets)."""
     path = Path(path)
-    out = []
+    out: list[InstructionExample] = []
     for lineno, rec in read_jsonl(path):
         where = f"{path}:{lineno}"
         _need(rec, ("inputs", "targets"), where, f"{dataset} (inputs/targets)")
@@ -274,7 +274,7 @@ def convert_oasst1(path: str | os.PathLike, dataset: str = "oasst1",
         r = rows[m].get("rank")
         return (r is None, float(r) if r is not None else 0.0, position[m])
 
-    out = []
+    out: list[InstructionExample] = []
     for root in roots:
         if lang is not None and rows[root].get("lang") != lang:
             continue

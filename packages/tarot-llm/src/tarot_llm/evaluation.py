@@ -60,7 +60,7 @@ def write_mmlu_tasks(task_dir: str | os.PathLike, subjects: dict[str, dict[str, 
         Task names (the group name last).
     """
     task_dir = Path(task_dir).resolve()
-    names = []
+    names: list[str] = []
     for subject, splits in sorted(subjects.items()):
         files = {}
         for split in ("test", "dev"):
@@ -79,7 +79,7 @@ def write_mmlu_tasks(task_dir: str | os.PathLike, subjects: dict[str, dict[str, 
             "metadata": {"version": 1.0},
         }
         (task_dir / f"{group}_{subject}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-        names.append(cfg["task"])
+        names.append(str(cfg["task"]))
     grp = {"group": group, "task": names,
            "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean", "weight_by_size": True}],
            "metadata": {"version": 1.0}}
@@ -96,7 +96,7 @@ def write_bbh_tasks(task_dir: str | os.PathLike, tasks: dict[str, dict[str, Any]
     "So the answer is X.".
     """
     task_dir = Path(task_dir).resolve()
-    names = []
+    names: list[str] = []
     for name, spec in sorted(tasks.items()):
         if len(spec["samples"]) != 3:
             raise DataError(f"BBH task {name!r}: {len(spec['samples'])} few-shot samples, expected 3")
@@ -120,7 +120,7 @@ def write_bbh_tasks(task_dir: str | os.PathLike, tasks: dict[str, dict[str, Any]
             "metadata": {"version": 1.0},
         }
         (task_dir / f"{group}_{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-        names.append(cfg["task"])
+        names.append(str(cfg["task"]))
     grp = {"group": group, "task": names,
            "aggregate_metric_list": [{"metric": "exact_match", "aggregation": "mean", "weight_by_size": True,
                                       "filter_list": "get-answer"}],
@@ -268,9 +268,10 @@ def protocol_block(kind: str, **extra: Any) -> dict[str, Any]:
     """The evaluation protocol written into every result (``llm.md`` §7.3 differences included)."""
     import lm_eval
 
-    base = {"harness": f"lm-eval {getattr(lm_eval, '__version__', '0.4.x')}", "device": "cpu", "dtype": "float32",
-            "adapter": "LoRA merged into the base model (merge_and_unload) before evaluation",
-            "data": "local task YAMLs, dataset_path: json, generated at run time (offline)"}
+    base: dict[str, Any] = {
+        "harness": f"lm-eval {getattr(lm_eval, '__version__', '0.4.x')}", "device": "cpu", "dtype": "float32",
+        "adapter": "LoRA merged into the base model (merge_and_unload) before evaluation",
+        "data": "local task YAMLs, dataset_path: json, generated at run time (offline)"}
     if kind == "mmlu":
         base.update({"task": "MMLU-style multiple choice (lm-eval mmlu template)", "num_fewshot": 5,
                      "fewshot_sampler": "first_n from the dev split", "metric": "acc (log-likelihood of A-D)",

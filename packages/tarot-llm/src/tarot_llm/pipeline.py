@@ -345,24 +345,24 @@ def stage_select(cfg: dict, run: Path, progress: bool = True, store: str | os.Pa
     import tarot
 
     features = Path(store) if store is not None else run / "features"
-    store = tarot.open_store(features)  # a store, or the shards of a sharded featurization (not merged)
+    opened = tarot.open_store(features)  # a store, or the shards of a sharded featurization (not merged)
     warm = load_warmup(run / "warmup")
     kept = json.loads((features / "pool_kept.json").read_text())["kept_pool_indices"]
     pool = pool_examples(cfg)
     sc = cfg["select"]
-    n_cand = store.count("candidate")
-    tgt_split = tarot_target_split(store)
-    C = np.asarray(store.features("candidate"))
-    T = np.asarray(store.features(tgt_split))
-    labels = {"candidate_sources": store.sources("candidate"), "candidate_ids": store.ids("candidate"),
-              "target_groups": store.groups(tgt_split)}
+    n_cand = opened.count("candidate")
+    tgt_split = tarot_target_split(opened)
+    C = np.asarray(opened.features("candidate"))
+    T = np.asarray(opened.features(tgt_split))
+    labels = {"candidate_sources": opened.sources("candidate"), "candidate_ids": opened.ids("candidate"),
+              "target_groups": opened.groups(tgt_split)}
     n = max(1, int(float(sc["ratio"]) * n_cand))
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for m, kw in _select_calls(cfg, n_cand).items():
         t0 = time.time()
         try:
             if m == "less" and (features / "partial").exists():
-                res = _less_per_checkpoint(store, warm, cfg, n)
+                res = _less_per_checkpoint(opened, warm, cfg, n)
             else:
                 res = tarot.select(C, T, progress=progress, **kw, **labels)
         except ValueError as exc:  # e.g. OTM finding no candidate with a positive whitened cosine

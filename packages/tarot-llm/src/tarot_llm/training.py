@@ -88,7 +88,7 @@ def pad_collate(pad_id: int):
 
     def collate(items: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         n = max(len(it["input_ids"]) for it in items)
-        out = {"input_ids": [], "labels": [], "attention_mask": []}
+        out: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "attention_mask": []}
         for it in items:
             k = n - len(it["input_ids"])
             out["input_ids"].append(list(it["input_ids"]) + [pad_id] * k)

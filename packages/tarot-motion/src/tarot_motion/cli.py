@@ -239,10 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     from tarot.app.conventions import USER_ERRORS, output_guard, report_user_error
 
     args = build_parser().parse_args(argv)
+    bad_input: tuple[type[BaseException], ...] = (MotionDataError, ConfigError, *USER_ERRORS)
     try:
         with output_guard(args):  # one run per --out folder at a time
             _cmd(args)
-    except (MotionDataError, ConfigError, *USER_ERRORS) as exc:  # bad input: one line, exit 2, no traceback
+    except bad_input as exc:  # bad input: one line, exit 2, no traceback
         return report_user_error("tarot-motion", args.command, exc)
     return 0
 

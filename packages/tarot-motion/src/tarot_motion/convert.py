@@ -287,7 +287,7 @@ def convert_argoverse1_log(path: str | Path, window: int = WINDOW, stride: int =
     if not (isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], dict)):
         raise MotionDataError(path, None, "expected a tuple (agents dict, city)")
     agents, city = obj
-    steps_all = set()
+    steps_all: set[int] = set()
     for aid, a in agents.items():
         if not isinstance(a, dict) or not isinstance(a.get("traj"), dict):
             raise MotionDataError(path, f"agents.{aid}.traj", "expected a dict step -> xy")

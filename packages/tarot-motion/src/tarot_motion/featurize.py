@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
+from .model import AutoBotEgo
+
 
 class AutoBotLossAdapter:
     """Loss of ONE preprocessed sample (a dict of tensors without batch dimension), scaled by ``scale``.
@@ -29,4 +31,6 @@ class AutoBotLossAdapter:
 def encoder_embedding(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     """tarot ``EmbeddingFeaturizer`` ``embed`` for AutoBot-Ego: the mean encoder output of the center agent over its
     valid past steps, ``[B, hidden_size]``, for a batch of stacked samples (the featurizer's batches)."""
+    if not isinstance(model, AutoBotEgo):
+        raise TypeError(f"encoder_embedding needs an AutoBotEgo model, got {type(model).__name__}")
     return model.encoder_embedding(batch)

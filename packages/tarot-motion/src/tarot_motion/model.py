@@ -128,6 +128,7 @@ class AutoBotEgo(nn.Module):
         self.output_model = OutputModel(d)
         if cfg["prior"] != "none":  # start every mode exactly at the prior; training learns the residual
             last = self.output_model.observation_model[-1]
+            assert isinstance(last, nn.Linear)
             with torch.no_grad():
                 last.weight[0:2].zero_()
                 last.bias[0:2].zero_()

@@ -6,9 +6,9 @@ Selection, whitening, OT and projection all come from ``tarot`` (tarot-core); no
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -160,8 +160,9 @@ def train_and_evaluate(model_cfg: Mapping[str, Any], tcfg: Mapping[str, Any], tr
     model = build_model(model_cfg, init=str(tcfg["init"]), seed=int(tcfg["seed"]))
     info = train_model(model, train_ds, tcfg, out, val_ds=None, progress=progress)
     ev = evaluate(model, val_ds, batch_size=int(tcfg["eval_batch_size"]))
-    result = {"init": tcfg["init"], "seed": tcfg["seed"], "train_items": len(train_ds), "steps": info["steps"],
-              "metrics": ev["metrics"], "per_sample": {k: np.asarray(v).tolist() for k, v in ev["per_sample"].items()}}
+    result = {"init": tcfg["init"], "seed": tcfg["seed"], "train_items": len(cast(Sized, train_ds)),
+              "steps": info["steps"], "metrics": ev["metrics"],
+              "per_sample": {k: np.asarray(v).tolist() for k, v in ev["per_sample"].items()}}
     write_json(out / "metrics.json", result)
     return result
 

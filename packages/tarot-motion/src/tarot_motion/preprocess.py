@@ -552,7 +552,9 @@ def _process_entry(args: tuple) -> tuple[int, str, dict[str, int], str | None]:
         return i, "no_valid_center", info, None
     arrays = stack_samples(samples)
     tmp = part_path.with_name(part_path.name + ".tmp.npz")
-    np.savez(tmp, **{k: (np.asarray(v, dtype=str) if k in STRING_KEYS else np.asarray(v)) for k, v in arrays.items()})
+    columns: dict[str, Any] = {k: (np.asarray(v, dtype=str) if k in STRING_KEYS else np.asarray(v))
+                               for k, v in arrays.items()}
+    np.savez(tmp, **columns)
     os.replace(tmp, part_path)
     return i, "ok", info, None
 

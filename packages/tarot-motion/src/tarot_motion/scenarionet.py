@@ -72,8 +72,8 @@ def _read_dir_index(root: Path) -> list[ScenarioEntry]:
         if not names:
             # nested per-worker folders without a top-level summary: read each worker folder's own index
             entries: list[ScenarioEntry] = []
-            for sub in sorted(p for p in root.iterdir() if p.is_dir() and (p / SUMMARY_FILE).exists()):
-                entries.extend(_read_dir_index(sub))
+            for child in sorted(p for p in root.iterdir() if p.is_dir() and (p / SUMMARY_FILE).exists()):
+                entries.extend(_read_dir_index(child))
             return entries
         summary = {n: {} for n in names}
     mapping: dict[str, str] = {}
@@ -281,7 +281,7 @@ def number_summary(sc: Mapping[str, Any], obj_summary: Mapping[str, Any]) -> dic
     """Scenario-level counts as ScenarioNet stores them."""
     types = [o["type"] for o in obj_summary.values()]
     moving = [o["type"] for o in obj_summary.values() if o["moving_distance"] > 0]
-    map_types = {}
+    map_types: dict[str, int] = {}
     for f in sc["map_features"].values():
         map_types[f["type"]] = map_types.get(f["type"], 0) + 1
     heights = [

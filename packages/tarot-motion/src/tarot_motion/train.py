@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ def train_model(model: AutoBotEgo, train_ds: Dataset, cfg: Mapping[str, Any], ou
     max_steps = cfg["max_steps"]
     epochs = int(cfg["epochs"])
     if max_steps is not None:
-        per_epoch = max(1, -(-len(train_ds) // int(cfg["batch_size"])))
+        per_epoch = max(1, -(-len(cast(Sized, train_ds)) // int(cfg["batch_size"])))
         epochs = -(-int(max_steps) // per_epoch)
     bar = tqdm(total=epochs, initial=start_epoch, desc="train", disable=not progress, unit="ep")
     for epoch in range(start_epoch, epochs):

@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("tarot_vision")
 
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     # name: (config, help, description, extra arguments as (flags, kwargs))
-    commands = {
+    commands: dict[str, tuple[str, str, str, list[tuple[str, dict[str, Any]]]]] = {
         "featurize": ("seg", "per-sample gradient features of the pool and the targets (seg.yaml)",
                       "Featurise candidate (GTA5) and target (Cityscapes) images with a segmenter's projected "
                       "per-sample loss gradients (decode head by default) into a tarot FeatureStore under "
@@ -160,12 +161,16 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     name = {"demo": "demo", "lds": "lds"}.get(args.command, "seg")
-    quick = None
+    quick: dict[str, Any] | None = None
     if getattr(args, "quick", False):
         if args.command == "demo":
-            from .demo import QUICK as quick
+            from .demo import QUICK as demo_quick
+
+            quick = dict(demo_quick)
         else:
-            from .lds import QUICK as quick
+            from .lds import QUICK as lds_quick
+
+            quick = dict(lds_quick)
     cfg = _resolve(args, name, quick)
     if args.print_config:
         from tarot.app.conventions import print_config

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
+from typing import cast
 
 import numpy as np
 import torch
@@ -101,7 +102,9 @@ def penultimate(model: nn.Module, batch: dict) -> torch.Tensor:
 
 def embedding_dim(model: nn.Module) -> int:
     """Size of :func:`penultimate`'s output."""
-    head = model.head if isinstance(model, SmallCNN) else model[-2]
+    head = model.head if isinstance(model, SmallCNN) else cast(nn.Sequential, model)[-2]
+    if not isinstance(head, nn.Linear):
+        raise TypeError(f"embedding_dim: expected a linear head before the output, got {type(head).__name__}")
     return int(head.in_features)
 
 
@@ -203,7 +206,7 @@ def train_classifier(
     dict
         epoch → state_dict copies for ``checkpoint_epochs``.
     """
-    n = len(dataset)
+    n = len(cast(Sized, dataset))
     if n == 0:
         raise ValueError("cannot train on an empty dataset")
     gen = torch.Generator().manual_seed(seed)
@@ -252,8 +255,8 @@ def predict_logits(model: nn.Module, dataset: Dataset, batch_size: int = 512) ->
     """Logits [N, classes] in eval mode."""
     model.eval()
     out = []
-    for start in range(0, len(dataset), batch_size):
-        batch = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
+    for start in range(0, len(cast(Sized, dataset)), batch_size):
+        batch = [dataset[i] for i in range(start, min(len(cast(Sized, dataset)), start + batch_size))]
         out.append(model(torch.stack([s["image"] for s in batch])))
     return torch.cat(out) if out else torch.empty(0)
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset
+from torch.utils.data import ConcatDataset, Dataset
 from tqdm.auto import tqdm
 
 from .cls_data import load_demo_source
@@ -322,7 +322,7 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
         results[spec["label"]] = res
         counts = res.repeat_counts()
         selected = WeightedSubset(scn.pool, res)
-        variants = [(spec["label"], selected, False)]
+        variants: list[tuple[str, Dataset, bool]] = [(spec["label"], selected, False)]
         # what a practitioner would do: train on the selection plus the targets
         if cfg["select"]["merged_rows"] and spec.get("features") != "embeddings":
             variants.append((f"{spec['label']} + targets", ConcatDataset([selected, scn.target]), True))

@@ -77,7 +77,7 @@ def ensure_mmcv_ext() -> bool:
     sys.modules[_SHIM_NAME] = module
     import mmcv
 
-    mmcv._ext = module  # type: ignore[attr-defined]
+    mmcv._ext = module
     log.warning(
         "mmcv._ext (compiled mmcv ops) is missing, as with mmcv-lite: installed tarot_vision's stand-in; "
         "DeepLabV3/FCN work, compiled ops (nms, roi_align, deform conv, focal loss) raise if called"

@@ -149,7 +149,7 @@ class MMSegHeads(nn.Module):
     buffers are not part of this module). ``forward(x)`` returns decode and auxiliary logits at input resolution.
     """
 
-    def __init__(self, segmentor: nn.Module) -> None:
+    def __init__(self, segmentor: Any) -> None:  # an mmseg EncoderDecoder (mmseg ships no type information)
         super().__init__()
         self.backbone = segmentor.backbone
         if getattr(segmentor, "with_neck", False):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
+from typing import cast
 
 import numpy as np
 import torch
@@ -131,7 +132,7 @@ def train_torch_segmenter(
     """
     if batch_size < 2:
         raise ValueError("batch_size must be >= 2: BatchNorm in train mode needs more than one sample")
-    if len(dataset) == 0:
+    if len(cast(Sized, dataset)) == 0:
         raise ValueError("cannot train on an empty dataset")
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
@@ -144,7 +145,7 @@ def train_torch_segmenter(
             dataset, batch_size=batch_size, shuffle=True, generator=gen, drop_last=True
         )
         if len(loader) == 0:
-            raise ValueError(f"dataset of {len(dataset)} samples is smaller than batch_size={batch_size}")
+            raise ValueError(f"dataset of {len(cast(Sized, dataset))} samples is smaller than batch_size={batch_size}")
         for batch in loader:
             if it >= iters:
                 break
@@ -228,7 +229,8 @@ def evaluate_torch_segmenter(
         gt = load_train_ids(rec)
         h, w = img.shape[:2]
         s = min(scale[0] / h, scale[1] / w)
-        img_r = np.asarray(Image.fromarray(img).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR))
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        img_r = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BILINEAR))
         logits = model(normalize(img_r).unsqueeze(0))["out"]
         pred = _upsample(logits, gt.shape).argmax(1)[0].numpy()
         acc.update(pred, gt)

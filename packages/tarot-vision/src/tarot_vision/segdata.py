@@ -159,7 +159,7 @@ def _fit_label(
         raise LabelFormatError(f"{where}: label is {w}x{h} but its image is {img_wh[0]}x{img_wh[1]}")
     if on_size_mismatch != "resize":
         raise ValueError(f"on_size_mismatch must be 'resize' or 'error', got {on_size_mismatch!r}")
-    resized = Image.fromarray(label).resize(tuple(img_wh), resample=Image.NEAREST)
+    resized = Image.fromarray(label).resize((int(img_wh[0]), int(img_wh[1])), resample=Image.Resampling.NEAREST)
     return np.asarray(resized), True
 
 
@@ -360,12 +360,12 @@ def _resize_pad(img: np.ndarray, label: np.ndarray | None, size: tuple[int, int]
     h, w = img.shape[:2]
     scale = min(H / h, W / w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    img_r = np.asarray(Image.fromarray(img).resize((nw, nh), resample=Image.BILINEAR))
+    img_r = np.asarray(Image.fromarray(img).resize((nw, nh), resample=Image.Resampling.BILINEAR))
     out_img = np.zeros((H, W, 3), dtype=np.uint8)
     out_img[:nh, :nw] = img_r
     out_lab = None
     if label is not None:
-        lab_r = np.asarray(Image.fromarray(label).resize((nw, nh), resample=Image.NEAREST))
+        lab_r = np.asarray(Image.fromarray(label).resize((nw, nh), resample=Image.Resampling.NEAREST))
         out_lab = np.full((H, W), IGNORE_INDEX, dtype=np.uint8)
         out_lab[:nh, :nw] = lab_r
     return out_img, out_lab

@@ -33,7 +33,7 @@ def _records(part: dict[str, Any], what: str) -> list[S.SegRecord]:
 def build_model(cfg: dict[str, Any]) -> tuple[torch.nn.Module, Any, list[str]]:
     """(featurisation module, loss adapter, parameter globs) for the configured backend."""
     backend = cfg["backend"]
-    globs = cfg["featurize"]["params"] or DEFAULT_PARAMS.get(backend)
+    globs = cfg["featurize"]["params"] or DEFAULT_PARAMS.get(backend) or []
     if backend == "torch":
         from .seg_models import TorchSegLoss, build_torch_segmenter
 

@@ -451,7 +451,7 @@ def run_benchmark(
     ordered = [v for v in VARIANTS if v in variants]
     rows: list[BenchRow] = []
     own_tmp = workdir is None
-    base = Path(tempfile.mkdtemp(prefix="tarot-bench-")) if own_tmp else Path(workdir)
+    base = Path(tempfile.mkdtemp(prefix="tarot-bench-")) if workdir is None else Path(workdir)
     base.mkdir(parents=True, exist_ok=True)
     try:
         for n, m, d in sizes:

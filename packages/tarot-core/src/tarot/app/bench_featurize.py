@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def cnn_rows(batch: int, proj_dim: int, repeat: int) -> list[tuple[str, float, i
     for kind, feat in feats.items():
         feat.featurize_batch(data)
         label = "dense, cached" if kind == "rademacher" else "sjlt"
-        rows.append((f"featurize_batch, {label}", _median(lambda f=feat: f.featurize_batch(data), repeat), batch))
+        rows.append((f"featurize_batch, {label}", _median(partial(feat.featurize_batch, data), repeat), batch))
     return rows
 
 

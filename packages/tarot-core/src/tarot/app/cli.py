@@ -282,8 +282,10 @@ def _select_defaults() -> dict[str, Any]:
     import ast
     import importlib.util
 
-    origin = importlib.util.find_spec("tarot.api").origin
-    tree = ast.parse(Path(origin).read_text(encoding="utf-8"))
+    spec = importlib.util.find_spec("tarot.api")
+    if spec is None or spec.origin is None:
+        return {}
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
     fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "select")
     out: dict[str, Any] = {}
     for arg, default in zip(fn.args.kwonlyargs, fn.args.kw_defaults):
@@ -296,6 +298,9 @@ def _select_defaults() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ helpers
 class UserError(Exception):
     """An error caused by the command's input; reported as one line, exit status 2."""
+
+
+_CAUGHT: tuple[type[BaseException], ...] = (UserError, *USER_ERRORS)  # reported in one line by main
 
 
 @contextlib.contextmanager
@@ -530,7 +535,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if _is_result_dir(path):
         result = SelectionResult.load(path)
         summary = result.summary()
-        pool = None
+        pool: dict[str, int] | None = None
         if result.candidate_sources is not None:
             pool = {}
             for s in result.candidate_sources:
@@ -642,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with output_guard(args):  # one run per --out folder at a time
             return int(args.func(args))
-    except (UserError, *USER_ERRORS) as exc:  # StoreError is a ValueError; MissingSplitError also a KeyError
+    except _CAUGHT as exc:  # StoreError is a ValueError; MissingSplitError also a KeyError
         return report_user_error("tarot", args.command, exc)
     except KeyboardInterrupt:
         print(f"tarot {args.command}: interrupted", file=sys.stderr)

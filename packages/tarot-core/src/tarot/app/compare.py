@@ -194,7 +194,8 @@ def method_verdict(scores: Mapping[str, Any], methods: Sequence[str], baselines:
         raise ValueError(f"method_verdict: no scores for {missing}")
     if not methods or not baselines:
         raise ValueError("method_verdict needs at least one method and one baseline")
-    comps, worst = [], {}
+    comps: list = []
+    worst: dict = {}
     for m in methods:
         for b in baselines:
             pd = paired_difference_seeds(scores[m], scores[b], higher_is_better, confidence, n_resamples, seed)

@@ -22,7 +22,7 @@ from tarot.app.report import html_table, write_report
 __all__ = ["run_demo", "DEMO_SIZES"]
 
 # make_mixture arguments of the default and the quick demo
-DEMO_SIZES: dict[str, dict[str, int]] = {
+DEMO_SIZES: dict[str, dict[str, Any]] = {
     "default": {"n_per_mode": 300, "n_off_target": 600, "n_targets": 200, "dim": 16},
     "quick": {"n_per_mode": 80, "n_off_target": 160, "n_targets": 60, "dim": 8},
 }
@@ -82,7 +82,7 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, seed: int = 0, pro
         seconds = time.perf_counter() - t0
         res.save(out / "results" / method)
         results[method] = res
-        variants = [(method, None, res.ot_distance)]
+        variants: list[tuple[str, np.ndarray | None, float | None]] = [(method, None, res.ot_distance)]
         if res.weights is not None:
             variants.append((f"{method} (weighted)", res.weights, res.diagnostics.get("weighted_ot")))
         for label, weights, ot_value in variants:

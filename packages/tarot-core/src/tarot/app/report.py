@@ -650,21 +650,21 @@ def _render(
     ))
     _add_given_sections(sections, meta, extra_sections, "extra_sections")
 
-    body = [f"<h1>{html.escape(title)}</h1>"]
-    body.append(
+    page_parts = [f"<h1>{html.escape(title)}</h1>"]
+    page_parts.append(
         "<p>" + html.escape(
             f"{result.size:,} of {result.n_candidates:,} candidates selected by {result.method} "
             f"(ratio {_fmt(result.ratio)}, OT distance {_fmt(result.ot_distance)})."
         ) + "</p>"
     )
     toc = "".join(f'<li><a href="#s{i}">{html.escape(h)}</a></li>' for i, (h, _) in enumerate(sections))
-    body.append(f"<ul>{toc}</ul>")
+    page_parts.append(f"<ul>{toc}</ul>")
     for i, (heading, content) in enumerate(sections):
-        body.append(f'<h2 id="s{i}">{html.escape(heading)}</h2>\n{content}')
+        page_parts.append(f'<h2 id="s{i}">{html.escape(heading)}</h2>\n{content}')
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(body)
+        + "\n".join(page_parts)
         + "\n</body>\n</html>\n"
     )
     return page, meta

@@ -15,16 +15,36 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from tarot.features.gradients import Checkpoint, GradientFeaturizer, Preconditioner
+from tarot.features.gradients import Checkpoint, Preconditioner
 from tarot.features.store import FeatureStore, check_labels, check_split_name
 from tarot.locking import output_lock
 
-__all__ = ["featurize_to_store", "shard_rows"]
+__all__ = ["Featurizer", "featurize_to_store", "shard_rows"]
+
+
+class Featurizer(Protocol):
+    """What :func:`featurize_to_store` uses of a featurizer: :class:`~tarot.features.gradients.GradientFeaturizer`
+    (per-sample gradients) and :class:`~tarot.features.embeddings.EmbeddingFeaturizer` (embeddings) both are one."""
+
+    model: torch.nn.Module
+    projector: Any
+
+    @property
+    def precondition(self) -> Preconditioner | None: ...
+
+    @property
+    def proj_dim(self) -> int: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+    def per_sample_grads(self, batch: Any) -> Any: ...
+
+    def project(self, grads: Any) -> torch.Tensor: ...
 
 
 def shard_rows(n: int, batch_size: int, rank: int, world: int) -> tuple[int, int]:
@@ -68,7 +88,7 @@ class _Batches(torch.utils.data.Sampler):
 
 
 def featurize_to_store(
-    featurizer: GradientFeaturizer,
+    featurizer: Featurizer,
     datasets: Mapping[str, Any],
     path: str | os.PathLike,
     checkpoints: Sequence[Checkpoint] | None,
@@ -92,7 +112,7 @@ def featurize_to_store(
 
     Parameters
     ----------
-    featurizer : GradientFeaturizer
+    featurizer : GradientFeaturizer or EmbeddingFeaturizer (any :class:`Featurizer`)
     datasets : dict split -> map-style Dataset
         ``len(ds)`` and ``ds[i]`` returning one sample pytree; batched by a ``DataLoader`` in index order. Splits
         given the *same* data set object (e.g. targets featurized plain and Adam-preconditioned) share each batch's
@@ -133,7 +153,7 @@ def featurize_to_store(
         return _featurize(featurizer, datasets, plan, collate_fn, progress, num_workers, keep_partials)
 
 
-def _featurize(featurizer: GradientFeaturizer, datasets: Mapping[str, Any], plan: _Plan,
+def _featurize(featurizer: Featurizer, datasets: Mapping[str, Any], plan: _Plan,
                collate_fn: Callable[[list[Any]], Any] | None, progress: bool, num_workers: int,
                keep_partials: bool) -> FeatureStore:
     from tqdm.auto import tqdm
@@ -178,7 +198,7 @@ class _Plan:
         return None if v is None else v[self.ranges[split][0] : self.ranges[split][1]]
 
 
-def _plan(featurizer: GradientFeaturizer, datasets: Mapping[str, Any], path: str | os.PathLike,
+def _plan(featurizer: Featurizer, datasets: Mapping[str, Any], path: str | os.PathLike,
           checkpoints: Sequence[Checkpoint] | None, batch_size: int, *, ids: Mapping[str, Sequence[Any]] | None,
           sources: Mapping[str, Sequence[Any]] | None, groups: Mapping[str, Sequence[Any]] | None,
           precondition: Mapping[str, Preconditioner | None] | None, shard: tuple[int, int] | None) -> _Plan:
@@ -210,7 +230,7 @@ def _plan(featurizer: GradientFeaturizer, datasets: Mapping[str, Any], path: str
                  None)
 
 
-def _manifest(featurizer: GradientFeaturizer, plan: _Plan) -> dict[str, Any]:
+def _manifest(featurizer: Featurizer, plan: _Plan) -> dict[str, Any]:
     """The store manifest of a plan: its identity (resume and merge compare it) and its labels."""
     splits = plan.splits
     return FeatureStore.build_manifest(
@@ -282,7 +302,7 @@ def _shared_gradient_groups(
 
 
 def _featurize_splits(
-    featurizer: GradientFeaturizer,
+    featurizer: Featurizer,
     store: FeatureStore,
     dataset: Any,
     splits: list[str],

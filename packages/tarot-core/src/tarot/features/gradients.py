@@ -105,7 +105,7 @@ class Checkpoint:
         return {"name": self.name, "weight": self.weight, "path": None if self.path is None else str(self.path)}
 
 
-Preconditioner = Callable[[dict[str, torch.Tensor], Checkpoint], dict[str, torch.Tensor]]
+Preconditioner = Callable[[dict[str, torch.Tensor], Checkpoint | None], dict[str, torch.Tensor]]
 
 
 def _select_params(model: torch.nn.Module, globs: Sequence[str] | None) -> list[str]:

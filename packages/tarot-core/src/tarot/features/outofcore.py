@@ -93,7 +93,8 @@ def temp_memmap(shape: Sequence[int], dtype: np.dtype | type = np.float32,
         raise FileNotFoundError(f"temporary directory {directory} does not exist")
     if int(np.prod(shape)) * np.dtype(dtype).itemsize == 0:
         raise ValueError(f"cannot memory-map an empty array of shape {shape}")
-    with tempfile.TemporaryFile(prefix="tarot-", suffix=".f32", dir=directory) as fh:
+    where = None if directory is None else str(directory)
+    with tempfile.TemporaryFile(prefix="tarot-", suffix=".f32", dir=where) as fh:
         # mmap duplicates the descriptor, so the mapping outlives the (anonymous) file object
         return np.memmap(fh, dtype=dtype, mode="w+", shape=shape)
 

@@ -168,6 +168,9 @@ class Projector:
         )
 
     # ------------------------------------------------------------------ blocks
+    def _block_on_device(self, chunk: int, block: int) -> torch.Tensor:
+        return self.generate_block(chunk, block).to(self.device)
+
     def generate_block(self, chunk: int, block: int) -> torch.Tensor:
         r"""Block :math:`B_{c,b}` (shape ``[rows, k]``, fp32, on the CPU), freshly generated.
 
@@ -190,6 +193,7 @@ class Projector:
         return out
 
     def _sparse_block(self, rows: int, gen: torch.Generator) -> torch.Tensor:
+        assert self.nnz is not None, "sjlt projectors always carry nnz"
         s, k = int(self.nnz), self.proj_dim
         group = k // s
         offsets = torch.randint(0, group, (rows, s), generator=gen, dtype=torch.int64)
@@ -203,6 +207,7 @@ class Projector:
         blk = self.generate_block(chunk, block)
         if self.kind != "sjlt":
             return blk
+        assert self.nnz is not None, "sjlt projectors always carry nnz"
         s = int(self.nnz)
         dense = torch.zeros((blk.shape[0], self.proj_dim), dtype=torch.float32)
         dense.scatter_(1, blk[:, :s].to(torch.int64), blk[:, s:])
@@ -255,7 +260,7 @@ class Projector:
                 pending = None
                 if i + 1 < len(keys) and keys[i + 1] not in self._cache:
                     nxt = keys[i + 1]
-                    pending = (nxt, pool.submit(lambda k=nxt: self.generate_block(*k).to(self.device)))
+                    pending = (nxt, pool.submit(self._block_on_device, *nxt))
                 yield blk
 
     def _check(self, chunk: int, x: torch.Tensor, n: int | None) -> torch.Tensor:

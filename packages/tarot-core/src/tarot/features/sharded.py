@@ -186,9 +186,10 @@ class ShardedStore:
 
     def checkpoint_features(self, split: str) -> list[RowConcat] | None:
         per_shard = [s.checkpoint_features(split) for s in self.shards]
-        if any(p is None for p in per_shard):
+        complete = [p for p in per_shard if p is not None]
+        if len(complete) < len(per_shard):
             return None
-        return [RowConcat([p[ci] for p in per_shard]) for ci in range(len(per_shard[0]))]  # type: ignore[index]
+        return [RowConcat([p[ci] for p in complete]) for ci in range(len(complete[0]))]
 
 
 def open_store(path: str | os.PathLike) -> FeatureStore | ShardedStore:

@@ -43,9 +43,11 @@ import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
+from numpy.typing import DTypeLike
 
 from tarot.features.outofcore import output_arrays
 
@@ -104,10 +106,10 @@ class RunningMoments:
 
     dim: int
     count: int = 0
-    mean: np.ndarray = field(default=None)  # type: ignore[assignment]
-    m2: np.ndarray = field(default=None)  # type: ignore[assignment]
+    mean: np.ndarray = field(default=None)  # type: ignore[arg-type]
+    m2: np.ndarray = field(default=None)  # type: ignore[arg-type]
     s4: float = 0.0
-    b3: np.ndarray = field(default=None)  # type: ignore[assignment]
+    b3: np.ndarray = field(default=None)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         if self.mean is None:
@@ -321,8 +323,9 @@ class Whitener:
             If Cholesky still fails after ``max_ridge_raises`` ten-fold raises of the ridge.
         """
         if isinstance(blocks, np.ndarray) or hasattr(blocks, "shape"):
-            check_float_features(blocks, "fit features")
-            blocks = iter_blocks(blocks, block_rows)
+            whole = cast(np.ndarray, blocks)
+            check_float_features(whole, "fit features")
+            blocks = iter_blocks(whole, block_rows)
         mom: RunningMoments | None = None
         for blk in blocks:
             check_float_features(blk, "fit features")
@@ -390,7 +393,7 @@ class Whitener:
         return cls(mean=mom.mean, chol=L, ridge=lam, n_fit=mom.count, diagnostics=diag)
 
     def transform(self, x: np.ndarray, normalize: bool = True, block_rows: int = 65536,
-                  dtype: type = np.float32, out: np.ndarray | None = None) -> np.ndarray:
+                  dtype: DTypeLike = np.float32, out: np.ndarray | None = None) -> np.ndarray:
         """Whiten (and L2-normalise) rows of ``x`` block by block: ``Z Lᵀ = X − μ`` solved for Z.
 
         ``out``: optional preallocated ``[n, k]`` array (e.g. a ``numpy.memmap``) written block by block and returned

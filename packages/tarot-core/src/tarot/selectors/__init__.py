@@ -11,13 +11,16 @@
 =============  =====================================================================================================
 """
 
+from collections.abc import Callable
+
 from tarot.selectors.base import Selection
 from tarot.selectors.baselines import less, random_selection, round_robin, topk_mean
 from tarot.selectors.fixed_size import fixed_size
 from tarot.selectors.otm import otm
 from tarot.selectors.tsds import tsds
 
-SELECTORS = {
+# every selector is called as selector(candidates, targets, budget, **its options)
+SELECTORS: dict[str, Callable[..., Selection]] = {
     "random": random_selection,
     "topk_mean": topk_mean,
     "less": less,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -27,6 +28,14 @@ def topk_mean(candidates: np.ndarray, targets: np.ndarray, n: int) -> Selection:
     return Selection(indices=top_n_by_score(scores, n), scores=scores)
 
 
+def _checkpoints(x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    """One 2-D array (ndarray, memmap or a sharded store's row view) is one checkpoint; a list holds one per
+    checkpoint."""
+    if getattr(x, "ndim", None) == 2:
+        return [cast(np.ndarray, x)]
+    return list(x)
+
+
 def less(
     candidates: np.ndarray | Sequence[np.ndarray],
     targets: np.ndarray | Sequence[np.ndarray],
@@ -48,9 +57,7 @@ def less(
     checkpoint_weights : sequence of float, optional
         w_c (LESS: mean learning rate of each epoch); normalised to sum to 1.
     """
-    # one 2-D array (ndarray, memmap or a sharded store's row view) is one checkpoint; a list holds one per checkpoint
-    cands = [candidates] if getattr(candidates, "ndim", None) == 2 else list(candidates)
-    tgts = [targets] if getattr(targets, "ndim", None) == 2 else list(targets)
+    cands, tgts = _checkpoints(candidates), _checkpoints(targets)
     if len(cands) != len(tgts):
         raise ValueError(f"less: {len(cands)} candidate checkpoints but {len(tgts)} target checkpoints")
     n = check_budget(n, cands[0].shape[0])

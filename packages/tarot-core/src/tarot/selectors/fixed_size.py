@@ -16,6 +16,7 @@ distance most (spec §7.2); the reference code takes the largest potentials, com
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -84,8 +85,8 @@ def fixed_size(
     FixedSizeOptions(fill_rounds=fill_rounds, layers=layers, fill_context=fill_context, fill_rule=fill_rule,
                      ot_max_iter=ot_max_iter)  # bounds and choices checked in one place (tarot.options)
     if layers == "unique":
-        rounds = distinct_rounds(candidates, targets, n, progress=progress)
-        picked, refills, nearest = rounds.picks, rounds.stats, rounds.nearest
+        layered = distinct_rounds(candidates, targets, n, progress=progress)
+        picked, refills, nearest = layered.picks, layered.stats, layered.nearest
         sizes = np.asarray([len(r) for r in picked])
         r_star = int(np.searchsorted(np.cumsum(sizes), n) + 1)
         S = np.sort(np.concatenate(picked[: r_star - 1])) if r_star > 1 else np.zeros(0, dtype=np.int64)
@@ -116,7 +117,7 @@ def fixed_size(
         **({"neighbour_refills": refills} if layers == "unique" else {}),
         "fill_rule": fill_rule,
     }
-    ot_kw = dict(eps=eps, tol=ot_tol, value_tol=ot_value_tol, max_iter=ot_max_iter)
+    ot_kw: dict[str, Any] = dict(eps=eps, tol=ot_tol, value_tol=ot_value_tol, max_iter=ot_max_iter)
     rng = np.random.default_rng(seed)
     last_ot = None
     if q == len(D):

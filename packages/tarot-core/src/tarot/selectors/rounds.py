@@ -357,6 +357,7 @@ def distinct_rounds(candidates, targets, n: int, *, progress: bool = False) -> R
     else:
         theta, planned, scale, info["plan"] = plan_thresholds(candidates, targets, n)
         source = threshold_lists(candidates, targets, theta, planned, scale, progress=progress)
+    assert source.nearest is not None, "ranking lists always record every target's best score"
     nearest = source.nearest.copy()
     picks = unique_rounds(source, n, stats=info)
     return Rounds(picks=picks, nearest=nearest, stats=info)
