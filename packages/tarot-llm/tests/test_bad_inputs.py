@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tarot.app.conventions import check_read_only_output
 from tarot_llm.cli import main
 
 
@@ -46,3 +47,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing_complete(case, tmp_path
     assert len(lines) == 1 and lines[0].startswith("tarot-llm "), err
     assert message in lines[0] and "Traceback" not in err
     assert not (tmp_path / artifact).exists()
+
+
+def test_read_only_output_folder_is_one_line_exit_2(tmp_path):
+    """An --out inside a read-only folder: one line naming the folder, exit 2, nothing written."""
+    check_read_only_output("tarot_llm.cli", "tarot-llm", ["select", "--store", tmp_path / "nostore"], tmp_path / "ro")

@@ -8,6 +8,7 @@ import pickle
 import pytest
 import yaml
 from fixtures import varied, write_flat_db, write_legacy_scenario
+from tarot.app.conventions import check_read_only_output
 from tarot_motion.cli import main
 
 
@@ -87,3 +88,9 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing_complete(case, tmp_path
     assert message in lines[0] and "Traceback" not in err
     if artifact is not None:
         assert not (tmp_path / artifact).exists()
+
+
+def test_read_only_output_folder_is_one_line_exit_2(tmp_path):
+    """An --out inside a read-only folder: one line naming the folder, exit 2, nothing written."""
+    argv = ["select", "--store", tmp_path / "nostore"]
+    check_read_only_output("tarot_motion.cli", "tarot-motion", argv, tmp_path / "ro")

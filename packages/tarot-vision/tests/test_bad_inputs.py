@@ -4,6 +4,7 @@ expected, no traceback, and no artifact that looks complete."""
 from __future__ import annotations
 
 import pytest
+from tarot.app.conventions import check_read_only_output
 from tarot_vision.cli import main
 from vision_fixtures import make_gta5
 
@@ -65,3 +66,9 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing_complete(case, tmp_path
     assert message in lines[0] and "Traceback" not in err
     if artifact is not None:
         assert not (tmp_path / artifact).exists()
+
+
+def test_read_only_output_folder_is_one_line_exit_2(tmp_path):
+    """An --out inside a read-only folder: one line naming the folder, exit 2, nothing written."""
+    argv = ["select", "--store", tmp_path / "nostore"]
+    check_read_only_output("tarot_vision.cli", "tarot-vision", argv, tmp_path / "ro")

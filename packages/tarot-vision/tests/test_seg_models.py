@@ -83,3 +83,76 @@ def test_train_and_evaluate_torch_segmenter(gta_root, cityscapes_root):
     assert res["images"] == 4 and 0.0 <= res["mIoU"] <= 1.0 and len(res["per_class_iou"]) == 19
     with pytest.raises(ValueError, match="batch_size must be >= 2"):
         SM.train_torch_segmenter(model, ds, iters=1, batch_size=1, progress=False)
+
+
+_TRAIN_SCRIPT = """
+import sys, time, torch
+from pathlib import Path
+from tarot_vision import seg_models as SM, segdata as S
+
+class Slow(torch.utils.data.Dataset):  # a few ms per image, so that the run can be killed midway
+    def __init__(self, ds):
+        self.ds = ds
+    def __len__(self):
+        return len(self.ds)
+    def __getitem__(self, i):
+        time.sleep(0.004)
+        return self.ds[i]
+    @property
+    def epoch(self):  # the augmentation epoch of the wrapped data set
+        return self.ds.epoch
+    @epoch.setter
+    def epoch(self, value):
+        self.ds.epoch = value
+
+out, gta = Path(sys.argv[1]), sys.argv[2]
+torch.manual_seed(0)
+model = SM.TinySegmenter(width=4)
+ds = S.SegmentationDataset(S.scan_gta5(gta), size=(16, 32), train=True, seed=1)
+slow = Slow(ds)
+losses = SM.train_torch_segmenter(model, slow, iters=60, batch_size=2, seed=0, progress=False,
+                                  state_file=out / "state.pt", checkpoint_every=3)
+torch.save({"model": model.state_dict(), "losses": losses}, out / "final.pt")
+"""
+
+
+def test_training_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tmp_path, gta_root):
+    """A real crash (SIGKILL after a training state was written, mid-pass): rerunning the same command resumes from
+    the state and ends with the uninterrupted run's weights and losses."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = [sys.executable, "-c", _TRAIN_SCRIPT]
+    for name in ("clean", "killed"):
+        (tmp_path / name).mkdir()
+    subprocess.run([*run, str(tmp_path / "clean"), str(gta_root)], check=True, env=env)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*run, str(killed), str(gta_root)], env=env)
+    deadline = time.time() + 120
+    while not (killed / "state.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (killed / "final.pt").exists(), "the run finished before it could be killed"
+    subprocess.run([*run, str(killed), str(gta_root)], check=True, env=env)  # the rerun resumes
+    a, b = torch.load(tmp_path / "clean" / "final.pt"), torch.load(killed / "final.pt")
+    assert b["losses"] == a["losses"] and len(a["losses"]) == 60
+    for k, v in a["model"].items():
+        assert torch.equal(b["model"][k], v), k
+
+
+def test_a_training_state_of_another_run_is_refused(tmp_path, gta_root):
+    torch.manual_seed(0)
+    ds = S.SegmentationDataset(S.scan_gta5(gta_root), size=(16, 32), train=True)
+    state = tmp_path / "state.pt"
+    SM.train_torch_segmenter(SM.TinySegmenter(width=4), ds, iters=5, batch_size=2, progress=False, state_file=state,
+                             checkpoint_every=2)
+    assert state.exists()
+    with pytest.raises(ValueError, match="training state of another run"):
+        SM.train_torch_segmenter(SM.TinySegmenter(width=4), ds, iters=9, batch_size=2, progress=False,
+                                 state_file=state)

@@ -3,14 +3,28 @@ packages."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+@contextlib.contextmanager
+def naming_write_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Give an ``OSError`` raised inside the block without a file name (a full disk, ``File too large`` under a
+    file-size limit, an exceeded quota: ``write`` reports none) the name of ``path``, the artifact being written, so
+    that the one-line error of a command says where it could not write. Errors that name a file pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise type(exc)(exc.errno, f"{exc.strerror or exc} while writing", str(path)) from exc
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -42,9 +42,13 @@ def output_lock(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(path)
         return
     lock = lock_path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fh = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 - held until the block ends
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 - held until the block ends
+        except OSError as exc:  # e.g. a read-only parent: say which output folder cannot be written
+            raise type(exc)(exc.errno, f"{exc.strerror}; cannot write output folder {Path(path)} (its lock file)",
+                            exc.filename) from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -26,7 +26,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from tarot.fileio import plain
+from tarot.fileio import naming_write_errors, plain
 
 FORMAT_VERSION = 1
 _ARRAY_FIELDS = ("indices", "weights", "probabilities", "potentials", "scores")
@@ -179,8 +179,14 @@ class SelectionResult:
         if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not ours)):
             raise FileExistsError(f"{path}: exists and is not a saved SelectionResult (no result.json); "
                                   "choose another path")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        with naming_write_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+            self._write(path, tmp)
+        return path
+
+    def _write(self, path: Path, tmp: Path) -> None:
+        """Write the files into the fresh folder ``tmp``, then move them to ``path`` (see :meth:`save`)."""
         try:
             arrays = {name: getattr(self, name) for name in _ARRAY_FIELDS if getattr(self, name) is not None}
             np.savez(tmp / "arrays.npz", **arrays)
@@ -209,7 +215,6 @@ class SelectionResult:
         finally:
             if tmp.exists():  # a failed write leaves nothing behind
                 shutil.rmtree(tmp, ignore_errors=True)
-        return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SelectionResult:

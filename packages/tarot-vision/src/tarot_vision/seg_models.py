@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterable, Sequence, Sized
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -125,27 +127,53 @@ def train_torch_segmenter(
     seed: int = 0,
     aux_weight: float = AUX_WEIGHT,
     progress: bool = True,
+    state_file: str | Path | None = None,
+    checkpoint_every: int = 100,
 ) -> list[float]:
     """SGD (momentum 0.9) with PolyLR for ``iters`` steps over an infinitely reshuffled, seeded loader.
 
     Returns the per-step training losses. ``batch_size`` must be ≥ 2 (BatchNorm in train mode).
+
+    With ``state_file``, the whole training state (model, optimizer, step, losses, the shuffling generator at the
+    start of the current pass and the batches of that pass already done, torch's RNG for dropout, the data set's
+    augmentation epoch) is written there atomically every ``checkpoint_every`` steps, and a run that finds the file
+    continues from it: a run killed at any point and restarted ends with exactly the weights of an uninterrupted
+    run, having lost at most ``checkpoint_every`` steps. The caller removes the file once the final weights are
+    saved.
     """
     if batch_size < 2:
         raise ValueError("batch_size must be >= 2: BatchNorm in train mode needs more than one sample")
-    if len(cast(Sized, dataset)) == 0:
+    n = len(cast(Sized, dataset))
+    if n == 0:
         raise ValueError("cannot train on an empty dataset")
+    if n < batch_size:
+        raise ValueError(f"dataset of {n} samples is smaller than batch_size={batch_size}")
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    model.train()
     losses: list[float] = []
-    it = 0
-    bar = tqdm(total=iters, desc="train segmenter", disable=not progress)
+    it, done = 0, 0  # optimizer steps in all; batches of the current pass already trained on
+    state_path = None if state_file is None else Path(state_file)
+    if state_path is not None and state_path.exists():
+        st = torch.load(state_path, map_location="cpu", weights_only=False)  # written by this function
+        if st.get("iters") != iters or st.get("seed") != seed or st.get("batch_size") != batch_size:
+            raise ValueError(f"{state_path}: training state of another run (iters, seed or batch size differ); "
+                             "remove it to start over")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        it, done, losses = st["it"], st["done"], list(st["losses"])
+        gen.set_state(st["pass_generator"])
+        torch.set_rng_state(st["torch_rng"])
+        if hasattr(dataset, "epoch"):
+            dataset.epoch = st["dataset_epoch"]
+    model.train()
+    bar = tqdm(total=iters, initial=it, desc="train segmenter", disable=not progress)
     while it < iters:
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=True, generator=gen, drop_last=True
-        )
-        if len(loader) == 0:
-            raise ValueError(f"dataset of {len(cast(Sized, dataset))} samples is smaller than batch_size={batch_size}")
+        pass_start = gen.get_state()
+        order = torch.randperm(n, generator=gen).tolist()
+        batches = [order[k:k + batch_size] for k in range(0, n - n % batch_size, batch_size)]
+        # a generator of its own, so that making the loader mid-pass (after a resume) draws nothing from torch's RNG
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[done:],
+                                             generator=torch.Generator().manual_seed(0))
         for batch in loader:
             if it >= iters:
                 break
@@ -158,13 +186,29 @@ def train_torch_segmenter(
             opt.step()
             losses.append(float(loss.detach()))
             it += 1
+            done += 1
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        if hasattr(dataset, "epoch"):
-            dataset.epoch += 1
+            if state_path is not None and it % checkpoint_every == 0 and it < iters:
+                _save_training_state(state_path, {
+                    "iters": iters, "seed": seed, "batch_size": batch_size, "model": model.state_dict(),
+                    "optimizer": opt.state_dict(), "it": it, "done": done, "losses": losses,
+                    "pass_generator": pass_start, "torch_rng": torch.get_rng_state(),
+                    "dataset_epoch": getattr(dataset, "epoch", 0)})
+        if done == len(batches):
+            done = 0
+            if hasattr(dataset, "epoch"):
+                dataset.epoch += 1
     bar.close()
     model.eval()
     return losses
+
+
+def _save_training_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------- mIoU

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tarot.fileio import write_text_atomic
 
 from . import segdata as S
 
@@ -204,6 +205,7 @@ def train(cfg: dict[str, Any], out: str | Path, ann_file: str | Path | None = No
         seed=int(tr["seed"]),
         on_size_mismatch=cfg["data"]["on_size_mismatch"],
     )
+    state = out / "training_state.pt"  # resumable: a killed run restarted with the same command continues here
     losses = train_torch_segmenter(
         model,
         ds,
@@ -212,13 +214,16 @@ def train(cfg: dict[str, Any], out: str | Path, ann_file: str | Path | None = No
         lr=float(tr["lr"]),
         seed=int(tr["seed"]),
         progress=progress,
+        state_file=state,
+        checkpoint_every=int(tr["checkpoint_every"]),
     )
     out.mkdir(parents=True, exist_ok=True)
     path = out / "final_state_dict.pth"
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"state_dict": model.state_dict()}, tmp)
     tmp.replace(path)
-    (out / "train_log.json").write_text(json.dumps({"losses": losses, "init": tr["init"]}) + "\n")
+    write_text_atomic(out / "train_log.json", json.dumps({"losses": losses, "init": tr["init"]}) + "\n")
+    state.unlink(missing_ok=True)
     return path
 
 
@@ -247,6 +252,5 @@ def evaluate(cfg: dict[str, Any], checkpoint: str | Path, out: str | Path, progr
         model.load_state_dict(_load_state(checkpoint))
         r = evaluate_torch_segmenter(model, S.scan_cityscapes(root, ev["split"]), scale=ev["scale"], progress=progress)
         result = {"mIoU": 100.0 * r["mIoU"], "per_class_iou": r["per_class_iou"], "images": r["images"]}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result

@@ -460,6 +460,10 @@ def _cmd_select(args: argparse.Namespace) -> int:
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging / "result", out)
+    except OSError as exc:  # a write error inside the staging folder: name the folder the user asked for
+        if exc.filename is None or not str(exc.filename).startswith(str(staging)):
+            raise
+        raise type(exc)(exc.errno, exc.strerror, str(out)) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     summary = result.summary()

@@ -175,17 +175,23 @@ def output_guard(args: argparse.Namespace) -> Any:
     """The lock of the command's ``--out`` folder (:func:`tarot.locking.output_lock`), so that a second run into the
     same folder is refused while the first runs; a no-op context for commands without ``--out``, for
     ``--print-config`` and ``--dry-run`` (they write nothing) and for one rank of a sharded run (the ranks share
-    ``--out`` and write their own shards)."""
+    ``--out`` and write their own shards). Inside it, a write error that names no file (a full disk, a file-size
+    limit) is given the ``--out`` folder's name (:func:`tarot.fileio.naming_write_errors`)."""
     import contextlib
     import os
 
     out = getattr(args, "out", None)
-    world = getattr(args, "world_size", None) or int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if out is None or getattr(args, "print_config", False) or getattr(args, "dry_run", False) or world > 1:
+    if out is None or getattr(args, "print_config", False) or getattr(args, "dry_run", False):
         return contextlib.nullcontext()
+    from tarot.fileio import naming_write_errors
     from tarot.locking import output_lock
 
-    return output_lock(out)
+    world = getattr(args, "world_size", None) or int(os.environ.get("WORLD_SIZE", "1") or 1)
+    guard = contextlib.ExitStack()
+    guard.enter_context(naming_write_errors(out))
+    if world == 1:
+        guard.enter_context(output_lock(out))
+    return guard
 
 
 def print_config(cfg: Any) -> Any:
@@ -258,3 +264,46 @@ def check_convention(parser: argparse.ArgumentParser, needs: Mapping[str, Iterab
             if not action.option_strings and "KEY=VALUE" in str(action.metavar or ""):
                 problems.append(f"{prog} {command}: positional KEY=VALUE overrides (use --set)")
     return problems
+
+
+def check_read_only_output(module: str, tool: str, argv: Sequence[str], parent: Any) -> None:
+    """Test helper of the four packages: run ``<module>.main(argv + ["--out", parent/"out"])`` in a subprocess with
+    ``parent`` made read-only, and fail (AssertionError listing the problems) unless the tool ends with exit
+    status 2 and one stderr line that starts with ``tool`` and names the output folder, with no traceback and no
+    output folder left behind.
+
+    Root ignores permissions, so a root run drops the two capabilities that let it (``setpriv``); without setpriv
+    the check cannot be made and ``unittest.SkipTest`` is raised (a skip under pytest)."""
+    import os
+    import shutil
+    import subprocess
+    import unittest
+    from pathlib import Path
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            raise unittest.SkipTest("running as root without setpriv: read-only folders cannot be enforced")
+        prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    out = parent / "out"
+    code = f"import sys; from {module} import main; sys.exit(main(sys.argv[1:]))"
+    parent.chmod(0o555)
+    try:
+        proc = subprocess.run([*prefix, sys.executable, "-c", code, *map(str, argv), "--out", str(out)],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        parent.chmod(0o755)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    problems: list[str] = []
+    if proc.returncode != 2:
+        problems.append(f"exit status {proc.returncode}, expected 2")
+    if len(lines) != 1 or "Traceback" in proc.stderr:
+        problems.append(f"stderr is not one line: {proc.stderr[-2000:]!r}")
+    elif not lines[0].startswith(f"{tool} ") or f"cannot write output folder {out}" not in lines[0]:
+        problems.append(f"the line does not name the tool and the output folder: {lines[0]!r}")
+    if out.exists():
+        problems.append(f"{out} was created")
+    assert not problems, f"{tool} {' '.join(map(str, argv))} into a read-only folder: " + "; ".join(problems)
