@@ -138,6 +138,21 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys, monkeypatch):
     pairs = {(r["method"], r["baseline"]) for r in cmp["comparisons"]}
     assert {("fixed_size", "random"), ("fixed_size", "less"), ("fixed_size", "base")} <= pairs
     assert all(r["n"] == 6 and r["gold_nll"] is not None for r in cmp["comparisons"])
+    # a crash (SIGKILL) during train, and one during evaluate: the same commands run again end with the results of
+    # the uninterrupted run (finished trainings and evaluations are kept, the interrupted one starts over)
+    from tarot.app.conventions import kill_while_writing
+
+    crashed = tmp_path / "crashed"
+    shutil.copytree(run, crashed, ignore=shutil.ignore_patterns("train", "eval"))
+    assert kill_while_writing("tarot_llm.cli", ["train", "--no-progress"], crashed, after_lock_s=1.0)
+    first = crashed / "train" / "random"
+    assert not (first / "train.json").exists() or (first / "adapter").is_dir()  # marked finished only when it is
+    assert main(["train", "--out", str(crashed), "--no-progress"]) == 0
+    assert kill_while_writing("tarot_llm.cli", ["evaluate", "--no-progress"], crashed, after_lock_s=1.0)
+    assert main(["evaluate", "--out", str(crashed), "--no-progress"]) == 0
+    again = json.loads((crashed / "eval" / "summary.json").read_text())["results"]
+    scores = {m: r["tarot_mmlu"]["score"] for m, r in ev.items()}
+    assert {m: r["tarot_mmlu"]["score"] for m, r in again.items()} == scores
     assert main(["report", *common]) == 0
     html = (run / "report" / "index.html").read_text()
     assert "Evaluation protocol" in html and "fixed_size" in html

@@ -150,6 +150,28 @@ def test_full_cli_chain_featurize_select_train_evaluate(project, capsys):
     ev = json.loads((project / "ev" / "metrics.json").read_text())
     np.testing.assert_allclose(ev["val/brier_fde"], m["metrics"]["val/brier_fde"], rtol=1e-5)
     assert ev["constant_velocity/count"] == 3 and ev["constant_velocity/minADE6"] < 1e-3  # fixtures: constant speed
+    # a crash (SIGKILL) just after select and evaluate began, and a little later: nothing that looks complete is left,
+    # and the same command run again ends with the uninterrupted run's result
+    from tarot.app.conventions import kill_while_writing
+
+    commands = {"select": (["select", "--config", cfgf, "--store", project / "feat", "--no-progress"],
+                           "selection/result.json"),
+                "evaluate": (["evaluate", "--config", cfgf, "--checkpoint", project / "tsel" / "last.pt"],
+                             "metrics.json")}
+    for name, (argv, marker) in commands.items():
+        for k, delay in enumerate((0.0, 0.3)):
+            out = project / f"{name}_killed{k}"
+            killed = kill_while_writing("tarot_motion.cli", argv, out, after_lock_s=delay)
+            assert killed or delay > 0, f"{name} finished before it could be killed"
+            if (out / marker).exists():  # only a finished step writes its marker, and then completely
+                assert (tarot.SelectionResult.load(out / "selection") if name == "select"
+                        else json.loads((out / marker).read_text()))
+            assert _run([*argv, "--out", out], capsys)[0] == 0
+            if name == "select":
+                again = tarot.SelectionResult.load(out / "selection")
+                assert np.array_equal(again.indices, res.indices) and np.array_equal(again.weights, res.weights)
+            else:
+                assert json.loads((out / marker).read_text()) == ev
 
 
 def test_training_set_weights_and_merge_targets(project):

@@ -151,16 +151,39 @@ def _seg_pipeline(tmp_path, gta_root, cityscapes_root, backend_args: list[str], 
     assert 0.0 <= metrics["mIoU"] <= 100.0
     resolved = yaml.safe_load((train / "config.resolved.yaml").read_text())
     assert resolved["command"] == "train" and resolved["config"]["train"]["init"] == "scratch"
+    return {"common": common, "feat": feat, "sel": sel, "ckpt": ckpt, "metrics": metrics}
 
 
 def test_seg_pipeline_torch_backend(tmp_path, gta_root, cityscapes_root):
-    _seg_pipeline(
+    run = _seg_pipeline(
         tmp_path,
         gta_root,
         cityscapes_root,
         ["backend=torch", "model.arch=tiny"],
         ["train.iters=2", "train.crop=[16, 32]"],
     )
+    # a crash (SIGKILL) just after select and evaluate began, and a little later: nothing that looks complete is left,
+    # and the same command run again ends with the uninterrupted run's result
+    from tarot.app.conventions import kill_while_writing
+
+    commands = {
+        "select": (["select", "--store", run["feat"], *run["common"], *_sets("select.method=fixed_size",
+                                                                           "select.ratio=0.5")], "summary.json"),
+        "evaluate": (["evaluate", "--checkpoint", run["ckpt"], *run["common"], *_sets("evaluate.scale=[32, 64]")],
+                     "metrics.json"),
+    }
+    for name, (argv, marker) in commands.items():
+        for k, delay in enumerate((0.0, 0.3)):
+            out = tmp_path / f"{name}_killed{k}"
+            killed = kill_while_writing("tarot_vision.cli", [*argv, "--no-progress"], out, after_lock_s=delay)
+            assert killed or delay > 0, f"{name} finished before it could be killed"
+            if (out / marker).exists():  # written last, and atomically
+                json.loads((out / marker).read_text())
+            assert main([*map(str, argv), "--out", str(out), "--no-progress"]) == 0
+            if name == "select":
+                assert (out / "ann_file.txt").read_text() == (run["sel"] / "ann_file.txt").read_text()
+            else:
+                assert json.loads((out / marker).read_text()) == run["metrics"]
 
 
 @pytest.mark.mmseg

@@ -159,7 +159,7 @@ def select(cfg: dict[str, Any], store: Any, out: str | Path, progress: bool = Tr
         "ann_file": str(ann),
         "report": str(report),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")  # written last
     return summary
 
 

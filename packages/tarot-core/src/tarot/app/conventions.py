@@ -307,3 +307,33 @@ def check_read_only_output(module: str, tool: str, argv: Sequence[str], parent: 
     if out.exists():
         problems.append(f"{out} was created")
     assert not problems, f"{tool} {' '.join(map(str, argv))} into a read-only folder: " + "; ".join(problems)
+
+
+def kill_while_writing(module: str, argv: Sequence[str], out: Any, after_lock_s: float = 0.3,
+                       timeout_s: float = 300.0) -> bool:
+    """Test helper of the four packages: start ``<module>.main(argv + ["--out", out])`` in a subprocess, wait until it
+    holds the lock of ``out`` (its work has begun: arguments read, inputs opened), let it run ``after_lock_s``
+    seconds more and kill it with SIGKILL, as a crash would. Returns True when it was killed before it finished
+    (False when it finished first, or never took the lock before ``timeout_s``); the caller then checks what was
+    left in ``out`` and reruns the command."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tarot.locking import lock_path
+
+    code = f"import sys; from {module} import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, argv), "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock, deadline = lock_path(out), time.monotonic() + timeout_s
+    try:
+        while not lock.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(after_lock_s)
+        killed = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    return killed and lock.exists()
