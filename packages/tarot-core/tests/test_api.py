@@ -56,6 +56,13 @@ def test_save_keeps_what_it_did_not_write_and_refuses_foreign_folders(tmp_path, 
     a.save(out)
     assert tarot.SelectionResult.load(out).method == "random"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "notes", "sel"]
+    b.save(out, extra_files={"config.yaml": "method: topk_mean\n"})  # written with the result, before its marker
+    assert (out / "config.yaml").read_text() == "method: topk_mean\n"
+    for bad in ("result.json", "../escape.txt"):
+        with pytest.raises(ValueError, match="extra file name"):
+            b.save(out, extra_files={bad: "x"})
+    assert tarot.SelectionResult.load(out).method == "topk_mean" and not (tmp_path / "escape.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "notes", "sel"]  # no temporary folder left
 
 
 def test_select_from_store(tmp_path, mix):

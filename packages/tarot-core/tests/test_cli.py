@@ -104,11 +104,17 @@ def test_config_file_flags_and_set_precedence(tmp_path, capsys, store):
     assert res.size == 7  # --n replaces the config's ratio
     assert res.config["selector_options"]["fill_rounds"] == 1  # --set wins over the file
     assert res.config["seed"] == 3 and res.config["eps"] == 0.05  # file values kept
-    # rerunning into the same result directory replaces it
+    # rerunning into the same result directory replaces the result and its config, and keeps what select did not
+    # write there (a report, say)
+    (out / "report").mkdir()
+    (out / "report" / "index.html").write_text("<p>kept</p>")
     rc, _, err = _run(capsys, ["select", "--store", store.path,
                                "--method", "topk_mean", "--n", "5", *FAST, "--out", out])
     assert rc == 0, err
     assert SelectionResult.load(out).method == "topk_mean"
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"] == "topk_mean"
+    assert (out / "report" / "index.html").read_text() == "<p>kept</p>"
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")) == []
 
 
 def test_otm_with_auto_ratio(tmp_path, capsys, store):

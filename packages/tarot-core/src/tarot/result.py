@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
@@ -160,8 +161,11 @@ class SelectionResult:
         }
 
     # ------------------------------------------------------------- persistence
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, extra_files: Mapping[str, str] | None = None) -> Path:
         """Write the result into directory ``path`` atomically (a crash never leaves a half-written result).
+
+        ``extra_files`` (file name → text, e.g. the ``config.yaml`` of the run) are written with it and in place
+        before the completeness marker, so that they always belong to the result beside them.
 
         The files are first written into a temporary directory next to ``path`` and then renamed into place. An
         existing result at ``path`` is replaced file by file (``result.json``, the completeness marker, is removed
@@ -179,15 +183,21 @@ class SelectionResult:
         if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not ours)):
             raise FileExistsError(f"{path}: exists and is not a saved SelectionResult (no result.json); "
                                   "choose another path")
+        reserved = {"arrays.npz", "result.json"}
+        for name in extra_files or {}:
+            if name in reserved or Path(name).name != name:
+                raise ValueError(f"extra file name {name!r}: must be a plain file name other than {sorted(reserved)}")
         with naming_write_errors(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-            self._write(path, tmp)
+            self._write(path, tmp, dict(extra_files or {}))
         return path
 
-    def _write(self, path: Path, tmp: Path) -> None:
+    def _write(self, path: Path, tmp: Path, extra: dict[str, str]) -> None:
         """Write the files into the fresh folder ``tmp``, then move them to ``path`` (see :meth:`save`)."""
         try:
+            for name, text in extra.items():
+                (tmp / name).write_text(text, encoding="utf-8")
             arrays = {name: getattr(self, name) for name in _ARRAY_FIELDS if getattr(self, name) is not None}
             np.savez(tmp / "arrays.npz", **arrays)
             meta = {
@@ -207,7 +217,8 @@ class SelectionResult:
             (tmp / "result.json").write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
             if path.exists():
                 (path / "result.json").unlink(missing_ok=True)
-                os.replace(tmp / "arrays.npz", path / "arrays.npz")
+                for name in ("arrays.npz", *extra):
+                    os.replace(tmp / name, path / name)
                 os.replace(tmp / "result.json", path / "result.json")
                 tmp.rmdir()
             else:

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -449,23 +448,10 @@ def _cmd_select(args: argparse.Namespace) -> int:
     import tarot
 
     result = tarot.select(store, **options)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.select-", dir=out.parent))
-    try:
-        result.save(staging / "result")
-        config = {**result.config, "store": str(Path(args.store).resolve())}
-        (staging / "result" / "config.yaml").write_text(
-            yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False), encoding="utf-8"
-        )
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging / "result", out)
-    except OSError as exc:  # a write error inside the staging folder: name the folder the user asked for
-        if exc.filename is None or not str(exc.filename).startswith(str(staging)):
-            raise
-        raise type(exc)(exc.errno, exc.strerror, str(out)) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    config = {**result.config, "store": str(Path(args.store).resolve())}
+    text = yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False)
+    # replaces a previous result's files (result.json last), keeps anything else in the folder (a report, say)
+    result.save(out, extra_files={"config.yaml": text})
     summary = result.summary()
     _print_kv(_result_rows(summary))
     _print_composition(summary["composition"])
