@@ -138,12 +138,17 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys, monkeypatch):
     pairs = {(r["method"], r["baseline"]) for r in cmp["comparisons"]}
     assert {("fixed_size", "random"), ("fixed_size", "less"), ("fixed_size", "base")} <= pairs
     assert all(r["n"] == 6 and r["gold_nll"] is not None for r in cmp["comparisons"])
-    # a crash (SIGKILL) during train, and one during evaluate: the same commands run again end with the results of
+    # a crash (SIGKILL) during select, train and evaluate: the same commands run again end with the results of
     # the uninterrupted run (finished trainings and evaluations are kept, the interrupted one starts over)
     from tarot.app.conventions import kill_while_writing
 
     crashed = tmp_path / "crashed"
-    shutil.copytree(run, crashed, ignore=shutil.ignore_patterns("train", "eval"))
+    shutil.copytree(run, crashed, ignore=shutil.ignore_patterns("selection", "train", "eval"))
+    assert kill_while_writing("tarot_llm.cli", ["select", "--no-progress"], crashed, after_lock_s=0.5)
+    assert main(["select", "--out", str(crashed), "--no-progress"]) == 0
+    for m in cfg["select"]["methods"]:
+        assert (crashed / "selection" / m / "selected.jsonl").read_bytes() == \
+            (run / "selection" / m / "selected.jsonl").read_bytes(), m
     assert kill_while_writing("tarot_llm.cli", ["train", "--no-progress"], crashed, after_lock_s=1.0)
     first = crashed / "train" / "random"
     assert not (first / "train.json").exists() or (first / "adapter").is_dir()  # marked finished only when it is

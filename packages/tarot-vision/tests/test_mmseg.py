@@ -167,3 +167,42 @@ def test_train_refuses_unconverted_labels(gta_root, tmp_path, tiny_cfg):
     ann = S.write_ann_file(["00001"], tmp_path / "ann.txt")
     with pytest.raises(FileNotFoundError, match="00001_labelTrainIds.png: gta5 trainId label missing"):
         MB.train_mmseg(tiny_cfg, ann, gta_root, tmp_path / "w", max_iters=1)
+
+
+_MMSEG_TRAIN = """
+import logging, sys
+logging.basicConfig(level=logging.INFO)
+from tarot_vision import mmseg_backend as MB
+cfg = MB.load_config(crop_size=(32, 64), tiny=True)
+MB.train_mmseg(cfg, sys.argv[1], sys.argv[2], sys.argv[3], max_iters=8, batch_size=2, scale=(24, 48), seed=0,
+               log_interval=1, checkpoint_every=2)
+"""
+
+
+def test_mmseg_training_killed_with_sigkill_resumes_from_its_checkpoint(gta_root, tmp_path):
+    """A crash after the first checkpoint: the same call continues from it (mmengine's resume) to max_iters instead
+    of starting over."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    S.convert("gta5", gta_root, progress=False)
+    ann = S.write_ann_file(["00001", "00003"], tmp_path / "ann.txt")
+    work = tmp_path / "work"
+    argv = [sys.executable, "-c", _MMSEG_TRAIN, str(ann), str(gta_root), str(work)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (work / "last_checkpoint").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (work / "final_state_dict.pth").exists(), "the run finished before it could be killed"
+    crashed_at = (work / "last_checkpoint").read_text().strip()
+    rerun = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    assert f"resuming the interrupted training from {crashed_at}" in rerun.stdout
+    done = int(crashed_at.rsplit("iter_", 1)[1].split(".")[0])
+    assert f"resumed epoch: 0, iter: {done}" in rerun.stdout, rerun.stdout[-3000:]
+    assert (work / "iter_8.pth").is_file() and (work / "final_state_dict.pth").is_file()

@@ -12,10 +12,12 @@ Needs the ``[mmseg]`` extra. Everything here imports mmseg lazily, so the rest o
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -252,8 +254,14 @@ def train_mmseg(
     seed: int = 0,
     init: str = "scratch",
     log_interval: int = 50,
+    checkpoint_every: int = 500,
 ) -> Path:
     """Train with mmseg's ``Runner`` on the stems of an ann_file; returns a plain state-dict file.
+
+    Resumable: mmengine's checkpoint (weights, optimizer, scheduler, iteration) is written to ``work_dir`` every
+    ``checkpoint_every`` iterations (the last two kept), and a run that finds one there (a crashed run, restarted)
+    continues from it with mmengine's own resume. The resumed run is not bit-identical to an uninterrupted one:
+    mmengine 0.10's iteration loop does not replay the sampler's order or the random streams.
 
     Parameters
     ----------
@@ -310,21 +318,48 @@ def train_mmseg(
     cfg.param_scheduler = [
         {"type": "PolyLR", "eta_min": 1e-4, "power": 0.9, "begin": 0, "end": int(max_iters), "by_epoch": False}
     ]
-    cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "by_epoch": False, "interval": int(max_iters)}
+    cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "by_epoch": False, "max_keep_ckpts": 2,
+                                    "interval": max(1, min(int(checkpoint_every), int(max_iters)))}
     cfg.default_hooks.logger = {"type": "LoggerHook", "interval": int(log_interval), "log_metric_by_epoch": False}
     cfg.default_hooks.visualization = {"type": "SegVisualizationHook", "draw": False}
     cfg.work_dir = str(work_dir)
     cfg.custom_imports = dict(CUSTOM_IMPORTS)
     cfg.randomness = {"seed": int(seed)}
-    cfg.resume = False
-    cfg.load_from = None if init == "scratch" else str(_plain_state_dict_file(init, work_dir))
+    latest = work_dir / "last_checkpoint"  # mmengine names its newest checkpoint here
+    resume_from = latest.read_text(encoding="utf-8").strip() if latest.is_file() else ""
+    if resume_from and Path(resume_from).is_file():
+        log.info("%s: resuming the interrupted training from %s", work_dir, resume_from)
+        cfg.resume, cfg.load_from = True, resume_from
+    else:
+        cfg.resume = False
+        cfg.load_from = None if init == "scratch" else str(_plain_state_dict_file(init, work_dir))
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    with _trusted_torch_load(cfg.resume):  # mmengine's own checkpoint, written into work_dir by this function
+        runner.train()
     out = work_dir / "final_state_dict.pth"
     tmp = out.with_name(out.name + ".tmp")
     torch.save({"state_dict": {k: v.detach().cpu() for k, v in runner.model.state_dict().items()}}, tmp)
     tmp.replace(out)
     return out
+
+
+@contextlib.contextmanager
+def _trusted_torch_load(on: bool) -> Iterator[None]:
+    """mmengine 0.10 calls ``torch.load`` without ``weights_only``; since torch 2.6 that rejects its own checkpoints
+    (numpy values, ``HistoryBuffer``). For a checkpoint this package wrote itself, allow full loading while the block
+    runs."""
+    if not on:
+        yield
+        return
+    before = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = before
 
 
 def _plain_state_dict_file(path: str | Path, work_dir: Path) -> Path:

@@ -189,6 +189,7 @@ def train(cfg: dict[str, Any], out: str | Path, ann_file: str | Path | None = No
             scale=tr["scale"],
             seed=int(tr["seed"]),
             init=str(tr["init"]),
+            checkpoint_every=int(tr["checkpoint_every"]),
         )
     from .seg_models import build_torch_segmenter, train_torch_segmenter
 
