@@ -148,6 +148,8 @@ def test_otm_with_auto_ratio(tmp_path, capsys, store):
          "config file not found"),
         (["select", "--store", "{notargets}", "--method", "random", "--n", "3"], "has no split 'target'"),
         (["select", "--store", "{nanstore}", "--method", "random", "--n", "3"], "target features of store"),
+        (["select", "--store", "{truncstore}", "--method", "random", "--n", "3"], "candidate.npy: not a readable"),
+        (["inspect", "{truncstore}"], "candidate.npy: not a readable .npy array"),
         (["report", "{missing}"], "missing"),
         (["inspect", "{missing}"], "no such file"),
         (["inspect", "{tmp}"], "is not a feature store"),
@@ -158,7 +160,7 @@ def test_user_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, capsys, sto
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     subs = {"{missing}": tmp_path / "nope", "{store}": store.path, "{badyaml}": tmp_path / "bad.yaml",
             "{listyaml}": tmp_path / "list.yaml", "{tmp}": tmp_path}
-    if "{notargets}" in argv or "{nanstore}" in argv:
+    if {"{notargets}", "{nanstore}", "{truncstore}"} & set(argv):
         from tarot import FeatureStore
 
         rows = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
@@ -170,6 +172,10 @@ def test_user_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, capsys, sto
         arr.flush()
         del arr
         subs["{nanstore}"] = nan_store.path
+        cut = FeatureStore.from_arrays(stores / "truncated", {"candidate": rows, "target": rows[:5]})
+        data = cut.path / cut._split("candidate")["file"]
+        data.write_bytes(data.read_bytes()[:200])  # a copy or a download that stopped early
+        subs["{truncstore}"] = cut.path
     argv = [str(subs.get(a, a)) for a in argv]
     out = tmp_path / "out"
     if argv[0] in ("select", "report"):

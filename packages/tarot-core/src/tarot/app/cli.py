@@ -502,6 +502,8 @@ def _store_description(store: Any) -> dict:
         done = progress.get(split, {})
         info: dict[str, Any] = {"rows": rows, "dim": store.dim, "rows_done_per_checkpoint": done,
                                 "complete": bool(store.complete)}
+        if store.complete:
+            store.features(split)  # a truncated or corrupt array file is an error naming it, not "complete"
         sources = store.sources(split)
         if sources is not None:
             counts: dict[str, int] = {}

@@ -29,7 +29,7 @@ import re
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -111,6 +111,17 @@ def _as_fp32(split: str, arr: Any, allow_fp16: bool) -> np.ndarray:
     if not finite.all():
         raise StoreError(f"features of split {split!r}: row {int(np.argmin(finite))} has non-finite values")
     return a
+
+
+def load_npy(path: str | os.PathLike, mmap_mode: Literal["r", "r+"] | None = "r") -> np.ndarray:
+    """``np.load`` of one array file of a store, memory-mapped; a missing, truncated or corrupt file raises a
+    :class:`StoreError` that names it (numpy's own messages, e.g. "mmap length is greater than file size", do not)."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: missing array file of the feature store") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise StoreError(f"{path}: not a readable .npy array ({exc}); the file is truncated or corrupt") from None
 
 
 def check_unique_ids(ids: Sequence[Any], what: str) -> None:
@@ -197,7 +208,7 @@ class FeatureStore:
                 if self.complete:
                     out[split][ck["name"]] = self.count(split)
                 elif mpath.is_file():
-                    out[split][ck["name"]] = int(np.load(mpath, mmap_mode="r").sum())
+                    out[split][ck["name"]] = int(load_npy(mpath, mmap_mode="r").sum())
                 else:
                     out[split][ck["name"]] = 0
         return out
@@ -212,7 +223,7 @@ class FeatureStore:
                 f"feature store {self.path} is incomplete (split {split!r} rows done per checkpoint: {state}); "
                 "rerun featurize_to_store with the same arguments to resume"
             )
-        arr = np.load(self.path / info["file"], mmap_mode="r")
+        arr = load_npy(self.path / info["file"], mmap_mode="r")
         if arr.dtype != np.float32 or arr.shape != (info["count"], self.dim):
             raise StoreError(
                 f"{self.path / info['file']}: array {arr.dtype} {arr.shape}, "
@@ -353,9 +364,9 @@ class FeatureStore:
         out = []
         for ci in range(len(self._manifest["checkpoints"])):
             fpath, mpath = self.partial_paths(split, ci)
-            if not (fpath.is_file() and mpath.is_file()) or int(np.load(mpath, mmap_mode="r").sum()) != n:
+            if not (fpath.is_file() and mpath.is_file()) or int(load_npy(mpath, mmap_mode="r").sum()) != n:
                 return None
-            arr = np.load(fpath, mmap_mode="r")
+            arr = load_npy(fpath, mmap_mode="r")
             if arr.shape != (n, self.dim):
                 raise StoreError(f"{fpath}: per-checkpoint features of shape {arr.shape}, expected ({n}, {self.dim})")
             out.append(arr)
@@ -401,10 +412,10 @@ class FeatureStore:
             parts = []
             for ci in order:
                 fpath, mpath = self.partial_paths(split, ci)
-                mask = np.load(mpath, mmap_mode="r")
+                mask = load_npy(mpath, mmap_mode="r")
                 if int(mask.sum()) != n:
                     raise StoreError(f"{mpath}: {int(mask.sum())}/{n} rows done; cannot finalize split {split!r}")
-                parts.append((float(ckpts[ci]["weight"]), np.load(fpath, mmap_mode="r")))
+                parts.append((float(ckpts[ci]["weight"]), load_npy(fpath, mmap_mode="r")))
             out = np.lib.format.open_memmap(
                 self.path / f"{split}.npy", mode="w+", dtype=np.float32, shape=(n, self.dim)
             )
@@ -504,7 +515,7 @@ class FeatureStore:
             out = np.lib.format.open_memmap(fpath, mode="w+", dtype=np.float32, shape=(counts[split], self.dim))
             for s in shards:
                 info = s.manifest["splits"][split]
-                out[info["row_start"] : info["row_stop"]] = np.load(s.partial_paths(split, ci)[0], mmap_mode="r")
+                out[info["row_start"] : info["row_stop"]] = load_npy(s.partial_paths(split, ci)[0], mmap_mode="r")
             out.flush()
             del out
             mask = np.lib.format.open_memmap(mpath, mode="w+", dtype=np.uint8, shape=(counts[split],))
