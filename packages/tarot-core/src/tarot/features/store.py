@@ -29,7 +29,7 @@ import re
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -113,11 +113,11 @@ def _as_fp32(split: str, arr: Any, allow_fp16: bool) -> np.ndarray:
     return a
 
 
-def load_npy(path: str | os.PathLike, mmap_mode: Literal["r", "r+"] | None = "r") -> np.ndarray:
+def load_npy(path: str | os.PathLike, mmap_mode: Literal["r", "r+"] = "r") -> np.memmap:
     """``np.load`` of one array file of a store, memory-mapped; a missing, truncated or corrupt file raises a
     :class:`StoreError` that names it (numpy's own messages, e.g. "mmap length is greater than file size", do not)."""
     try:
-        return np.load(path, mmap_mode=mmap_mode)
+        return cast(np.memmap, np.load(path, mmap_mode=mmap_mode))
     except FileNotFoundError:
         raise StoreError(f"{path}: missing array file of the feature store") from None
     except (ValueError, OSError, EOFError) as exc:
