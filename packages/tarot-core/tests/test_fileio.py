@@ -26,3 +26,20 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     with pytest.raises(TypeError):
         write_text_atomic(p, 123)  # not text: nothing replaced
     assert p.read_text() == "old" and [x.name for x in tmp_path.iterdir()] == ["c.txt"]
+
+
+def test_save_torch_atomic_writes_whole_files_and_leaves_no_temporary(tmp_path):
+    import torch
+    from tarot.fileio import save_torch_atomic
+
+    path = save_torch_atomic({"w": torch.arange(3)}, tmp_path / "sub" / "state.pt")
+    assert torch.equal(torch.load(path)["w"], torch.arange(3))
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        save_torch_atomic({"bad": Unpicklable()}, path)
+    assert torch.equal(torch.load(path)["w"], torch.arange(3))  # the previous file is untouched
+    assert sorted(p.name for p in path.parent.iterdir()) == ["state.pt"]

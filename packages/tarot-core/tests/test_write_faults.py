@@ -3,14 +3,13 @@ write fails the same way, with an error that names no file). Each case runs ``ta
 exit status 2, one stderr line naming the output folder, no traceback, and that nothing complete-looking was left
 (a previous result in the folder stays intact).
 
-Root ignores file permissions; the read-only cases then drop the capabilities that let it (``setpriv``), or are
-skipped with the reason where setpriv is missing."""
+The read-only cases go through :func:`tarot.app.conventions.check_read_only_output`, as in the domain packages (root
+runs drop the capabilities that let root ignore permissions, or skip where setpriv is missing)."""
 
 from __future__ import annotations
 
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,19 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tarot import FeatureStore, SelectionResult
+from tarot.app.conventions import check_read_only_output
 
 CLI = [sys.executable, "-m", "tarot.app.cli"]
 LIMIT_BYTES = 20_000  # larger than the interpreter needs to start, smaller than the result's arrays
-
-
-def _no_dac_override() -> list[str]:
-    """Command prefix under which file permissions apply (root bypasses them through two capabilities)."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv (util-linux): read-only folders cannot be enforced")
-    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
 def _file_size_limit() -> None:  # preexec_fn: writes past LIMIT_BYTES fail with EFBIG instead of a signal
@@ -39,9 +29,9 @@ def _file_size_limit() -> None:  # preexec_fn: writes past LIMIT_BYTES fail with
     resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT_BYTES, LIMIT_BYTES))
 
 
-def _run(argv: list, prefix: list[str] | None = None, limited: bool = False) -> tuple[int, str]:
+def _run(argv: list, limited: bool = False) -> tuple[int, str]:
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([*(prefix or []), *CLI, *map(str, argv)], capture_output=True, text=True, env=env,
+    proc = subprocess.run([*CLI, *map(str, argv)], capture_output=True, text=True, env=env,
                           preexec_fn=_file_size_limit if limited else None, timeout=300)
     return proc.returncode, proc.stderr
 
@@ -62,14 +52,8 @@ def store(tmp_path):
     return FeatureStore.from_arrays(tmp_path / "store", feats)
 
 
-def _select(store: FeatureStore, out: Path, n: int = 2000) -> list:
-    return ["select", "--store", store.path, "--method", "topk_mean", "--n", n, "--no-progress", "--out", out]
-
-
-def _read_only(folder: Path) -> Path:
-    folder.mkdir()
-    folder.chmod(0o555)
-    return folder
+def _select(store: FeatureStore, n: int = 2000) -> list:
+    return ["select", "--store", store.path, "--method", "topk_mean", "--n", n, "--no-progress"]
 
 
 def _leftovers(parent: Path) -> list[str]:
@@ -77,31 +61,19 @@ def _leftovers(parent: Path) -> list[str]:
 
 
 def test_select_into_a_read_only_folder(tmp_path, store):
-    prefix = _no_dac_override()
-    parent = _read_only(tmp_path / "ro")
-    try:
-        line = _one_line(*_run(_select(store, parent / "sel"), prefix), "select")
-    finally:
-        parent.chmod(0o755)
-    assert "Permission denied" in line and f"cannot write output folder {parent / 'sel'}" in line
-    assert not (parent / "sel").exists()
+    line = check_read_only_output("tarot.app.cli", "tarot", _select(store), tmp_path / "ro")
+    assert line.startswith("tarot select: error: ") and "Permission denied" in line
 
 
 def test_report_into_a_read_only_folder(tmp_path, store):
-    prefix = _no_dac_override()
-    assert _run(_select(store, tmp_path / "sel", n=30))[0] == 0
-    parent = _read_only(tmp_path / "ro")
-    try:
-        line = _one_line(*_run(["report", tmp_path / "sel", "--out", parent / "report"], prefix), "report")
-    finally:
-        parent.chmod(0o755)
-    assert "Permission denied" in line and str(parent / "report") in line
-    assert not (parent / "report").exists()
+    assert _run([*_select(store, n=30), "--out", tmp_path / "sel"])[0] == 0
+    line = check_read_only_output("tarot.app.cli", "tarot", ["report", tmp_path / "sel"], tmp_path / "ro")
+    assert line.startswith("tarot report: error: ") and "Permission denied" in line
 
 
 def test_select_on_a_full_disk_names_the_output_and_leaves_nothing(tmp_path, store):
     out = tmp_path / "sel"
-    line = _one_line(*_run(_select(store, out), limited=True), "select")
+    line = _one_line(*_run([*_select(store), "--out", out], limited=True), "select")
     assert "File too large while writing" in line and f"'{out}'" in line
     assert not out.exists() and _leftovers(tmp_path) == []  # no staging or temporary folder left behind
 
@@ -111,7 +83,7 @@ def test_a_failed_rewrite_keeps_the_previous_result(tmp_path, store):
     first = ["select", "--store", store.path, "--method", "random", "--n", 5, "--no-progress", "--out", out]
     assert _run(first)[0] == 0
     before = SelectionResult.load(out)
-    line = _one_line(*_run(_select(store, out), limited=True), "select")
+    line = _one_line(*_run([*_select(store), "--out", out], limited=True), "select")
     assert str(out) in line
     after = SelectionResult.load(out)  # still the complete earlier result
     assert after.method == "random" and np.array_equal(after.indices, before.indices)

@@ -27,6 +27,28 @@ def naming_write_errors(path: str | os.PathLike) -> Iterator[None]:
         raise type(exc)(exc.errno, f"{exc.strerror or exc} while writing", str(path)) from exc
 
 
+def _temporary_name(path: Path) -> Path:
+    """A name beside ``path`` that no concurrent writer (another process or rank) shares."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def save_torch_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` through a temporary file beside it and a rename, so that a crash never leaves
+    a half-written checkpoint under that name (the domain packages' training states and final weights)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_name(path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` so that a crash never leaves a half-written file under that name.
 
@@ -37,7 +59,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # a unique name opened exclusively (not mkstemp, whose 0600 mode would make every artifact private to its owner)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = _temporary_name(path)
     try:
         with open(tmp, "x", encoding="utf-8") as fh:
             fh.write(text)

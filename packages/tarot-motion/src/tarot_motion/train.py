@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sized
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
+from tarot.fileio import save_torch_atomic
 from torch.utils.data import DataLoader, Dataset
 
 from .data import MotionDataset, collate
@@ -37,12 +37,6 @@ def build_model(model_cfg: Mapping[str, Any] | None, init: str = "scratch", seed
         model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
         return model
     raise ValueError(f"train.init: expected 'scratch' or 'checkpoint:<path>', got {init!r}")
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def train_model(model: AutoBotEgo, train_ds: Dataset, cfg: Mapping[str, Any], out_dir: str | Path,
@@ -103,11 +97,11 @@ def train_model(model: AutoBotEgo, train_ds: Dataset, cfg: Mapping[str, Any], ou
             rec.update(metrics)
             if metrics["val/brier_fde"] < best:
                 best = metrics["val/brier_fde"]
-                _atomic_save({"model": model.state_dict()}, out / "best.pt")
+                save_torch_atomic({"model": model.state_dict()}, out / "best.pt")
         history.append(rec)
         if (epoch + 1) % int(cfg["checkpoint_every"]) == 0 or epoch + 1 == epochs:
-            _atomic_save({"model": model.state_dict()}, out / f"epoch{epoch + 1}.pt")
-        _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            save_torch_atomic({"model": model.state_dict()}, out / f"epoch{epoch + 1}.pt")
+        save_torch_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                       "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
                       "step": step, "best": best, "history": history}, last)
         bar.set_postfix(loss=rec["train_loss"])

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tarot.fileio import save_torch_atomic
 from torch import nn
 
 from .mmcv_shim import ensure_mmcv_ext
@@ -336,11 +337,8 @@ def train_mmseg(
     runner = Runner.from_cfg(cfg)
     with _trusted_torch_load(cfg.resume):  # mmengine's own checkpoint, written into work_dir by this function
         runner.train()
-    out = work_dir / "final_state_dict.pth"
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save({"state_dict": {k: v.detach().cpu() for k, v in runner.model.state_dict().items()}}, tmp)
-    tmp.replace(out)
-    return out
+    state = {k: v.detach().cpu() for k, v in runner.model.state_dict().items()}
+    return save_torch_atomic({"state_dict": state}, work_dir / "final_state_dict.pth")
 
 
 @contextlib.contextmanager

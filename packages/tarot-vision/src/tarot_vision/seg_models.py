@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterable, Sequence, Sized
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tarot.fileio import save_torch_atomic
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -190,11 +190,11 @@ def train_torch_segmenter(
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if state_path is not None and it % checkpoint_every == 0 and it < iters:
-                _save_training_state(state_path, {
+                save_torch_atomic({
                     "iters": iters, "seed": seed, "batch_size": batch_size, "model": model.state_dict(),
                     "optimizer": opt.state_dict(), "it": it, "done": done, "losses": losses,
                     "pass_generator": pass_start, "torch_rng": torch.get_rng_state(),
-                    "dataset_epoch": getattr(dataset, "epoch", 0)})
+                    "dataset_epoch": getattr(dataset, "epoch", 0)}, state_path)
         if done == len(batches):
             done = 0
             if hasattr(dataset, "epoch"):
@@ -202,13 +202,6 @@ def train_torch_segmenter(
     bar.close()
     model.eval()
     return losses
-
-
-def _save_training_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------- mIoU

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tarot.fileio import write_text_atomic
+from tarot.fileio import save_torch_atomic, write_text_atomic
 
 from . import segdata as S
 
@@ -218,11 +218,7 @@ def train(cfg: dict[str, Any], out: str | Path, ann_file: str | Path | None = No
         state_file=state,
         checkpoint_every=int(tr["checkpoint_every"]),
     )
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "final_state_dict.pth"
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"state_dict": model.state_dict()}, tmp)
-    tmp.replace(path)
+    path = save_torch_atomic({"state_dict": model.state_dict()}, out / "final_state_dict.pth")
     write_text_atomic(out / "train_log.json", json.dumps({"losses": losses, "init": tr["init"]}) + "\n")
     state.unlink(missing_ok=True)
     return path

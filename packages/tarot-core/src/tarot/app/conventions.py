@@ -266,11 +266,11 @@ def check_convention(parser: argparse.ArgumentParser, needs: Mapping[str, Iterab
     return problems
 
 
-def check_read_only_output(module: str, tool: str, argv: Sequence[str], parent: Any) -> None:
+def check_read_only_output(module: str, tool: str, argv: Sequence[str], parent: Any) -> str:
     """Test helper of the four packages: run ``<module>.main(argv + ["--out", parent/"out"])`` in a subprocess with
     ``parent`` made read-only, and fail (AssertionError listing the problems) unless the tool ends with exit
     status 2 and one stderr line that starts with ``tool`` and names the output folder, with no traceback and no
-    output folder left behind.
+    output folder left behind. Returns that line.
 
     Root ignores permissions, so a root run drops the two capabilities that let it (``setpriv``); without setpriv
     the check cannot be made and ``unittest.SkipTest`` is raised (a skip under pytest)."""
@@ -307,6 +307,7 @@ def check_read_only_output(module: str, tool: str, argv: Sequence[str], parent: 
     if out.exists():
         problems.append(f"{out} was created")
     assert not problems, f"{tool} {' '.join(map(str, argv))} into a read-only folder: " + "; ".join(problems)
+    return lines[0]
 
 
 def kill_while_writing(module: str, argv: Sequence[str], out: Any, after_lock_s: float = 0.3,
