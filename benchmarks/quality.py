@@ -3,7 +3,7 @@
 ``nox -s quality`` runs this script. It writes ``benchmarks/results/quality.md`` (the table README and docs quote),
 ``quality.json`` (every number, with the commands that produced it) and ``quality.png``.
 
-Parts (``--only lds,vision,motion,llm``; default: lds, vision, motion):
+Parts (``--only lds,vision,motion,llm,projectors``; default: lds, vision, motion, projectors):
 
 lds
     ``tarot-vision lds`` (linear datamodeling score of the whitened feature distance) on real digits and, when the
@@ -16,6 +16,11 @@ motion
     ``tarot-motion demo`` on the embedded Waymo scenarios.
 llm
     ``tarot-llm demo`` (long on a CPU; opt-in).
+projectors
+    ``tarot-vision lds`` with each gradient projector (dense Rademacher, sparse JL, per-layer factorised) on the
+    same seeds: LDS of the default whitened distance and of cosine, the paired LDS difference to the dense
+    projector, how well the pairwise cosines of the features agree with the dense projector's, how much of the
+    fixed-size 20 % selection they share, and the featurization time.
 
 Runs live in ``--work`` (default ``runs/quality``); a finished run (its results file present) is reused, so an
 interrupted benchmark continues where it stopped. ``--fresh`` reruns everything.
@@ -52,6 +57,7 @@ VISION_SCENARIOS = {
     "multimodal target (classes 0-4, inverted/rotated)": [],
     "rotated classes 5-9": ["scenario.target_classes=[5,6,7,8,9]", "scenario.target_shifts={rotated: 1.0}"],
 }
+PROJECTORS = ("rademacher", "sjlt", "factorized")
 LDS_ROWS = ("wfd", "wfd_ridge=1e-05", "wfd_ridge=0.01", "wfd_ridge=0.1", "wfd_ridge=1", "wfd_ridge=ledoit_wolf",
             "wfd_ridge=oas", "cosine", "dot", "trak")
 LDS_LABELS = {"wfd": "WFD, ridge auto (default)", "wfd_ridge=ledoit_wolf": "WFD, Ledoit–Wolf",
@@ -111,6 +117,65 @@ def lds_part(work: Path, fresh: bool, have_fashion: bool) -> dict[str, Any]:
                      "auto_ridge_seed0": w.get("ridge_used"), "auto_df_seed0": w.get("df"),
                      "command": " ".join(["tarot-vision lds", *_sets("seed=<0,1,2>", f"data.dataset={dataset}",
                                                                        *overrides)])}
+    return out
+
+
+def _cosine_agreement(a: np.ndarray, b: np.ndarray, rows: int = 400) -> float:
+    """Pearson correlation of the pairwise cosines of the first ``rows`` rows of two feature arrays."""
+    def cos(x: np.ndarray) -> np.ndarray:
+        x = x[:rows] / np.linalg.norm(x[:rows], axis=1, keepdims=True)
+        return (x @ x.T)[np.triu_indices(len(x), 1)]
+
+    return float(np.corrcoef(cos(np.asarray(a, dtype=np.float64)), cos(np.asarray(b, dtype=np.float64)))[0, 1])
+
+
+def projectors_part(work: Path, fresh: bool, have_fashion: bool) -> dict[str, Any]:
+    import tarot
+
+    out: dict[str, Any] = {}
+    for dataset in ("digits", "fashion_mnist"):
+        if dataset == "fashion_mnist" and not have_fashion:
+            out[dataset] = {"skipped": "Fashion-MNIST not installed"}
+            continue
+        dirs: dict[str, list[Path]] = {}
+        for proj in PROJECTORS:
+            dirs[proj] = []
+            for seed in SEEDS:
+                d = work / "projectors" / f"{dataset}_{proj}_s{seed}"
+                cmd = ["tarot-vision", "lds", "--out", str(d), "--no-progress",
+                       *_sets(f"seed={seed}", f"data.dataset={dataset}", f"featurize.projector={proj}")]
+                if fresh or not (d / "results.json").is_file():
+                    run(cmd, d.parent / f"{d.name}.log")
+                dirs[proj].append(d)
+        docs = {proj: [json.loads((d / "results.json").read_text()) for d in ds] for proj, ds in dirs.items()}
+        stores = {proj: [tarot.FeatureStore.open(d / "features") for d in ds] for proj, ds in dirs.items()}
+        picks = {proj: [set(tarot.select(st, method="fixed_size", ratio=0.2, seed=0, progress=False,
+                                         diagnose=False).indices.tolist()) for st in sts]
+                 for proj, sts in stores.items()}
+        rows: dict[str, Any] = {}
+        for proj in PROJECTORS:
+            per_target = [np.asarray([np.nan if v is None else v for v in doc["lds"]["wfd"]["per_target"]])
+                          for doc in docs[proj]]
+            ref = [np.asarray([np.nan if v is None else v for v in doc["lds"]["wfd"]["per_target"]])
+                   for doc in docs["rademacher"]]
+            ok = [np.isfinite(a) & np.isfinite(b) for a, b in zip(per_target, ref)]
+            rows[proj] = {
+                "wfd": float(np.mean([doc["lds"]["wfd"]["mean"] for doc in docs[proj]])),
+                "cosine": float(np.mean([doc["lds"]["cosine"]["mean"] for doc in docs[proj]])),
+                "featurize_s": float(np.mean([doc.get("featurize_s", np.nan) for doc in docs[proj]])),
+                "cosine_agreement": float(np.mean([_cosine_agreement(a.features("candidate"), b.features("candidate"))
+                                                   for a, b in zip(stores[proj], stores["rademacher"])])),
+                "overlap_fixed_size_20": float(np.mean([len(a & b) / len(b)
+                                                        for a, b in zip(picks[proj], picks["rademacher"])])),
+            }
+            if proj != "rademacher":
+                rows[proj]["wfd_minus_dense"] = tarot.paired_difference_seeds(
+                    [a[m] for a, m in zip(per_target, ok)], [b[m] for b, m in zip(ref, ok)]).to_dict()
+        out[dataset] = {"rows": rows, "dim": docs["rademacher"][0]["feature_dim"],
+                        "n_train": docs["rademacher"][0]["n_train"],
+                        "command": " ".join(["tarot-vision lds", *_sets("seed=<0,1,2>", f"data.dataset={dataset}",
+                                                                          "featurize.projector=<" + ",".join(PROJECTORS)
+                                                                          + ">")])}
     return out
 
 
@@ -211,6 +276,29 @@ def markdown(doc: dict[str, Any]) -> str:
         skipped = [f"{s}: {v['skipped']}" for s, v in doc["lds"].items() if "skipped" in v]
         lines += [""] + ([f"Skipped: {'; '.join(skipped)}.", ""] if skipped else [])
         lines += ["Commands: " + "; ".join(f"`{doc['lds'][s]['command']}`" for s in settings) + ".", ""]
+    if "projectors" in doc:
+        lines += ["## Gradient projectors: quality at equal dimension", "",
+                  "The same LDS runs with each projector of the gradients (k as in the LDS table): dense Rademacher "
+                  "(the reference), sparse JL (`sjlt`, 4 nonzeros per coordinate) and per-layer factorised "
+                  "(`factorized`: input × output-gradient projections of the Linear/Conv layers, 32 × 32 per layer, "
+                  "then mixed to k; BatchNorm parameters are left out). Mean over 3 seeds; the paired LDS difference "
+                  "to dense is over seeds × targets (95 % interval); cosine agreement is the correlation of the "
+                  "pairwise cosines of 400 candidates' features with the dense ones; overlap is the share of the "
+                  "dense projector's fixed-size 20 % selection that the other selects; featurization is the wall "
+                  "time of `featurize_to_store` (4 checkpoints, train + target rows).", "",
+                  "| data | projector | LDS (WFD default) | LDS (cosine) | WFD − dense (95 % CI) | cosine agreement "
+                  "| overlap, fixed_size 20 % | featurization (s) |", "|---|---|---|---|---|---|---|---|"]
+        for data, v in doc["projectors"].items():
+            if "skipped" in v:
+                continue
+            for proj, r in v["rows"].items():
+                diff = r.get("wfd_minus_dense")
+                cell = "—" if diff is None else f"{diff['mean']:+.3f} ({diff['low']:+.3f} … {diff['high']:+.3f})"
+                lines.append(f"| {data} | {proj} | {r['wfd']:+.3f} | {r['cosine']:+.3f} | {cell} | "
+                             f"{r['cosine_agreement']:.3f} | {r['overlap_fixed_size_20']:.0%} | "
+                             f"{r['featurize_s']:.1f} |")
+        lines += ["", "Commands: " + "; ".join(f"`{v['command']}`" for v in doc["projectors"].values()
+                                                if "command" in v) + ".", ""]
     for part, title, metric in (("vision", "Vision: held-out target accuracy", "acc"),
                                 ("motion", "Motion: brier-FDE on the held-out target windows (m, lower is better)",
                                  "brier")):
@@ -287,7 +375,8 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="quality", description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", default="lds,vision,motion", help="comma-separated parts: lds, vision, motion, llm")
+    p.add_argument("--only", default="lds,vision,motion,projectors",
+                   help="comma-separated parts: lds, vision, motion, llm, projectors")
     p.add_argument("--work", type=Path, default=Path("runs/quality"), help="run folder (reused between runs)")
     p.add_argument("--results", type=Path, default=RESULTS, help="where quality.md/json/png are written")
     p.add_argument("--fresh", action="store_true", help="rerun finished runs")
@@ -297,27 +386,28 @@ def main(argv: list[str] | None = None) -> int:
     global REUSE_ONLY
     REUSE_ONLY = args.reuse_only
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
-    unknown = set(parts) - {"lds", "vision", "motion", "llm"}
+    unknown = set(parts) - {"lds", "vision", "motion", "llm", "projectors"}
     if unknown:
         p.error(f"unknown part(s) {sorted(unknown)}")
     for tool, part in (("tarot-vision", "lds"), ("tarot-vision", "vision"), ("tarot-motion", "motion"),
-                       ("tarot-llm", "llm")):
+                       ("tarot-llm", "llm"), ("tarot-vision", "projectors")):
         if part in parts and shutil.which(tool) is None:
             p.error(f"part {part!r} needs the {tool} command (install its package)")
-    have_fashion = fashion_available() if {"lds", "vision"} & set(parts) else False
+    have_fashion = fashion_available() if {"lds", "vision", "projectors"} & set(parts) else False
     doc: dict[str, Any] = {"host": f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
                            "date": time.strftime("%Y-%m-%d"), "parts": parts}
     t0 = time.time()
     builders = {"lds": lambda: lds_part(args.work, args.fresh, have_fashion),
                 "vision": lambda: vision_part(args.work, args.fresh, have_fashion),
-                "motion": lambda: motion_part(args.work, args.fresh), "llm": lambda: llm_part(args.work, args.fresh)}
+                "motion": lambda: motion_part(args.work, args.fresh), "llm": lambda: llm_part(args.work, args.fresh),
+                "projectors": lambda: projectors_part(args.work, args.fresh, have_fashion)}
     args.results.mkdir(parents=True, exist_ok=True)
     old = args.results / "quality.json"
     previous = json.loads(old.read_text()) if old.is_file() else {}
     for part in parts:
         print(f"quality: {part}", flush=True)
         doc[part] = builders[part]()
-    for part in ("lds", "vision", "motion", "llm"):  # parts not rerun keep their committed numbers
+    for part in ("lds", "vision", "motion", "llm", "projectors"):  # parts not rerun keep their committed numbers
         if part not in doc and part in previous:
             doc[part] = previous[part]
             doc["parts"].append(f"{part} (from {previous.get('date', 'an earlier run')})")

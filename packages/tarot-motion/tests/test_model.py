@@ -102,6 +102,38 @@ def test_vmap_matches_loop_gradients_through_tarot_featurizer():
     assert feats.shape == (4, 32) and torch.isfinite(feats).all()
 
 
+def test_factorised_features_of_autobot_equal_the_kronecker_projection():
+    """AutoBot's transformer layers are sequence-first, so the factorised featurizer runs one sample at a time
+    (the adapter has no batched losses); its blocks equal P_out G P_in^T of the loop's gradients, and the
+    attention in-projections (read through F.multi_head_attention_forward) are listed as left out."""
+    from tarot.features.factorized import FactorizedGradientFeaturizer
+    from tarot.features.gradients import GradientFeaturizer
+
+    ds = _dataset()
+    torch.manual_seed(0)
+    model = AutoBotEgo(TINY)
+    batch = {k: torch.stack([ds[i][k] for i in range(4)]) for k in ds[0]}
+    with pytest.warns(RuntimeWarning, match="left out"):
+        fz = FactorizedGradientFeaturizer(model, AutoBotLossAdapter(), proj_dim=32, factor_dim=8)
+    assert fz.mode == "loop"
+    assert any(n.endswith("in_proj_weight") for n in fz.left_out)
+    assert not any(n.endswith("out_proj.weight") for n in fz.param_names)
+    blocks = fz.per_sample_grads(batch)
+    scale = max(float(b.abs().max()) for b in blocks.values())
+    grads = GradientFeaturizer(model, AutoBotLossAdapter(), proj_dim=8, mode="loop",
+                               params=fz.param_names).per_sample_grads(batch)
+    for ly in fz.layers:
+        parts = [grads[ly.weight].reshape(4, ly.d_out, -1)] if ly.weight else []
+        parts += [grads[ly.bias].reshape(4, ly.d_out, 1)] if ly.bias else []
+        g = torch.cat(parts, -1)
+        p_in = torch.eye(ly.d_in) if ly.p_in is None else ly.p_in
+        p_out = torch.eye(ly.d_out) if ly.p_out is None else ly.p_out
+        ref = p_out @ g @ p_in.T
+        torch.testing.assert_close(blocks[ly.name], ref, rtol=1e-4, atol=1e-6 * scale)
+    feats = fz.project(blocks)
+    assert feats.shape == (4, 32) and torch.isfinite(feats).all() and not torch.allclose(feats[0], feats[1])
+
+
 def test_dataset_yields_tensor_only_samples():
     ds = _dataset()
     s = ds[0]

@@ -142,3 +142,23 @@ def test_penultimate_embedding_is_the_input_of_the_last_linear_layer():
             head = model.head if arch == "small_cnn" else torch.nn.Sequential(model[-2], model[-1])
             torch.testing.assert_close(head(emb), model(x))
         assert emb.shape == (5, embedding_dim(model))
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet9"])
+def test_factorised_features_batch_mode_equals_one_sample_runs(arch):
+    """ClassificationLoss.losses gives the factorised featurizer its batch mode on both classifiers (BatchNorm in
+    eval mode, residual blocks, max-pooling): one batched backward gives the features of one-sample runs."""
+    from tarot.features.factorized import FactorizedGradientFeaturizer
+
+    _, x, y, _ = C.load_demo_source("digits")
+    ds = M.ImageClassDataset(x[:6], y[:6])
+    batch = {"image": ds.x, "label": ds.y}
+    torch.manual_seed(0)
+    model = M.build_classifier(arch, 10, 1, 8 if arch == "small_cnn" else 0.125)
+    with pytest.warns(RuntimeWarning, match="left out"):  # BatchNorm weights
+        fz = {m: FactorizedGradientFeaturizer(model, M.ClassificationLoss(), proj_dim=64, mode=m)
+              for m in ("batch", "loop")}
+    assert fz["batch"].mode == "batch"
+    feats = {m: f.featurize_batch(batch) for m, f in fz.items()}
+    assert feats["batch"].abs().max() > 0
+    torch.testing.assert_close(feats["batch"], feats["loop"], rtol=1e-4, atol=1e-5 * float(feats["loop"].abs().max()))

@@ -48,6 +48,36 @@ def test_tiny_segmenter_vmap_equals_loop_through_featurizer():
     assert _rel_close(gv["classifier.1.weight"][1], ref)
 
 
+def test_factorised_segmentation_head_features_batch_equals_loop():
+    """TorchSegLoss.losses (per-image losses, ignored pixels in each image's own denominator) gives the factorised
+    featurizer its batch mode on the tiny segmenter's heads; it equals the one-image runs, and each block equals the
+    Kronecker projection of the loop gradients."""
+    from tarot.features.factorized import FactorizedGradientFeaturizer
+
+    torch.manual_seed(0)
+    model = SM.TinySegmenter(width=8).eval()
+    batch = _batch(3)
+    per = SM.TorchSegLoss().losses(model, dict(model.named_parameters()), dict(model.named_buffers()), batch)
+    one = [SM.TorchSegLoss().loss(model, dict(model.named_parameters()), dict(model.named_buffers()),
+                                  {k: v[i] for k, v in batch.items()}) for i in range(3)]
+    torch.testing.assert_close(per, torch.stack(one))
+    with pytest.warns(RuntimeWarning, match="left out"):  # the BatchNorm weights
+        FactorizedGradientFeaturizer(model, SM.TorchSegLoss(), proj_dim=64)
+    globs = ["classifier.0.0.weight", "classifier.1.*", "aux_classifier.*"]
+    fb = FactorizedGradientFeaturizer(model, SM.TorchSegLoss(), proj_dim=64, mode="batch", factor_dim=8, params=globs)
+    fl = FactorizedGradientFeaturizer(model, SM.TorchSegLoss(), proj_dim=64, mode="loop", factor_dim=8, params=globs)
+    assert [ly.name for ly in fb.layers] == ["classifier.0.0", "classifier.1", "aux_classifier.0"]
+    assert _rel_close(fb.featurize_batch(batch), fl.featurize_batch(batch))
+    grads = GradientFeaturizer(model, SM.TorchSegLoss(), proj_dim=8, mode="loop", params=globs).per_sample_grads(batch)
+    blocks = fb.per_sample_grads(batch)
+    for ly in fb.layers:
+        parts = [grads[ly.weight].reshape(3, ly.d_out, -1)] + ([grads[ly.bias][..., None]] if ly.bias else [])
+        g = torch.cat(parts, -1)
+        p_in = torch.eye(ly.d_in) if ly.p_in is None else ly.p_in
+        p_out = torch.eye(ly.d_out) if ly.p_out is None else ly.p_out
+        assert _rel_close(blocks[ly.name], p_out @ g @ p_in.T), ly.name
+
+
 def test_torchvision_deeplabv3_builds_offline_and_featurizes():
     torch.manual_seed(0)
     model = SM.build_torch_segmenter("deeplabv3_resnet50").eval()

@@ -24,6 +24,8 @@ _EXPORTS: dict[str, str] = {
     "EmbeddingFeaturizer": "tarot.features.embeddings",
     "Checkpoint": "tarot.features.gradients",
     "GradientFeaturizer": "tarot.features.gradients",
+    "FactorizedGradientFeaturizer": "tarot.features.factorized",
+    "gradient_featurizer": "tarot.features.factorized",
     "LossAdapter": "tarot.features.gradients",
     "featurize_to_store": "tarot.features.featurize",
     "OTResult": "tarot.ot",
@@ -75,6 +77,7 @@ if TYPE_CHECKING:  # static analysis and IDEs see the eager imports
     from tarot.errors import MissingSplitError, StoreError  # noqa: F401
     from tarot.features.distributed import featurize_distributed, merge_shards  # noqa: F401
     from tarot.features.embeddings import EmbeddingFeaturizer  # noqa: F401
+    from tarot.features.factorized import FactorizedGradientFeaturizer, gradient_featurizer  # noqa: F401
     from tarot.features.featurize import featurize_to_store  # noqa: F401
     from tarot.features.gradients import Checkpoint, GradientFeaturizer, LossAdapter  # noqa: F401
     from tarot.features.projection import Projector  # noqa: F401

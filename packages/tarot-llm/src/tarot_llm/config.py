@@ -53,4 +53,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         raise ConfigError("features.tarot_targets must be 'adam' or 'sgd'")
     if cfg["features"]["checkpoint_weighting"] not in ("lr", "uniform"):
         raise ConfigError("features.checkpoint_weighting must be 'lr' or 'uniform'")
+    if cfg["features"]["projector"] not in ("rademacher", "gaussian", "sjlt"):
+        raise ConfigError(
+            f"features.projector must be rademacher, gaussian or sjlt, got {cfg['features']['projector']!r} "
+            "(factorized cannot carry LESS's Adam-preconditioned gradients: m/sqrt(v) does not factorise per layer)")
     return cfg

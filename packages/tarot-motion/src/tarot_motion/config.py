@@ -15,7 +15,8 @@ from .preprocess import DEFAULT_CONFIG as PREPROCESS_DEFAULTS
 FEATURIZE_DEFAULTS: dict[str, Any] = {
     "proj_dim": 512,
     "seed": 0,
-    "projector": "rademacher",
+    "projector": "rademacher",  # rademacher | gaussian | sjlt | factorized
+    "factor_dim": 32,  # factorized: k_in = k_out per layer
     "params": None,
     "mode": "auto",
     "batch_size": 16,

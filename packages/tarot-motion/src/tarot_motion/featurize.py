@@ -34,3 +34,32 @@ def encoder_embedding(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Te
     if not isinstance(model, AutoBotEgo):
         raise TypeError(f"encoder_embedding needs an AutoBotEgo model, got {type(model).__name__}")
     return model.encoder_embedding(batch)
+
+
+def bench_case(batch_size: int = 16) -> Any:
+    """The featurization benchmark's AutoBot case (``python -m tarot.app.bench_featurize --case
+    tarot_motion.featurize:bench_case``): the demo's model and featurizer settings on a batch of the embedded real
+    Waymo windows (converted and preprocessed into a temporary folder)."""
+    import tempfile
+    from pathlib import Path
+
+    from tarot.app.bench_featurize import BenchCase
+
+    from .convert import convert_metadrive, legacy_waymo_files
+    from .data import MotionDataset
+    from .demo import demo_config
+    from .preprocess import load_cache, preprocess_database
+    from .train import build_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = demo_config(Path(tmp) / "run")
+        convert_metadrive(Path(tmp) / "db", files=legacy_waymo_files())
+        data = load_cache(preprocess_database(Path(tmp) / "db", Path(tmp) / "cache", cfg["preprocess"],
+                                              progress=False))
+    ds = MotionDataset(data, list(range(batch_size)))
+    batch = {k: torch.stack([ds[i][k] for i in range(batch_size)]) for k in ds[0]}
+    model = build_model(cfg["model"], init="scratch", seed=0)
+    fz = cfg["featurize"]
+    return BenchCase(name="AutoBot", model=model, adapter=AutoBotLossAdapter(float(fz["loss_scale"])), batch=batch,
+                     proj_dim=int(fz["proj_dim"]), params=fz["params"],
+                     note="tarot-motion's demo AutoBot-Ego on embedded real Waymo windows.")

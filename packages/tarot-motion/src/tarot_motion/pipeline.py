@@ -93,9 +93,9 @@ def featurize(model_cfg: Mapping[str, Any], fcfg: Mapping[str, Any], checkpoints
         state = torch.load(p, map_location="cpu", weights_only=True)
         ckpts.append(tarot.Checkpoint(name=f"c{i}_{p.stem}", state_dict=state.get("model", state)))
     adapter = AutoBotLossAdapter(float(fcfg["loss_scale"]))
-    feat = tarot.GradientFeaturizer(model, adapter, proj_dim=int(fcfg["proj_dim"]), seed=int(fcfg["seed"]),
-                                    projector=fcfg["projector"], params=fcfg["params"], mode=fcfg["mode"],
-                                    device="cpu")
+    feat = tarot.gradient_featurizer(model, adapter, proj_dim=int(fcfg["proj_dim"]), seed=int(fcfg["seed"]),
+                                     projector=fcfg["projector"], params=fcfg["params"], mode=fcfg["mode"],
+                                     factor_dim=int(fcfg["factor_dim"]), device="cpu")
     srcs = sources or {k: ds.sources for k, ds in datasets.items()}
     return featurize_distributed(feat, dict(datasets), str(out), checkpoints=ckpts, batch_size=int(fcfg["batch_size"]),
                                  ids={k: ds.ids for k, ds in datasets.items()},

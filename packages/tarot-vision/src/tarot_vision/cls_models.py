@@ -155,6 +155,12 @@ class ClassificationLoss:
         logits = torch.func.functional_call(model, {**params, **buffers}, (sample["image"].unsqueeze(0),))
         return F.cross_entropy(logits, sample["label"].reshape(1))
 
+    def losses(self, model: nn.Module, params: dict, buffers: dict, batch: dict) -> torch.Tensor:
+        """Per-sample cross-entropies of a collated batch, ``[B]`` (one forward; the factorised featurizer's batch
+        mode)."""
+        logits = torch.func.functional_call(model, {**params, **buffers}, (batch["image"],))
+        return F.cross_entropy(logits, batch["label"].reshape(-1), reduction="none")
+
 
 def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``logit_y − logsumexp_{k≠y} logit_k`` per row (TRAK's classification output)."""

@@ -246,7 +246,7 @@ def _train_eval(scn: Scenario, train_ds, cfg: dict[str, Any], seed: int, num_cla
 def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress: bool) -> dict[str, Any]:
     """One seed: scenario, warm-up, featurisation, all selections, retraining and evaluation."""
     import tarot
-    from tarot import Checkpoint, GradientFeaturizer, WeightedSubset, featurize_to_store
+    from tarot import Checkpoint, WeightedSubset, featurize_to_store, gradient_featurizer
 
     t0 = time.perf_counter()
     scn = build_scenario(images, labels, cfg["scenario"], seed)
@@ -272,14 +272,14 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
     warm_acc = accuracy(model, scn.test)
     t_warm = time.perf_counter()
     fz = cfg["featurize"]
-    feat = GradientFeaturizer(
+    feat = gradient_featurizer(
         model,
         ClassificationLoss(),
         proj_dim=int(fz["proj_dim"]),
         seed=seed,
         projector=fz["projector"],
         params=fz["params"],
-        mode="auto",
+        factor_dim=int(fz["factor_dim"]),
     )
     ckpts = [Checkpoint(name=f"epoch{e}", state_dict=states[e]) for e in sorted(states)]
     store = featurize_to_store(

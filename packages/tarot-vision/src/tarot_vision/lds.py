@@ -155,7 +155,7 @@ def _data(cfg: dict[str, Any]) -> tuple[str, ImageClassDataset, ImageClassDatase
 
 def run_lds(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run the LDS check; writes masks, margins, scores and ``results.json`` under ``out``."""
-    from tarot import Checkpoint, GradientFeaturizer, featurize_to_store
+    from tarot import Checkpoint, featurize_to_store, gradient_featurizer
 
     from .config import save_resolved
 
@@ -192,7 +192,9 @@ def run_lds(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dict
     if not states:
         raise ValueError(f"featurize.checkpoint_epochs {ck_epochs} has no epoch within train.epochs={tc['epochs']}")
     fz = cfg["featurize"]
-    feat = GradientFeaturizer(model, ClassificationLoss(), proj_dim=int(fz["proj_dim"]), seed=seed, params=fz["params"])
+    feat = gradient_featurizer(model, ClassificationLoss(), proj_dim=int(fz["proj_dim"]), seed=seed,
+                               params=fz["params"], projector=fz["projector"], factor_dim=int(fz["factor_dim"]))
+    t_feat = time.perf_counter()
     store = featurize_to_store(
         feat,
         {"candidate": train_ds, "target": target_ds},
@@ -201,6 +203,7 @@ def run_lds(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dict
         batch_size=int(fz["batch_size"]),
         progress=progress,
     )
+    featurize_s = time.perf_counter() - t_feat
     whitening: dict = {}
     scores = attribution_scores(
         np.asarray(store.features("candidate")),
@@ -240,6 +243,8 @@ def run_lds(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dict
         "lds": result,
         "whitening": whitening,
         "feature_dim": int(store.features("candidate").shape[1]),
+        "projector": fz["projector"],
+        "featurize_s": featurize_s,  # a resumed run counts only the batches it computed
         "wall_time_s": time.perf_counter() - t0,
     }
     tmp = out / "results.json.tmp"

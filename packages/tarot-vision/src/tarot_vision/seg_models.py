@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 AUX_WEIGHT = 0.4
 
 
-def pixel_ce(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy summed over non-ignored pixels, divided by the number of label pixels (vmap-safe).
+def pixel_ce(logits: torch.Tensor, label: torch.Tensor, per_sample: bool = False) -> torch.Tensor:
+    """Cross-entropy summed over non-ignored pixels, divided by the number of label pixels (vmap-safe); with
+    ``per_sample`` one such loss per image, ``[B]`` (each divided by its own H·W).
 
     Parameters
     ----------
@@ -40,6 +41,8 @@ def pixel_ce(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     safe = torch.where(valid, label, torch.zeros_like(label))
     logp = F.log_softmax(logits, dim=1)
     nll = -torch.gather(logp, 1, safe.unsqueeze(1)).squeeze(1)
+    if per_sample:
+        return (nll * valid.to(nll.dtype)).flatten(1).sum(1) / label[0].numel()
     return (nll * valid.to(nll.dtype)).sum() / label.numel()
 
 
@@ -88,11 +91,12 @@ def build_torch_segmenter(arch: str, num_classes: int = NUM_CLASSES) -> nn.Modul
     raise ValueError(f"unknown torch segmenter {arch!r}; expected 'deeplabv3_resnet50' or 'tiny'")
 
 
-def seg_loss_from_outputs(out: dict[str, torch.Tensor], label: torch.Tensor, aux_weight: float = AUX_WEIGHT):
-    """``CE(out) + aux_weight · CE(aux)`` with logits upsampled to the label size."""
-    loss = pixel_ce(_upsample(out["out"], label.shape[-2:]), label)
+def seg_loss_from_outputs(out: dict[str, torch.Tensor], label: torch.Tensor, aux_weight: float = AUX_WEIGHT,
+                          per_sample: bool = False):
+    """``CE(out) + aux_weight · CE(aux)`` with logits upsampled to the label size (``[B]`` with ``per_sample``)."""
+    loss = pixel_ce(_upsample(out["out"], label.shape[-2:]), label, per_sample)
     if "aux" in out and out["aux"] is not None and aux_weight:
-        loss = loss + aux_weight * pixel_ce(_upsample(out["aux"], label.shape[-2:]), label)
+        loss = loss + aux_weight * pixel_ce(_upsample(out["aux"], label.shape[-2:]), label, per_sample)
     return loss
 
 
@@ -107,6 +111,11 @@ class TorchSegLoss:
         y = sample["label"].unsqueeze(0)
         out = torch.func.functional_call(model, {**params, **buffers}, (x,))
         return seg_loss_from_outputs(out, y, self.aux_weight)
+
+    def losses(self, model: nn.Module, params: dict, buffers: dict, batch: dict) -> torch.Tensor:
+        """Per-image losses of a batch, ``[B]``, in one forward (the factorised featurizer's batch mode)."""
+        out = torch.func.functional_call(model, {**params, **buffers}, (batch["image"],))
+        return seg_loss_from_outputs(out, batch["label"], self.aux_weight, per_sample=True)
 
 
 # ---------------------------------------------------------------------------------------------------- training

@@ -88,7 +88,7 @@ def featurize(cfg: dict[str, Any], out: str | Path, progress: bool = True, shard
     ``shard=(rank, world)`` featurizes one shard (several processes or torchrun; see tarot.features.distributed); rank 0
     merges the shards into ``OUT/features`` when ``merge`` and all shards are complete.
     """
-    from tarot import GradientFeaturizer
+    from tarot import gradient_featurizer
     from tarot.features.distributed import featurize_distributed
 
     d = cfg["data"]
@@ -102,8 +102,9 @@ def featurize(cfg: dict[str, Any], out: str | Path, progress: bool = True, shard
     # every process (and every rank of a sharded run) must featurize the same weights: seed the initialisation
     torch.manual_seed(int(fz["seed"]))
     model, adapter, globs = build_model(cfg)
-    feat = GradientFeaturizer(
-        model, adapter, proj_dim=int(fz["proj_dim"]), seed=int(fz["seed"]), params=globs, mode=fz["mode"]
+    feat = gradient_featurizer(
+        model, adapter, proj_dim=int(fz["proj_dim"]), seed=int(fz["seed"]), params=globs, mode=fz["mode"],
+        projector=fz["projector"], factor_dim=int(fz["factor_dim"]),
     )
     return featurize_distributed(
         feat,

@@ -1,8 +1,13 @@
-"""Featurization benchmark: per-sample gradients (vmap vs loop) and the projection (dense Rademacher, cached and
-cold, vs the sparse JL transform) on a small CNN, and the projection alone at the LoRA size of the LLM package,
-side by side in one run. Writes ``benchmarks/results/featurize.md``.
+"""Featurization benchmark: per-sample gradients (vmap vs loop), the projection (dense Rademacher, cached and
+cold, vs the sparse JL transform) and whole featurization per projector (dense, sjlt, per-layer factorised) on a
+small CNN, and the projection alone at the LoRA size of the LLM package, side by side in one run. Writes
+``benchmarks/results/featurize.md``.
 
     python -m tarot.app.bench_featurize [--repeat 3] [--out benchmarks/results] [--skip-lora]
+    python -m tarot.app.bench_featurize --case tarot_motion.featurize:bench_case   # a domain model
+
+``--case MODULE:FUNCTION`` measures a domain package's model instead (the function returns a :class:`BenchCase`)
+and writes ``featurize_<name>.md``: gradients alone, then ``featurize_batch`` with each projector, side by side.
 
 Timings are medians of ``--repeat`` runs of one batch; ratios between rows of one run are what to compare (these
 machines are noisy).
@@ -11,11 +16,13 @@ machines are noisy).
 from __future__ import annotations
 
 import argparse
+import importlib
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tarot.features.gradients import GradientFeaturizer
+from tarot.features.factorized import FactorizedGradientFeaturizer
+from tarot.features.gradients import GradientFeaturizer, leading_size
 from tarot.features.projection import Projector
 
 
@@ -46,6 +54,26 @@ class _CE:
     def loss(self, model: nn.Module, params: dict, buffers: dict, sample: dict) -> torch.Tensor:
         out = torch.func.functional_call(model, {**params, **buffers}, (sample["x"].unsqueeze(0),))
         return nn.functional.cross_entropy(out, sample["y"].unsqueeze(0))
+
+    def losses(self, model: nn.Module, params: dict, buffers: dict, batch: dict) -> torch.Tensor:
+        out = torch.func.functional_call(model, {**params, **buffers}, (batch["x"],))
+        return nn.functional.cross_entropy(out, batch["y"], reduction="none")
+
+
+@dataclass
+class BenchCase:
+    """A domain model to benchmark: its loss adapter, one collated batch and the featurizer settings it uses."""
+
+    name: str
+    model: nn.Module
+    adapter: Any
+    batch: Any
+    proj_dim: int
+    params: list[str] | None = None
+    note: str = ""
+    projectors: tuple[str, ...] = ("rademacher", "sjlt", "factorized")
+    modes: tuple[str, ...] = ("vmap", "loop")
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _median(fn: Callable[[], Any], repeat: int) -> float:
@@ -84,6 +112,46 @@ def cnn_rows(batch: int, proj_dim: int, repeat: int) -> list[tuple[str, float, i
         feat.featurize_batch(data)
         label = "dense, cached" if kind == "rademacher" else "sjlt"
         rows.append((f"featurize_batch, {label}", _median(partial(feat.featurize_batch, data), repeat), batch))
+
+    def backward() -> None:  # one batched forward and backward, the floor of any gradient featurization
+        model.zero_grad()
+        _CE().losses(model, dict(model.named_parameters()), {}, data).sum().backward()
+
+    rows.append(("batched forward + backward (no per-sample gradients)", _median(backward, repeat), batch))
+    fact = FactorizedGradientFeaturizer(model, _CE(), proj_dim=proj_dim, seed=0, mode="batch")
+    fact.featurize_batch(data)  # the first batch is also checked against one-sample runs
+    blocks = fact.per_sample_grads(data)
+    with torch.no_grad():
+        mix = _median(lambda: fact.project(blocks), repeat)
+        rows.append(("projection, factorized mix of the per-layer blocks", mix, batch))
+    rows.append((f"featurize_batch, factorized (factor_dim={fact.factor_dim}, batch mode)",
+                 _median(partial(fact.featurize_batch, data), repeat), batch))
+    return rows
+
+
+def case_rows(case: BenchCase, repeat: int) -> list[tuple[str, float, int]]:
+    """Gradients alone (each mode that works) and ``featurize_batch`` per projector for a domain model."""
+    from tarot.features.factorized import gradient_featurizer
+
+    n = leading_size(case.batch, "bench case")
+    rows = []
+    for mode in case.modes:
+        feat = GradientFeaturizer(case.model, case.adapter, proj_dim=case.proj_dim, params=case.params, mode=mode)
+        feat.per_sample_grads(case.batch)
+        rows.append((f"per-sample gradients, {mode}", _median(partial(feat.per_sample_grads, case.batch), repeat), n))
+    for proj in case.projectors:
+        kind = "factorized" if proj == "factorized" else proj
+        mode = "auto" if proj == "factorized" else case.modes[0]
+        params = None if proj == "factorized" else case.params
+        feat = gradient_featurizer(case.model, case.adapter, case.proj_dim, projector=kind, params=params, mode=mode)
+        feat.featurize_batch(case.batch)
+        label = {"rademacher": "dense"}.get(proj, proj)
+        detail = f", {feat.mode} mode" if proj == "factorized" else f", {mode}"
+        rows.append((f"featurize_batch, {label}{detail}", _median(partial(feat.featurize_batch, case.batch), repeat),
+                     n))
+        if proj == "factorized":
+            case.extra["factorized_params"] = feat.config()["num_params"]
+            case.extra["factorized_left_out"] = len(feat.left_out)
     return rows
 
 
@@ -100,6 +168,80 @@ def lora_rows(batch: int, proj_dim: int, repeat: int) -> list[tuple[str, float, 
              _median(lambda: sparse.project_chunks(chunks), repeat), batch)]
 
 
+def _table(rows: list[tuple[str, float, int]]) -> list[str]:
+    out = ["| step | s / batch | samples / s |", "|---|---|---|"]
+    return out + [f"| {label} | {s:.4f} | {b / s:,.{0 if b / s >= 10 else 2}f} |" for label, s, b in rows]
+
+
+def _header(what: str, repeat: int) -> str:
+    return (f"One run, `python -m tarot.app.bench_featurize{what}`, {torch.get_num_threads()} torch threads, "
+            f"{platform.machine()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; medians of {repeat} "
+            "batches.")
+
+
+def cnn_report(args: argparse.Namespace) -> str:
+    rows = cnn_rows(args.batch, args.proj_dim, args.repeat)
+    if not args.skip_lora:
+        rows += lora_rows(8, 8192, args.repeat)
+    by = {label: s for label, s, _ in rows}
+    lines = ["# Featurization", "", _header("", args.repeat) + f" Small CNN: "
+             f"{sum(p.numel() for p in SmallCNN().parameters()):,} parameters, batch {args.batch}, k = "
+             f"{args.proj_dim}.", "", *_table(rows)]
+    grads = by["per-sample gradients, vmap"]
+    backward = by["batched forward + backward (no per-sample gradients)"]
+    fact = next(v for k, v in by.items() if k.startswith("featurize_batch, factorized"))
+    lines.append("")
+    for label in ("featurize_batch, dense, cached", "featurize_batch, sjlt"):
+        proj = by[label] - grads
+        lines.append(f"- {label}: projection ≈ {max(proj, 0) / by[label]:.0%} of the featurization time "
+                     f"(featurize_batch minus the vmap gradients alone)")
+    lines.append(f"- featurize_batch, factorized: {fact / backward:.2f}x the time of one batched forward + backward "
+                 "(it differentiates the layer outputs only, not the weights); its mixing projection is "
+                 f"{by['projection, factorized mix of the per-layer blocks'] / fact:.0%} of its time")
+    lines.append(f"- vmap / loop gradients: {by['per-sample gradients, loop'] / grads:.1f}x faster; one batched "
+                 f"forward + backward is {grads / backward:.1f}x faster than the vmap gradients")
+    dense = by["featurize_batch, dense, cached"]
+    lines.append(f"- featurize_batch with sjlt is {dense / by['featurize_batch, sjlt']:.1f}x faster than with the "
+                 f"cached dense projection; factorized is {dense / fact:.1f}x faster than dense and "
+                 f"{by['featurize_batch, sjlt'] / fact:.1f}x faster than sjlt")
+    if not args.skip_lora:
+        d = by["LoRA-size projection, dense (regenerated)"]
+        sp = next(v for k, v in by.items() if k.startswith("LoRA-size projection, sjlt"))
+        lines.append(f"- LoRA size: sjlt projection {d / sp:.0f}x faster than the regenerated dense one")
+    return "\n".join(lines) + "\n"
+
+
+def case_report(args: argparse.Namespace) -> tuple[str, str]:
+    module, _, fn = args.case.partition(":")
+    case: BenchCase = getattr(importlib.import_module(module), fn or "bench_case")()
+    rows = case_rows(case, args.repeat)
+    by = {label: s for label, s, _ in rows}
+    n = rows[0][2]
+    p = sum(prm.numel() for name, prm in case.model.named_parameters() if prm.requires_grad
+            and (case.params is None or name in case.params))
+    lines = [f"# Featurization: {case.name}", "", _header(f" --case {args.case}", args.repeat)
+             + f" {case.note} Differentiated parameters: {p:,}; batch {n}; k = {case.proj_dim}.", "",
+             *_table(rows), ""]
+    grads = min(v for k, v in by.items() if k.startswith("per-sample gradients"))
+    for label, v in by.items():
+        if label.startswith("featurize_batch") and "factorized" not in label:
+            lines.append(f"- {label}: projection ≈ {max(v - grads, 0) / v:.0%} of the featurization time "
+                         "(minus the fastest per-sample gradients alone)")
+    if "vmap" in case.modes and "loop" in case.modes:
+        ratio = by["per-sample gradients, loop"] / by["per-sample gradients, vmap"]
+        lines.append(f"- vmap / loop gradients: {ratio:.1f}x faster")
+    fact = next((v for k, v in by.items() if k.startswith("featurize_batch, factorized")), None)
+    if fact is not None:
+        dense = next((v for k, v in by.items() if k.startswith("featurize_batch, dense")), None)
+        sparse = next((v for k, v in by.items() if k.startswith("featurize_batch, sjlt")), None)
+        if dense is not None and sparse is not None:
+            lines.append(f"- factorized is {dense / fact:.1f}x faster than dense and {sparse / fact:.1f}x than sjlt; "
+                         f"it covers {case.extra.get('factorized_params', 0):,} of the {p:,} parameters (Linear and "
+                         f"Conv layers; {case.extra.get('factorized_left_out', 0)} other parameter tensors left out)")
+    name = case.name.lower().split()[0].replace("/", "_")
+    return name, "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3, help="runs per timing (median; default 3)")
@@ -107,35 +249,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--proj-dim", type=int, default=1024, help="CNN projection dimension (default 1024)")
     ap.add_argument("--skip-lora", action="store_true", help="leave out the LoRA-size projection (slow: dense "
                     "regenerates 3.8e9 entries)")
+    ap.add_argument("--case", default=None, metavar="MODULE:FUNCTION",
+                    help="benchmark a domain model (a function returning a BenchCase), e.g. "
+                    "tarot_motion.featurize:bench_case; writes featurize_<name>.md")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder of featurize.md")
     args = ap.parse_args(argv)
-    rows = cnn_rows(args.batch, args.proj_dim, args.repeat)
-    if not args.skip_lora:
-        rows += lora_rows(8, 8192, args.repeat)
-    by = {label: s for label, s, _ in rows}
-    lines = ["# Featurization", "",
-             f"One run, `python -m tarot.app.bench_featurize`, {torch.get_num_threads()} torch threads, "
-             f"{platform.machine()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}. Small CNN: "
-             f"{sum(p.numel() for p in SmallCNN().parameters()):,} parameters, batch {args.batch}, k = "
-             f"{args.proj_dim}; medians of {args.repeat} batches.", "",
-             "| step | s / batch | samples / s |", "|---|---|---|"]
-    lines += [f"| {label} | {s:.4f} | {b / s:,.{0 if b / s >= 10 else 2}f} |" for label, s, b in rows]
-    grads = by["per-sample gradients, vmap"]
-    lines.append("")
-    for label in ("featurize_batch, dense, cached", "featurize_batch, sjlt"):
-        proj = by[label] - grads
-        lines.append(f"- {label}: projection ≈ {max(proj, 0) / by[label]:.0%} of the featurization time "
-                     f"(featurize_batch minus the gradients alone)")
-    lines.append(f"- vmap / loop gradients: {by['per-sample gradients, loop'] / grads:.1f}x faster")
-    speedup = by["featurize_batch, dense, cached"] / by["featurize_batch, sjlt"]
-    lines.append(f"- featurize_batch with sjlt is {speedup:.1f}x faster than with the cached dense projection")
-    if not args.skip_lora:
-        d = by["LoRA-size projection, dense (regenerated)"]
-        s = next(v for k, v in by.items() if k.startswith("LoRA-size projection, sjlt"))
-        lines.append(f"- LoRA size: sjlt projection {d / s:.0f}x faster than the regenerated dense one")
-    text = "\n".join(lines) + "\n"
+    if args.case:
+        name, text = case_report(args)
+        target = args.out / f"featurize_{name}.md"
+    else:
+        text, target = cnn_report(args), args.out / "featurize.md"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "featurize.md").write_text(text, encoding="utf-8")
+    target.write_text(text, encoding="utf-8")
     print(text)
     return 0
 

@@ -396,6 +396,15 @@ def _known_options(method: str) -> set[str]:
     return names
 
 
+def _brief(value: Any) -> Any:
+    """A manifest value for one line: long lists by their length, nested settings by their type."""
+    if isinstance(value, list) and (len(value) > 6 or any(isinstance(v, dict) for v in value)):
+        return f"[{len(value)} entries]"
+    if isinstance(value, dict):
+        return value.get("type", f"{{{len(value)} keys}}")
+    return value
+
+
 def _print_kv(rows: Sequence[tuple[str, Any]], indent: str = "") -> None:
     width = max((len(k) for k, _ in rows), default=0)
     for key, value in rows:
@@ -557,7 +566,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
                 f"{c.get('name', '?')} (weight {c.get('weight', 1)})" if isinstance(c, dict) else str(c) for c in value
             ) or "none"))
         elif key == "projector" and isinstance(value, dict):
-            rows.append((key, ", ".join(f"{k}={v}" for k, v in value.items())))
+            rows.append((key, ", ".join(f"{k}={_brief(v)}" for k, v in value.items())))
         elif not isinstance(value, (list, dict)):
             rows.append((key, value))
     _print_kv(rows, indent="  ")

@@ -19,9 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_map
 
-from tarot.features.gradients import eval_mode
+from tarot.features.gradients import eval_mode, move_batch, resolve_device
 from tarot.features.projection import Projector
 
 EmbedFn = Callable[[torch.nn.Module, Any], torch.Tensor]
@@ -53,10 +52,7 @@ class EmbeddingFeaturizer:
             raise TypeError("EmbeddingFeaturizer: embed must be callable(model, batch) -> [B, d] tensor")
         if int(dim) <= 0:
             raise ValueError(f"EmbeddingFeaturizer: dim must be positive, got {dim}")
-        if device is None:
-            first = next(model.parameters(), None)
-            device = first.device if first is not None else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(model, device)
         self.model = model.to(self.device)
         self.embed = embed
         self.dim = int(dim)
@@ -77,8 +73,7 @@ class EmbeddingFeaturizer:
     def per_sample_grads(self, batch: Any) -> torch.Tensor:
         """The batch's embeddings ``[B, d]`` (float32); the name is the store's protocol, no gradient is taken."""
         with eval_mode(self.model), torch.no_grad():
-            out = self.embed(self.model, tree_map(lambda t: t.to(self.device) if isinstance(t, torch.Tensor) else t,
-                                                  batch))
+            out = self.embed(self.model, move_batch(batch, self.device))
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != self.dim:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"EmbeddingFeaturizer: embed returned {shape}, expected [batch, {self.dim}]")

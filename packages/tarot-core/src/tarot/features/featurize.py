@@ -218,6 +218,9 @@ def _plan(featurizer: Featurizer, datasets: Mapping[str, Any], path: str | os.Pa
         precond = {s: featurizer.precondition for s in splits}
     else:
         precond = {s: _per_split("precondition", precondition, splits).get(s) for s in splits}
+    if not getattr(featurizer, "accepts_precondition", True) and any(v is not None for v in precond.values()):
+        raise ValueError(f"featurize_to_store: {type(featurizer).__name__} takes no preconditioner (it does not "
+                         "factorise); use the dense or sjlt projector for preconditioned gradients")
     totals = {s: len(datasets[s]) for s in splits}
     full = {kind: {s: check_labels(kind, s, labels[kind].get(s), totals[s]) for s in splits} for kind in labels}
     full["ids"] = {s: full["ids"][s] or [str(i) for i in range(totals[s])] for s in splits}

@@ -122,6 +122,45 @@ def _select_params(model: torch.nn.Module, globs: Sequence[str] | None) -> list[
     return names
 
 
+def resolve_device(model: torch.nn.Module, device: str | torch.device | None) -> torch.device:
+    """``device``, else the device of the model's first parameter, else the CPU."""
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else "cpu"
+    return torch.device(device)
+
+
+def split_state(model: torch.nn.Module, names: Sequence[str], leaves: bool = False
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(the parameters ``names``, in that order; everything else: other parameters and buffers), all detached.
+    ``leaves``: the chosen ones require grad (autograd leaves sharing the parameters' storage)."""
+    chosen = set(names)
+    params: dict[str, torch.Tensor] = {}
+    frozen: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():
+        if name in chosen:
+            params[name] = p.detach().requires_grad_(True) if leaves else p.detach()
+        else:
+            frozen[name] = p.detach()
+    for name, b in model.named_buffers():
+        frozen[name] = b.detach()
+    return {n: params[n] for n in names}, frozen
+
+
+def move_batch(batch: Any, device: torch.device) -> Any:
+    """Every tensor leaf of the batch pytree on ``device``."""
+    return tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, batch)
+
+
+def leading_size(batch: Any, who: str) -> int:
+    """The one leading (batch) size shared by the batch's tensor leaves, else a ValueError naming ``who``."""
+    sizes: set[int] = set()
+    tree_map(lambda t: sizes.add(t.shape[0]) if isinstance(t, torch.Tensor) and t.dim() > 0 else None, batch)
+    if len(sizes) != 1:
+        raise ValueError(f"{who}: batch leaves must share one leading batch size, got sizes {sizes}")
+    return sizes.pop()
+
+
 @contextlib.contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     """Every module in ``eval()`` mode for the block, each module's own training flag restored afterwards."""
@@ -190,10 +229,7 @@ class GradientFeaturizer:
             raise TypeError(f"GradientFeaturizer: adapter {type(adapter).__name__} has no callable .loss()")
         if isinstance(params, str):
             params = [params]
-        if device is None:
-            first = next(model.parameters(), None)
-            device = first.device if first is not None else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(model, device)
         self.model = model.to(self.device)
         self.adapter = adapter
         self.mode = mode
@@ -249,27 +285,14 @@ class GradientFeaturizer:
 
     # ------------------------------------------------------------------ helpers
     def _split_state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """(differentiated params, everything else: frozen params + buffers), all detached."""
-        chosen = set(self.param_names)
-        params: dict[str, torch.Tensor] = {}
-        frozen: dict[str, torch.Tensor] = {}
-        for name, p in self.model.named_parameters():
-            (params if name in chosen else frozen)[name] = p.detach()
-        for name, b in self.model.named_buffers():
-            frozen[name] = b.detach()
-        params = {n: params[n] for n in self.param_names}
-        return params, frozen
+        return split_state(self.model, self.param_names)
 
     def _to_device(self, batch: Any) -> Any:
-        return tree_map(lambda t: t.to(self.device) if isinstance(t, torch.Tensor) else t, batch)
+        return move_batch(batch, self.device)
 
     @staticmethod
     def _batch_size(batch: Any) -> int:
-        sizes = set()
-        tree_map(lambda t: sizes.add(t.shape[0]) if isinstance(t, torch.Tensor) and t.dim() > 0 else None, batch)
-        if len(sizes) != 1:
-            raise ValueError(f"GradientFeaturizer: batch leaves must share one leading batch size, got sizes {sizes}")
-        return sizes.pop()
+        return leading_size(batch, "GradientFeaturizer")
 
     def _grads_vmap(self, params: dict, frozen: dict, batch: Any) -> dict[str, torch.Tensor]:
         def one(p: dict, f: dict, sample: Any) -> torch.Tensor:
