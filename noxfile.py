@@ -5,7 +5,8 @@ Sessions
 tests(<pkg>)  run one package's test suite in its own virtualenv (only that package, tarot-core and its test extras)
 lint          ruff over every package
 docs          build the docs site strictly
-bench         selection-step benchmark on synthetic features (``nox -s bench -- --full`` for the large sizes)
+bench         selection step on synthetic features (``nox -s "bench(core)" -- --full`` for the large sizes) and
+              featurization of the CNN, AutoBot, DeepLabV3 head and LoRA LLM per projector
 quality       quality benchmark: LDS table and the domain demos' verdicts (``benchmarks/results/quality.md``)
 typecheck     mypy over the four packages (settings in ``mypy.ini``)
 coverage      each package's tests under coverage: ``coverage/<pkg>.txt`` and ``coverage/summary.md``
@@ -211,13 +212,26 @@ def lock(session: nox.Session) -> None:
         session.log(f"constraints/{name}.txt: {sum(1 for x in lines if '==' in x)} pinned distributions")
 
 
+BENCH_CASES = {"vision": "tarot_vision.seg_models:bench_case", "motion": "tarot_motion.featurize:bench_case",
+               "llm": "tarot_llm.demo:featurize_bench_case"}
+BENCH_REPEAT = {"vision": "1", "motion": "3", "llm": "2"}  # the dense projection of the 16M-parameter head: ~70 s
+
+
 @nox.session
-def bench(session: nox.Session) -> None:
-    """Selection-step benchmark and featurization benchmark (gradients vmap/loop, dense vs sparse JL projection);
-    prints the tables and writes benchmarks/results/bench.md and featurize.md."""
-    _install_package(session, "core")
-    session.run("python", "-m", "tarot.app.bench", *session.posargs, env={"MPLBACKEND": "Agg"})
-    session.run("python", "-m", "tarot.app.bench_featurize")
+@nox.parametrize("package", ["core", *BENCH_CASES], ids=["core", *BENCH_CASES])
+def bench(session: nox.Session, package: str) -> None:
+    """Benchmarks, one venv per package. core: the selection step (``-- ARGS`` go to it, e.g. ``--full``) and the
+    featurization of a small CNN (gradients vmap/loop; dense, sparse JL and factorised projections) →
+    benchmarks/results/bench.md and featurize.md; vision, motion and llm: featurization of the segmentation
+    pipeline's DeepLabV3 decode head, the demo's AutoBot and the demo's LoRA LLM with each projector →
+    featurize_deeplabv3.md, featurize_autobot.md and featurize_llm.md."""
+    _install_package(session, package)
+    if package == "core":
+        session.run("python", "-m", "tarot.app.bench", *session.posargs, env={"MPLBACKEND": "Agg"})
+        session.run("python", "-m", "tarot.app.bench_featurize")
+    else:
+        session.run("python", "-m", "tarot.app.bench_featurize", "--case", BENCH_CASES[package],
+                    "--repeat", BENCH_REPEAT[package])
 
 
 @nox.session

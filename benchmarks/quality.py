@@ -410,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     for part in ("lds", "vision", "motion", "llm", "projectors"):  # parts not rerun keep their committed numbers
         if part not in doc and part in previous:
             doc[part] = previous[part]
-            doc["parts"].append(f"{part} (from {previous.get('date', 'an earlier run')})")
+            carried = [p for p in previous.get("parts", []) if p.startswith(f"{part} (from ")]  # keep the run's date
+            doc["parts"].append(carried[0] if carried else f"{part} (from {previous.get('date', 'an earlier run')})")
     doc["wall_seconds"] = round(time.time() - t0)
     (args.results / "quality.json").write_text(json.dumps(doc, indent=1) + "\n")
     (args.results / "quality.md").write_text(markdown(doc) + "\n")

@@ -253,3 +253,25 @@ def test_gradient_featurizer_builds_what_the_config_names():
         gradient_featurizer(model, CELoss(), 16, projector="hadamard")
     with pytest.raises(ValueError, match="mode must be"):
         gradient_featurizer(model, CELoss(), 16, mode="fast")
+
+
+def tiny_bench_case():
+    """A BenchCase for the featurization benchmark's --case path (the ConvNet above, batch mode available)."""
+    from tarot.app.bench_featurize import BenchCase
+
+    return BenchCase(name="Tiny ConvNet", model=ConvNet(), adapter=ImageCE(), batch=images(4), proj_dim=16,
+                     baseline=("the same adapter again", ImageCE()))
+
+
+def test_featurization_benchmark_case_reports_every_projector(tmp_path):
+    from tarot.app.bench_featurize import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert main(["--case", "test_factorized:tiny_bench_case", "--repeat", "1", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "featurize_tiny.md").read_text()
+    for row in ("per-sample gradients, vmap", "per-sample gradients, loop, the same adapter again",
+                "featurize_batch, dense, vmap", "featurize_batch, sjlt, vmap",
+                "featurize_batch, factorized, batch mode"):
+        assert f"| {row} |" in text, row
+    assert "- factorized is " in text and "left out" in text and "- vmap / loop gradients:" in text

@@ -1,6 +1,6 @@
 """tarot-core's factorised gradient features on a peft LoRA model: the hooks see lora_A and lora_B (plain
-nn.Linear modules called as modules), the batched losses agree with the one-sample loss, and the blocks equal the
-Kronecker projection of the loop's LoRA gradients."""
+nn.Linear modules called as modules) and the blocks equal the Kronecker projection of the loop's LoRA gradients;
+the adapter's cut of the right padding leaves the loss unchanged."""
 
 from __future__ import annotations
 
@@ -26,16 +26,17 @@ def test_factorised_lora_features_equal_the_kronecker_projection(tiny_model_dir,
     model = peft_model(tiny_model_dir, extra_trainable=False)
     batch = _batch(tiny_tokenizer)
     adapter = CausalLMLoss()
-    losses = adapter.losses(model, dict(model.named_parameters()), dict(model.named_buffers()), batch)
-    one = [adapter.loss(model, dict(model.named_parameters()), dict(model.named_buffers()),
-                        {k: v[i] for k, v in batch.items()}) for i in range(3)]
-    torch.testing.assert_close(losses, torch.stack(one), rtol=1e-5, atol=1e-6)
+    params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+    for i in range(3):  # the padded row, whole, gives the loss of the cut row
+        row = {k: v[i] for k, v in batch.items()}
+        whole = model(**{k: v.unsqueeze(0) for k, v in row.items()}).loss
+        torch.testing.assert_close(adapter.loss(model, params, buffers, row), whole, rtol=1e-5, atol=1e-6)
 
     fz = FactorizedGradientFeaturizer(model, adapter, proj_dim=64, factor_dim=16)
-    assert fz.mode == "batch" and fz.left_out == []
+    assert fz.mode == "loop" and fz.left_out == []  # the adapter has no batched losses
     names = [ly.name for ly in fz.layers]
     assert len(names) == 8 and all(n.endswith(("lora_A.default", "lora_B.default")) for n in names)
-    blocks = fz.per_sample_grads(batch)  # the first batch is checked against one-sample runs
+    blocks = fz.per_sample_grads(batch)
     grads = GradientFeaturizer(model, adapter, proj_dim=8, mode="loop").per_sample_grads(batch)
     for ly in fz.layers:
         g = grads[ly.weight].reshape(3, ly.d_out, ly.d_in)

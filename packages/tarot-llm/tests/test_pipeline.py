@@ -201,7 +201,8 @@ def check_feature_row(run, model_dir, cfg, store):
     pm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir),
                                    warm["checkpoints"][0]["path"], is_trainable=True)
     pm.eval()
-    feat = GradientFeaturizer(pm, CausalLMLoss(), proj_dim=16, seed=0, projector="rademacher", mode="loop")
+    feat = GradientFeaturizer(pm, CausalLMLoss(), proj_dim=16, seed=0, projector=store.manifest["projector"]["type"],
+                              mode="loop")
     cases = [("candidate", encode_example(tok, pool[0], "tulu", 64), True),
              ("target", encode_target(tok, target, "tulu", 160), False),
              ("target_adam", encode_target(tok, target, "tulu", 160), True)]

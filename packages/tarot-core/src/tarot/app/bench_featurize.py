@@ -73,6 +73,7 @@ class BenchCase:
     note: str = ""
     projectors: tuple[str, ...] = ("rademacher", "sjlt", "factorized")
     modes: tuple[str, ...] = ("vmap", "loop")
+    baseline: tuple[str, Any] | None = None  # (label, adapter): the gradients before a change, timed beside them
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -131,7 +132,7 @@ def cnn_rows(batch: int, proj_dim: int, repeat: int) -> list[tuple[str, float, i
 
 def case_rows(case: BenchCase, repeat: int) -> list[tuple[str, float, int]]:
     """Gradients alone (each mode that works) and ``featurize_batch`` per projector for a domain model."""
-    from tarot.features.factorized import gradient_featurizer
+    from tarot.features.factorized import coverable_parameters, gradient_featurizer
 
     n = leading_size(case.batch, "bench case")
     rows = []
@@ -139,10 +140,17 @@ def case_rows(case: BenchCase, repeat: int) -> list[tuple[str, float, int]]:
         feat = GradientFeaturizer(case.model, case.adapter, proj_dim=case.proj_dim, params=case.params, mode=mode)
         feat.per_sample_grads(case.batch)
         rows.append((f"per-sample gradients, {mode}", _median(partial(feat.per_sample_grads, case.batch), repeat), n))
+        if case.baseline is not None:
+            label, adapter = case.baseline
+            base = GradientFeaturizer(case.model, adapter, proj_dim=case.proj_dim, params=case.params, mode=mode)
+            rows.append((f"per-sample gradients, {mode}, {label}",
+                         _median(partial(base.per_sample_grads, case.batch), repeat), n))
     for proj in case.projectors:
         kind = "factorized" if proj == "factorized" else proj
         mode = "auto" if proj == "factorized" else case.modes[0]
-        params = None if proj == "factorized" else case.params
+        params = case.params
+        if proj == "factorized" and params is not None:  # the covered ones (norm layers are left out)
+            params = sorted(set(params) & coverable_parameters(case.model))
         feat = gradient_featurizer(case.model, case.adapter, case.proj_dim, projector=kind, params=params, mode=mode)
         feat.featurize_batch(case.batch)
         label = {"rademacher": "dense"}.get(proj, proj)
@@ -166,6 +174,11 @@ def lora_rows(batch: int, proj_dim: int, repeat: int) -> list[tuple[str, float, 
     return [("LoRA-size projection, dense (regenerated)", _median(lambda: dense.project_chunks(chunks), 1), batch),
             (f"LoRA-size projection, sjlt (nnz={sparse.nnz}, regenerated)",
              _median(lambda: sparse.project_chunks(chunks), repeat), batch)]
+
+
+def _speed(ratio: float) -> str:
+    """``3.2x faster than`` or ``2.0x slower than`` for a time ratio (other / this)."""
+    return f"{ratio:.1f}x faster than" if ratio >= 1 else f"{1 / ratio:.1f}x slower than"
 
 
 def _table(rows: list[tuple[str, float, int]]) -> list[str]:
@@ -230,12 +243,17 @@ def case_report(args: argparse.Namespace) -> tuple[str, str]:
     if "vmap" in case.modes and "loop" in case.modes:
         ratio = by["per-sample gradients, loop"] / by["per-sample gradients, vmap"]
         lines.append(f"- vmap / loop gradients: {ratio:.1f}x faster")
+    if case.baseline is not None:
+        mode = case.modes[0]
+        before = by[f"per-sample gradients, {mode}, {case.baseline[0]}"]
+        lines.append(f"- per-sample gradients, {mode}: {_speed(before / by[f'per-sample gradients, {mode}'])} with "
+                     f"{case.baseline[0]}")
     fact = next((v for k, v in by.items() if k.startswith("featurize_batch, factorized")), None)
     if fact is not None:
         dense = next((v for k, v in by.items() if k.startswith("featurize_batch, dense")), None)
         sparse = next((v for k, v in by.items() if k.startswith("featurize_batch, sjlt")), None)
         if dense is not None and sparse is not None:
-            lines.append(f"- factorized is {dense / fact:.1f}x faster than dense and {sparse / fact:.1f}x than sjlt; "
+            lines.append(f"- factorized is {_speed(dense / fact)} dense and {_speed(sparse / fact)} sjlt; "
                          f"it covers {case.extra.get('factorized_params', 0):,} of the {p:,} parameters (Linear and "
                          f"Conv layers; {case.extra.get('factorized_left_out', 0)} other parameter tensors left out)")
     name = case.name.lower().split()[0].replace("/", "_")

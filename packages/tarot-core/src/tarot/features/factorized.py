@@ -77,7 +77,8 @@ from tarot.features.gradients import (
 )
 from tarot.features.projection import Projector
 
-__all__ = ["FactorizedGradientFeaturizer", "FactorizedProjection", "FACTOR_DIM", "PROJECTORS", "gradient_featurizer"]
+__all__ = ["FactorizedGradientFeaturizer", "FactorizedProjection", "FACTOR_DIM", "PROJECTORS", "coverable_parameters",
+           "gradient_featurizer"]
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,16 @@ def _coverable(model: nn.Module) -> dict[str, nn.Module]:
             continue
         if isinstance(m, nn.Linear) or (isinstance(m, _CONV) and m.groups == 1):
             out[name] = m
+    return out
+
+
+def coverable_parameters(model: nn.Module) -> set[str]:
+    """Names of the parameters the factorised featurizer can cover: weights and biases of the Linear and
+    ``groups=1`` Conv layers called as modules."""
+    out: set[str] = set()
+    for name, m in _coverable(model).items():
+        prefix = f"{name}." if name else ""
+        out.update(f"{prefix}{p}" for p, _ in m.named_parameters(recurse=False) if p in ("weight", "bias"))
     return out
 
 
