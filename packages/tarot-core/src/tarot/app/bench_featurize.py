@@ -74,6 +74,7 @@ class BenchCase:
     projectors: tuple[str, ...] = ("rademacher", "sjlt", "factorized")
     modes: tuple[str, ...] = ("vmap", "loop")
     baseline: tuple[str, Any] | None = None  # (label, adapter): the gradients before a change, timed beside them
+    slug: str | None = None  # the report is featurize_<slug>.md (default: the name's first word)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -256,7 +257,7 @@ def case_report(args: argparse.Namespace) -> tuple[str, str]:
             lines.append(f"- factorized is {_speed(dense / fact)} dense and {_speed(sparse / fact)} sjlt; "
                          f"it covers {case.extra.get('factorized_params', 0):,} of the {p:,} parameters (Linear and "
                          f"Conv layers; {case.extra.get('factorized_left_out', 0)} other parameter tensors left out)")
-    name = case.name.lower().split()[0].replace("/", "_")
+    name = case.slug or case.name.lower().split()[0].replace("/", "_")
     return name, "\n".join(lines) + "\n"
 
 
