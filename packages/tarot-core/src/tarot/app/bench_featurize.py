@@ -144,15 +144,15 @@ def case_rows(case: BenchCase, repeat: int) -> list[tuple[str, float, int]]:
         if case.baseline is not None:
             label, adapter = case.baseline
             base = GradientFeaturizer(case.model, adapter, proj_dim=case.proj_dim, params=case.params, mode=mode)
+            base.per_sample_grads(case.batch)  # warmed up like the row it is compared with
             rows.append((f"per-sample gradients, {mode}, {label}",
                          _median(partial(base.per_sample_grads, case.batch), repeat), n))
     for proj in case.projectors:
-        kind = "factorized" if proj == "factorized" else proj
         mode = "auto" if proj == "factorized" else case.modes[0]
         params = case.params
         if proj == "factorized" and params is not None:  # the covered ones (norm layers are left out)
             params = sorted(set(params) & coverable_parameters(case.model))
-        feat = gradient_featurizer(case.model, case.adapter, case.proj_dim, projector=kind, params=params, mode=mode)
+        feat = gradient_featurizer(case.model, case.adapter, case.proj_dim, projector=proj, params=params, mode=mode)
         feat.featurize_batch(case.batch)
         label = {"rademacher": "dense"}.get(proj, proj)
         detail = f", {feat.mode} mode" if proj == "factorized" else f", {mode}"
