@@ -190,3 +190,38 @@ def test_incomplete_store_is_noted(tmp_path):
     text = write_report(res, tmp_path / "inc", store=IncompleteStore()).read_text()
     assert "candidate features are unavailable" in text and "incomplete" in text
     assert (tmp_path / "inc" / "composition.png").exists()
+
+
+def test_attachments_are_copied_and_checked_first(tmp_path, data):
+    cand, tgt, idx, sources = data
+    res = _otm_result(idx, sources)
+    pic = tmp_path / "trajectories.png"
+    pic.write_bytes(b"\x89PNG fake bytes")
+    section = ("Trajectories", '<img src="trajectories.png" alt="x">')
+    page = write_report(res, tmp_path / "rep", candidates=cand, targets=tgt, lead_sections=[section],
+                        attachments={"trajectories.png": pic})
+    assert (tmp_path / "rep" / "trajectories.png").read_bytes() == pic.read_bytes()
+    assert 'src="trajectories.png"' in page.read_text(encoding="utf-8")
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["attachments"] == ["trajectories.png"]
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        write_report(res, tmp_path / "rep2", candidates=cand, targets=tgt,
+                     attachments={"a.png": tmp_path / "missing.png"})
+    with pytest.raises(ValueError, match="plain file name"):
+        write_report(res, tmp_path / "rep2", candidates=cand, targets=tgt, attachments={"../a.png": pic})
+    assert not (tmp_path / "rep2").exists()  # refused before anything was written
+
+
+def test_examples_by_source_orders_each_source_by_score():
+    from tarot.app.report import examples_by_source
+
+    srcs = ["a", "b", "a", "b", "a", "c"]
+    res = SelectionResult(indices=np.array([0, 1, 2, 4]), method="fixed_size", n_candidates=6, ratio=4 / 6,
+                          candidate_sources=srcs)
+    scores = np.array([0.1, 0.5, 0.9, 0.0, 0.9, 5.0])
+    assert examples_by_source(res, scores, per_source=2) == {"a": [2, 4], "b": [1]}  # tie 2/4: lower index first
+    assert examples_by_source(res) == {"a": [0, 2, 4], "b": [1]}  # no scores: index order
+    assert examples_by_source(res, sources=list("xxyyzz"), per_source=5) == {"x": [0, 1], "y": [2], "z": [4]}
+    kept = SelectionResult(indices=np.array([3, 5]), method="topk_mean", n_candidates=6, ratio=1 / 3, scores=scores)
+    assert examples_by_source(kept) == {"all": [5, 3]}  # the selector's own scores
+    with pytest.raises(ValueError, match="scores has shape"):
+        examples_by_source(res, np.ones(3))

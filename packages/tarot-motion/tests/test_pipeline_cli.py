@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from fixtures import varied, write_flat_db, write_legacy_scenario
 from tarot_motion.cli import build_parser, main
@@ -67,6 +68,20 @@ def test_print_config_resolves_without_running(project, capsys, tmp_path):
     printed = yaml.safe_load(cap.out)
     assert rc == 0 and printed["train"]["epochs"] == 1 and printed["data"]["cache_dir"] == str(tmp_path / "d" / "cache")
     assert not (tmp_path / "d").exists()
+
+
+def test_device_flag_and_setting(project, capsys, tmp_path):
+    rc, cap = _run(["train", "--config", project / "motion.yaml", "--device", "cpu", "--out", tmp_path / "t",
+                    "--print-config"], capsys)
+    assert rc == 0 and yaml.safe_load(cap.out)["device"] == "cpu"
+    if not torch.cuda.is_available():  # asking for a GPU that is not there is one line, before anything is written
+        rc, cap = _run(["evaluate", "--config", project / "motion.yaml", "--device", "cuda:0", "--checkpoint",
+                        tmp_path / "none.pt", "--out", tmp_path / "e"], capsys)
+        assert rc == 2 and "device: 'cuda:0' asked for" in cap.err and len(cap.err.strip().splitlines()) == 1
+        assert not (tmp_path / "e" / "config.yaml").exists()
+    rc, cap = _run(["train", "--config", project / "motion.yaml", "--set", "device=gpu", "--out", tmp_path / "t2"],
+                   capsys)
+    assert rc == 2 and "expected auto | cpu | cuda | cuda:<index>, got 'gpu'" in cap.err
 
 
 def test_a_missing_store_is_one_line(tmp_path, capsys):
@@ -223,7 +238,29 @@ def test_demo_quick_on_real_embedded_scenarios(tmp_path, capsys):
     for key in ("fixed_size", "otm"):
         html = (tmp_path / "demo" / "report" / key / "index.html").read_text()
         assert "brier_fde" in html and "minADE6" in html and "Does TAROT win?" in html
+        assert ">Trajectories</h2>" in html and 'src="trajectories.png"' in html
+        assert (tmp_path / "demo" / "report" / key / "trajectories.png").stat().st_size > 10_000
+    assert res["trajectories"] == "trajectories.png"
+    assert res["device"].startswith("cuda" if torch.cuda.is_available() else "cpu")
     assert (tmp_path / "demo" / "config.yaml").exists() and (tmp_path / "demo" / "results.md").exists()
+
+
+def test_demo_quick_with_wayformer(tmp_path, capsys):
+    from tarot_motion.convert import legacy_waymo_files
+
+    try:
+        legacy_waymo_files()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    rc, cap = _run(["demo", "--quick", "--seeds", "1", "--out", tmp_path / "demo", "--no-progress", "--set",
+                    "model.name=wayformer"], capsys)
+    assert rc == 0, cap.err
+    res = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert all(np.isfinite(r["brier_fde"]["mean"]) for r in res["rows"])
+    saved = yaml.safe_load((tmp_path / "demo" / "runs" / "otm" / "seed0" / "config.yaml").read_text())
+    assert saved["model"]["name"] == "wayformer" and saved["model"]["num_queries_enc"] == 8
+    html = (tmp_path / "demo" / "report" / "otm" / "index.html").read_text()
+    assert "a reduced Wayformer-Ego" in html and ">Trajectories</h2>" in html
 
 
 def test_selection_of_another_pool_is_a_clear_error(project):
@@ -238,6 +275,18 @@ def test_selection_of_another_pool_is_a_clear_error(project):
                        compute_ot=False)
     with pytest.raises(MotionDataError, match="data.candidates"):
         pipeline.training_set(cand, res)
+
+
+def test_demo_stage_keys_ignore_the_other_models_settings():
+    from tarot_motion.demo import demo_config, model_key
+
+    cfg = demo_config("runs/x")["model"]
+    auto = model_key(cfg)
+    assert "name" not in auto and "num_queries_enc" not in auto and auto["entropy_weight"] == 0.0
+    assert model_key({**cfg, "num_queries_enc": 7}) == auto  # a Wayformer setting keeps AutoBot's stages
+    assert model_key({**cfg, "hidden_size": 64}) != auto
+    way = model_key({**cfg, "name": "wayformer"})
+    assert way["name"] == "wayformer" and "entropy_weight" not in way and way != auto
 
 
 def test_demo_stage_guard_discards_outputs_of_another_config(tmp_path):

@@ -127,6 +127,9 @@ def _seg_pipeline(tmp_path, gta_root, cityscapes_root, backend_args: list[str], 
     lines = S.read_ann_file(sel / "ann_file.txt")
     assert len(lines) == summary["ann_file_lines"] and set(lines) <= {"00001", "00002", "00003", "00004"}
     assert len(lines) >= 2 and (sel / "report" / "index.html").is_file()
+    page = (sel / "report" / "index.html").read_text()
+    assert ">What was selected</h2>" in page and 'src="examples.png"' in page
+    assert (sel / "report" / "examples.png").read_bytes()[:4] == b"\x89PNG"
     train = tmp_path / "train"
     assert main(["train", "--selection", str(sel), "--out", str(train), "--no-progress", *common,
                  *_sets(*train_args)]) == 0
@@ -149,6 +152,9 @@ def _seg_pipeline(tmp_path, gta_root, cityscapes_root, backend_args: list[str], 
     )
     metrics = json.loads((ev / "metrics.json").read_text())
     assert 0.0 <= metrics["mIoU"] <= 100.0
+    # overlays of the first validation images (the fixture's val split holds 4), best weights by validation mIoU
+    assert metrics["overlays"] == "overlays.png" and (ev / "overlays.png").read_bytes()[:4] == b"\x89PNG"
+    assert next(train.rglob("best_state_dict.pth")).is_file()
     resolved = yaml.safe_load((train / "config.resolved.yaml").read_text())
     assert resolved["command"] == "train" and resolved["config"]["train"]["init"] == "scratch"
     return {"common": common, "feat": feat, "sel": sel, "ckpt": ckpt, "metrics": metrics}
@@ -160,8 +166,12 @@ def test_seg_pipeline_torch_backend(tmp_path, gta_root, cityscapes_root):
         gta_root,
         cityscapes_root,
         ["backend=torch", "model.arch=tiny"],
-        ["train.iters=2", "train.crop=[16, 32]"],
+        ["train.iters=2", "train.crop=[16, 32]", "train.val_interval=1"],
     )
+    val = json.loads((tmp_path / "train" / "train_log.json").read_text())["val"]
+    assert [v["iter"] for v in val] == [1, 2] and all(0.0 <= v["mIoU"] <= 100.0 for v in val)
+    best = torch.load(tmp_path / "train" / "best_state_dict.pth", weights_only=True)
+    assert best["iter"] == max(val, key=lambda v: (v["mIoU"], -v["iter"]))["iter"]
     # a crash (SIGKILL) just after select and evaluate began, and a little later: nothing that looks complete is left,
     # and the same command run again ends with the uninterrupted run's result
     from tarot.app.conventions import kill_while_writing
@@ -194,8 +204,24 @@ def test_seg_pipeline_mmseg_backend(tmp_path, gta_root, cityscapes_root):
         gta_root,
         cityscapes_root,
         ["backend=mmseg", "model.tiny=true"],
-        ["train.iters=2", "train.crop=[16, 32]", "train.scale=[24, 48]"],
+        ["train.iters=2", "train.crop=[16, 32]", "train.scale=[24, 48]", "train.val_interval=1",
+         "evaluate.scale=[32, 64]"],
     )
+    work = tmp_path / "train" / "work"
+    assert len(list(work.glob("best_mIoU_iter_*.pth"))) == 1  # mmengine's save_best keeps one
+    scalars = [json.loads(line) for f in work.glob("*/vis_data/scalars.json") for line in f.read_text().splitlines()]
+    assert sorted(r["step"] for r in scalars if "mIoU" in r) == [1, 2]  # mmseg's own metrics file, per validation
+    assert list(work.glob("*/*.log"))  # and its text log
+
+
+def test_device_setting_and_flag(tmp_path, capsys):
+    assert main(["demo", "--quick", "--device", "cpu", "--out", str(tmp_path / "d"), "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["device"] == "cpu"
+    if not torch.cuda.is_available():  # a GPU asked for where there is none: one line, nothing written
+        assert main(["lds", "--quick", "--device", "cuda", "--out", str(tmp_path / "l")]) == 2
+        err = capsys.readouterr().err
+        assert "device: 'cuda' asked for" in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "l" / "config.resolved.yaml").exists()
 
 
 def test_torch_train_init_scratch_vs_checkpoint(tmp_path, gta_root):
@@ -210,6 +236,7 @@ def test_torch_train_init_scratch_vs_checkpoint(tmp_path, gta_root):
             "model.arch=tiny",
             f"candidate.root={gta_root}",
             "train.iters=0",
+            "train.val_interval=0",
             "train.seed=3",
             "train.crop=[16, 32]",
         ],

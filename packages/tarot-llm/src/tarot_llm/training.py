@@ -46,6 +46,7 @@ class TrainSettings:
     template: str = "tulu"
     seed: int = 0
     save_every_epoch: bool = True
+    device: str = "cpu"  # auto | cpu | cuda (the HF Trainer picks cuda:0; choose a GPU with CUDA_VISIBLE_DEVICES)
 
 
 class EncodedDataset(torch.utils.data.Dataset):
@@ -131,14 +132,19 @@ def apply_lora(model, lora: LoraSettings):
 def train_lora(model, tokenizer, dataset: torch.utils.data.Dataset, out_dir: str | os.PathLike,
                lora: LoraSettings, train: TrainSettings, save_checkpoints: bool, progress: bool = True
                ) -> dict[str, Any]:
-    """Train a LoRA adapter with HF Trainer (AdamW torch, linear schedule) on the CPU.
+    """Train a LoRA adapter with HF Trainer (AdamW torch, linear schedule, float32) on ``train.device``.
 
     With ``save_checkpoints`` one ``checkpoint-<step>/`` (adapter + ``optimizer.pt`` + ``trainer_state.json``) is
     written per epoch; the final adapter goes to ``<out_dir>/adapter``. Returns a summary with the learning rate of
     every optimizer step and the per-epoch means.
     """
+    from tarot.app.device import pick_device
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    dev = pick_device(train.device)
+    if dev.type == "cuda" and (dev.index or 0) != 0:
+        raise ValueError(f"device: {train.device!r}: the HF Trainer trains on cuda:0 (and every visible GPU); pick "
+                         "the GPU with CUDA_VISIBLE_DEVICES=<i> and device=cuda")
     out_dir = Path(out_dir)
     peft_model = apply_lora(model, lora)
     lrs: list[float] = []
@@ -155,7 +161,7 @@ def train_lora(model, tokenizer, dataset: torch.utils.data.Dataset, out_dir: str
         per_device_train_batch_size=train.batch_size, gradient_accumulation_steps=train.grad_accum,
         adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, optim="adamw_torch",
         save_strategy="epoch" if save_checkpoints else "no", save_only_model=False,
-        logging_steps=1, report_to=[], seed=train.seed, data_seed=train.seed, use_cpu=True,
+        logging_steps=1, report_to=[], seed=train.seed, data_seed=train.seed, use_cpu=dev.type == "cpu",
         dataloader_num_workers=0, disable_tqdm=not progress, remove_unused_columns=False, save_safetensors=True,
     )
     trainer = Trainer(model=peft_model, args=args, train_dataset=dataset,

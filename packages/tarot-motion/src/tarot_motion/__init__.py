@@ -1,8 +1,8 @@
 """tarot-motion: TAROT targeted data selection for motion prediction.
 
 ScenarioNet databases (read without metadrive/scenarionet, restricted unpickling), a converter for the legacy
-MetaDrive pickles, UniTraj-style preprocessing with a durable cache, AutoBot-Ego (vmap-safe loss), training,
-UniTraj's metrics, and the TAROT pipeline on top of tarot-core.
+MetaDrive pickles, UniTraj-style preprocessing with a durable cache, AutoBot-Ego and Wayformer-Ego (vmap-safe
+losses), training, UniTraj's metrics, and the TAROT pipeline on top of tarot-core.
 
 Names are imported lazily so that preprocessing workers do not import torch.
 """
@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "AutoBotEgo": "model",
+    "WayformerEgo": "wayformer",
     "autobot_loss": "model",
     "AutoBotLossAdapter": "featurize",
     "MotionDataError": "errors",

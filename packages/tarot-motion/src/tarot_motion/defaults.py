@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 MODEL_DEFAULTS: dict[str, Any] = {
+    "name": "autobot",  # autobot (AutoBot-Ego) | wayformer (Wayformer-Ego, early fusion, Perceiver latents)
     "hidden_size": 128,
     "num_encoder_layers": 2,
     "num_decoder_layers": 2,
@@ -23,7 +24,11 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "prior": "none",
     "input_scale": 1.0,
     "dt": 0.1,
+    "num_queries_enc": 192,  # wayformer: Perceiver latents (UniTraj's setting)
+    "max_agents": 64,  # wayformer: learned agent embeddings (at least preprocess.max_num_agents)
 }
+
+MODEL_NAMES = ("autobot", "wayformer")
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "lr": 7.5e-4,

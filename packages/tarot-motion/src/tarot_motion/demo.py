@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tarot.app.device import device_name, pick_device
 from torch.utils.data import ConcatDataset
 
 from .config import load_config, save_config
@@ -55,18 +56,21 @@ DEMO_BASE: dict[str, Any] = {
     # residual over constant velocity, positions in units of 10 m, no entropy term: measured on the demo split,
     # the stock settings (no prior, metres, entropy weight 40) stay worse than constant velocity after 400 steps
     "model": {"hidden_size": 32, "tx_hidden_size": 64, "tx_num_heads": 2, "map_heads": 2, "dropout": 0.0,
-              "map_dropout": 0.0, "prior": "constant_velocity", "input_scale": 10.0, "entropy_weight": 0.0},
+              "map_dropout": 0.0, "prior": "constant_velocity", "input_scale": 10.0, "entropy_weight": 0.0,
+              "num_queries_enc": 32},  # Wayformer's latents (model.name=wayformer), reduced like the rest
     "train": {"batch_size": 16, "lr": 1e-3, "max_steps": 300, "milestones": [1000], "eval_batch_size": 64},
     "featurize": {"proj_dim": 256, "batch_size": 16},
     "select": {"ratio": 0.2},  # whitening ridge: tarot-core's data-chosen default
 }
 QUICK: dict[str, Any] = {
-    "model": {"hidden_size": 16, "tx_hidden_size": 32, "tx_num_heads": 2, "map_heads": 2, "future_len": 60},
+    "model": {"hidden_size": 16, "tx_hidden_size": 32, "tx_num_heads": 2, "map_heads": 2, "future_len": 60,
+              "num_queries_enc": 8},
     "preprocess": {"max_num_roads": 8},
     "train": {"batch_size": 16, "max_steps": 2},
     "featurize": {"proj_dim": 32, "batch_size": 8},
     "select": {"options": {"folds": 3}},
 }
+MODEL_TITLES = {"autobot": "AutoBot-Ego", "wayformer": "Wayformer-Ego"}
 WARMUP_STEPS = 120
 WARMUP_BATCH = 16  # fixed, so that --set train.batch_size=... changes only the runs on the selections
 
@@ -100,6 +104,18 @@ def _claim(path: Path, key: Any) -> None:
     tmp = marker.with_name(marker.name + ".tmp")
     tmp.write_text(want)
     tmp.replace(marker)
+
+
+#: model settings that the other model ignores: left out of the stage keys, so that a setting one model does not read
+#: never discards the finished stages of the other (and runs made before ``model.name`` existed stay valid)
+UNUSED_MODEL_KEYS = {"autobot": ("name", "num_queries_enc", "max_agents"),
+                     "wayformer": ("entropy_weight", "kl_weight", "ade_fde_weight", "map_heads", "map_dropout")}
+
+
+def model_key(model: dict[str, Any]) -> dict[str, Any]:
+    """The model settings that decide a stage's outputs (:data:`UNUSED_MODEL_KEYS` left out)."""
+    unused = UNUSED_MODEL_KEYS.get(model.get("name", "autobot"), ())
+    return {k: v for k, v in model.items() if k not in unused}
 
 
 def _deep_update(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -149,6 +165,8 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
     except FileNotFoundError as exc:
         raise SystemExit(f"tarot-motion demo: {exc}\n  install it with: {METADRIVE_INSTALL}") from None
     cfg = demo_config(out, quick=quick, overrides=overrides, config=config)
+    device = pick_device(cfg["device"])
+    log(f"device: {device_name(device)}")
     warmup_steps = 4 if quick else WARMUP_STEPS
     save_config({**cfg, "demo": {"seeds": seeds, "quick": quick, "target_scenario": target_scenario,
                                  "warmup_steps": warmup_steps, "warmup_batch_size": WARMUP_BATCH, "threads": threads,
@@ -197,11 +215,11 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
     wcfg = {**cfg["train"], "batch_size": WARMUP_BATCH, "max_steps": warmup_steps, "seed": 0, "init": "scratch",
             "checkpoint_every": 1}
     wdir = out / "warmup"
-    wkey = {"train": wcfg, "model": cfg["model"], "preprocess": cfg["preprocess"], "n_pool": len(cand)}
+    wkey = {"train": wcfg, "model": model_key(cfg["model"]), "preprocess": cfg["preprocess"], "n_pool": len(cand)}
     _claim(wdir, wkey)
     save_config({"train": wcfg, "model": cfg["model"]}, wdir)
     wmodel = build_model(cfg["model"], init="scratch", seed=0)
-    winfo = train_model(wmodel, cand, wcfg, wdir, progress=progress)
+    winfo = train_model(wmodel, cand, wcfg, wdir, progress=progress, device=device)
     e = winfo["epochs"]
     ckpts = [wdir / f"epoch{max(1, e // 2)}.pt", wdir / f"epoch{e}.pt"]
     log(f"warm-up: {winfo['steps']} steps, checkpoints {[c.name for c in ckpts]}")
@@ -212,7 +230,7 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
                               "n_target": len(tgt)})
     store = pipeline.featurize(cfg["model"], cfg["featurize"], ckpts, {"candidate": cand, "target": tgt},
                                out / "features", sources={"candidate": cand_sources, "target": tgt.sources},
-                               progress=progress)
+                               progress=progress, device=device)
     t_feat = time.perf_counter() - t0
 
     # 6. select
@@ -229,7 +247,8 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
             selections[key] = pipeline.select(store, scfg, out=sdir, progress=progress)
     _claim(out / "embeddings", {"warmup": wkey, "ckpt": ckpts[-1].name, "n_target": len(tgt)})
     emb_store = pipeline.embed(cfg["model"], ckpts[-1], {"candidate": cand, "target": tgt}, out / "embeddings",
-                               sources={"candidate": cand_sources, "target": tgt.sources}, progress=progress)
+                               sources={"candidate": cand_sources, "target": tgt.sources}, progress=progress,
+                               device=device)
     for key in EMBEDDING_METHODS:
         sdir = out / "selections" / key
         scfg = _select_cfg(cfg["select"], key.removeprefix("embeddings_"), 0)
@@ -249,7 +268,7 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
                 selections[f"random_s{seed}" if base_name == "random" else base_name]
             rdir = out / "runs" / name / f"seed{seed}"
             tcfg = {**cfg["train"], "seed": seed, "init": "scratch"}
-            _claim(rdir, {"train": tcfg, "model": cfg["model"], "val": len(val), "n_target": len(tgt),
+            _claim(rdir, {"train": tcfg, "model": model_key(cfg["model"]), "val": len(val), "n_target": len(tgt),
                           "indices": None if res is None else res.indices.tolist(),
                           "weights": None if res is None or res.weights is None else res.weights.tolist()})
             if (rdir / "metrics.json").exists():
@@ -263,7 +282,7 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
                     train_ds = ConcatDataset([train_ds, tgt])
             save_config({"train": tcfg, "model": cfg["model"], "training_set": name,
                          "selection": None if res is None else res.summary()}, rdir)
-            r = pipeline.train_and_evaluate(cfg["model"], tcfg, train_ds, val, rdir, progress=False)
+            r = pipeline.train_and_evaluate(cfg["model"], tcfg, train_ds, val, rdir, progress=False, device=device)
             runs[name].append(r)
             log(f"{name:>20s} seed {seed}: brier-FDE {r['metrics']['val/brier_fde']:.3f} "
                 f"minADE6 {r['metrics']['val/minADE6']:.3f} ({r['train_items']} items)")
@@ -295,8 +314,11 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
     results = {"target_scenario": tgt_name, "n_candidates": len(cand), "n_target": len(tgt), "n_val": len(val),
                "seeds": seeds, "quick": quick, "rows": rows, "best_method": best["method"],
                "verdict": verdict["text"], "comparisons": verdict,
-               "featurize_seconds": t_feat, "wall_seconds": time.perf_counter() - t_start,
+               "device": device_name(device), "featurize_seconds": t_feat,
+               "wall_seconds": time.perf_counter() - t_start,
                "skipped": {ix["db_root"]: ix["skipped"] for ix in data["index"]}}
+    traj_html, traj_png = _trajectories(out, cfg, rows, runs, tarot_rows, val, device, log)
+    results["trajectories"] = traj_png.name
     table = _html_table(rows, metric_keys)
     md = _markdown_table(rows, metric_keys)
     notes = (f"<p><b>{html.escape(verdict['text'])}</b></p><p>Validation: {len(val)} samples of scenario "
@@ -305,24 +327,65 @@ def run_demo(out: str | Path, seeds: int = 3, quick: bool = False, target_scenar
              f"{cfg['train']['batch_size']}; mean ± std over {seeds} seeds (Adam lr {cfg['train']['lr']}). The "
              f"verdict compares every TAROT row (selection alone and with the target samples merged in) with every "
              f"other row by a paired two-level bootstrap over seeds and validation windows; 'wins' needs the "
-             f"interval to exclude zero against all of them. Model: a reduced AutoBot-Ego (hidden "
+             f"interval to exclude zero against all of them. Model: a reduced "
+             f"{MODEL_TITLES.get(cfg['model']['name'], cfg['model']['name'])} (hidden "
              f"{cfg['model']['hidden_size']}, {cfg['preprocess']['max_num_roads']} map polylines) that predicts "
              f"the residual over the constant-velocity extrapolation of the agent's current velocity "
              f"(model.prior={cfg['model']['prior']}, positions scaled by 1/{cfg['model']['input_scale']:g}, "
-             f"entropy term off: with it the short CPU budget only shrinks the predicted scales). "
-             f"constant_velocity is that extrapolation alone (one mode, probability 1). Data: Waymo Open Motion "
-             f"Dataset scenarios and one Argoverse-1 log (CC BY-NC-SA 4.0; no map, velocities and headings derived "
-             f"from positions) shipped in metadrive-simulator 0.3.0.1.</p>"
+             + ("entropy term off: with it the short CPU budget only shrinks the predicted scales). "
+                if cfg["model"]["name"] == "autobot" else
+                "UniTraj's Wayformer loss: the Gaussian NLL of the mode nearest the truth plus the mode "
+                "cross-entropy). ")
+             + "constant_velocity is that extrapolation alone (one mode, probability 1). Data: Waymo Open Motion "
+             "Dataset scenarios and one Argoverse-1 log (CC BY-NC-SA 4.0; no map, velocities and headings derived "
+             "from positions) shipped in metadrive-simulator 0.3.0.1.</p>"
              + _comparison_table(verdict))
     for key in TAROT_METHODS:
         write_report(selections[key], out / "report" / key, store=store,
                      title=f"TAROT motion demo: {key} selection (target {tgt_name})",
-                     lead_sections=[("Does TAROT win?", notes + table)])
+                     lead_sections=[("Does TAROT win?", notes + table), ("Trajectories", traj_html)],
+                     attachments={traj_png.name: traj_png})
     (out / "results.md").write_text(md + "\n\n" + verdict["text"] + "\n")
     write_json(out / "results.json", results)
     log(md)
     log(verdict["text"])
     return results
+
+
+def _trajectories(out: Path, cfg: dict[str, Any], rows: list[dict[str, Any]], runs: dict[str, list[dict[str, Any]]],
+                  tarot_rows: list[str], val: MotionDataset, device: Any, log: Any) -> tuple[str, Path]:
+    """The report's "Trajectories" section: a few held-out agents (:func:`tarot_motion.plots.pick_examples`) predicted
+    by the seed-0 model of the best TAROT row, of the best trained baseline (by mean brier-FDE) and by constant
+    velocity; returns (html, path of ``out/trajectories.png``)."""
+    from .metrics import constant_velocity_prediction
+    from .plots import TrajectoryPanel, panel_from_model, pick_examples, plot_trajectories
+    from .train import build_model
+
+    mean = {r["method"]: r["brier_fde"]["mean"] for r in rows}
+    best_tarot = min(tarot_rows, key=lambda n: mean[n])
+    best_base = min((n for n in runs if n not in tarot_rows and n != "constant_velocity"), key=lambda n: mean[n])
+    picks = pick_examples(val, n=3)
+    panels = []
+    for name in (best_tarot, best_base):
+        model = build_model(cfg["model"], init=f"checkpoint:{out / 'runs' / name / 'seed0' / 'last.pt'}")
+        scores = np.asarray(runs[name][0]["per_sample"]["brier_fde"])[picks]
+        panels.append(panel_from_model(f"{name} (seed 0)", model, val, picks, scores, device=device))
+    sub = val.subset(picks)
+    cv_traj, cv_probs = constant_velocity_prediction(sub.array("obj_trajs"), sub.array("track_index_to_predict"),
+                                                     future_len=int(cfg["model"].get("future_len", 60)))
+    panels.append(TrajectoryPanel("constant_velocity", cv_traj, cv_probs,
+                                  np.asarray(runs["constant_velocity"][0]["per_sample"]["brier_fde"])[picks]))
+    png = plot_trajectories(val, picks, panels, out / "trajectories.png")
+    log(f"trajectories: {', '.join(val.ids[i] for i in picks)} -> {png}")
+    text = (f"<p>Three held-out validation agents (for each, the window whose true future turns most: the largest "
+            f"sideways offset of its end in the agent's frame), predicted "
+            f"by the seed-0 model of the best TAROT row (<b>{html.escape(best_tarot)}</b>), of the best trained "
+            f"baseline (<b>{html.escape(best_base)}</b>, both by mean brier-FDE over seeds) and by constant velocity. "
+            "Black: observed history; green: ground-truth future (★ its end); coloured: the predicted modes, the "
+            "likeliest solid, the others dashed and fainter the less likely; grey: map polylines. Center-agent "
+            "frame, metres; each panel's title gives that window's brier-FDE.</p>"
+            '<img src="trajectories.png" alt="history, ground truth and predicted modes of three held-out agents">')
+    return text, png
 
 
 def _comparison_table(verdict: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ import torch
 from torch.func import functional_call
 
 from .model import AutoBotEgo
+from .wayformer import WayformerEgo
 
 
 class AutoBotLossAdapter:
@@ -28,11 +29,31 @@ class AutoBotLossAdapter:
         return loss * self.scale
 
 
+class BatchedMotionLossAdapter(AutoBotLossAdapter):
+    """:class:`AutoBotLossAdapter` plus ``losses``: the per-sample losses ``[B]`` of a whole batch in one forward, for
+    tarot-core's factorised featurizer in batch mode. Only for batch-first models whose forward takes
+    ``reduce=False`` (Wayformer-Ego); AutoBot-Ego's sequence-first layers need one sample at a time."""
+
+    def losses(self, model: torch.nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+               batch: dict[str, Any]) -> torch.Tensor:
+        inp = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        n = next(iter(inp.values())).shape[0]
+        _, per = functional_call(model, {**params, **buffers}, ({"batch_size": n, "input_dict": inp},),
+                                 {"reduce": False})
+        return per * self.scale
+
+
+def loss_adapter(model: torch.nn.Module, scale: float = 1e-3) -> AutoBotLossAdapter:
+    """The per-sample loss adapter of a motion model: with batched ``losses`` for Wayformer-Ego."""
+    return BatchedMotionLossAdapter(scale) if isinstance(model, WayformerEgo) else AutoBotLossAdapter(scale)
+
+
 def encoder_embedding(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-    """tarot ``EmbeddingFeaturizer`` ``embed`` for AutoBot-Ego: the mean encoder output of the center agent over its
-    valid past steps, ``[B, hidden_size]``, for a batch of stacked samples (the featurizer's batches)."""
-    if not isinstance(model, AutoBotEgo):
-        raise TypeError(f"encoder_embedding needs an AutoBotEgo model, got {type(model).__name__}")
+    """tarot ``EmbeddingFeaturizer`` ``embed``, ``[B, hidden_size]`` for a batch of stacked samples (the featurizer's
+    batches): AutoBot-Ego's mean encoder output of the center agent over its valid past steps, or Wayformer-Ego's
+    mean latent."""
+    if not isinstance(model, (AutoBotEgo, WayformerEgo)):
+        raise TypeError(f"encoder_embedding needs an AutoBotEgo or WayformerEgo model, got {type(model).__name__}")
     return model.encoder_embedding(batch)
 
 

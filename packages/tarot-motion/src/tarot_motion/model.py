@@ -82,12 +82,43 @@ class OutputModel(nn.Module):
         return torch.cat([mu, sig, rho], dim=-1)
 
 
+def model_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    """:data:`MODEL_DEFAULTS` with ``config`` over them, checked: unknown keys, ``prior`` and ``input_scale``."""
+    cfg = {**MODEL_DEFAULTS, **(config or {})}
+    unknown = set(cfg) - set(MODEL_DEFAULTS)
+    if unknown:
+        raise ValueError(f"model config: unknown keys {sorted(unknown)} (known: {sorted(MODEL_DEFAULTS)})")
+    if cfg["prior"] not in PRIORS:
+        raise ValueError(f"model.prior: expected one of {PRIORS}, got {cfg['prior']!r}")
+    if not float(cfg["input_scale"]) > 0:
+        raise ValueError(f"model.input_scale must be > 0, got {cfg['input_scale']!r}")
+    return cfg
+
+
+def constant_velocity_prior(velocity: Tensor, steps: int, dt: float) -> Tensor:
+    """``v · dt · (t + 1)`` for t = 0 … steps − 1: the current velocity ``[B, 2]`` extrapolated, ``[B, steps, 2]``."""
+    t = torch.arange(1, steps + 1, dtype=velocity.dtype, device=velocity.device) * dt
+    return velocity.unsqueeze(1) * t.reshape(1, -1, 1)
+
+
 def _unmask_full_rows(mask: Tensor) -> Tensor:
     """Key-padding mask with fully padded rows unmasked (attention over all -inf keys would give NaN)."""
     return mask & ~mask.all(-1, keepdim=True)
 
 
-class AutoBotEgo(nn.Module):
+class MotionModel(nn.Module):
+    """What the motion models share: the checked ``config`` (:func:`model_config`), the width ``d_k``, the number of
+    modes ``c``, the future length ``T`` and the transformer sizes ``heads``, ``ff`` and ``dropout_p``."""
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.config = cfg = model_config(config)
+        self.d_k, self.c, self.T = int(cfg["hidden_size"]), int(cfg["num_modes"]), int(cfg["future_len"])
+        self.heads, self.ff = int(cfg["tx_num_heads"]), int(cfg["tx_hidden_size"])
+        self.dropout_p = float(cfg["dropout"])
+
+
+class AutoBotEgo(MotionModel):
     """AutoBot-Ego motion predictor.
 
     Parameters
@@ -97,19 +128,8 @@ class AutoBotEgo(nn.Module):
     """
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
-        super().__init__()
-        cfg = {**MODEL_DEFAULTS, **(config or {})}
-        unknown = set(cfg) - set(MODEL_DEFAULTS)
-        if unknown:
-            raise ValueError(f"model config: unknown keys {sorted(unknown)} (known: {sorted(MODEL_DEFAULTS)})")
-        if cfg["prior"] not in PRIORS:
-            raise ValueError(f"model.prior: expected one of {PRIORS}, got {cfg['prior']!r}")
-        if not float(cfg["input_scale"]) > 0:
-            raise ValueError(f"model.input_scale must be > 0, got {cfg['input_scale']!r}")
-        self.config = cfg
-        d = int(cfg["hidden_size"])
-        self.d_k, self.c, self.T = d, int(cfg["num_modes"]), int(cfg["future_len"])
-        heads, ff, drop = int(cfg["tx_num_heads"]), int(cfg["tx_hidden_size"]), float(cfg["dropout"])
+        super().__init__(config)
+        cfg, d, heads, ff, drop = self.config, self.d_k, self.heads, self.ff, self.dropout_p
         self.agents_dynamic_encoder = nn.Linear(2, d)
         self.temporal_attn_layers = nn.ModuleList(
             [nn.TransformerEncoderLayer(d, heads, ff, drop) for _ in range(int(cfg["num_encoder_layers"]))]
@@ -177,8 +197,7 @@ class AutoBotEgo(nn.Module):
     def prior_trajectory(self, velocity: Tensor) -> Tensor:
         """Positions ``[B, T, 2]`` of the configured prior: zeros (``none``) or ``v · dt · (t + 1)``
         (``constant_velocity``: the current velocity extrapolated over the future steps)."""
-        steps = torch.arange(1, self.T + 1, dtype=velocity.dtype, device=velocity.device) * float(self.config["dt"])
-        prior = velocity.unsqueeze(1) * steps.reshape(1, -1, 1)
+        prior = constant_velocity_prior(velocity, self.T, float(self.config["dt"]))
         return prior if self.config["prior"] == "constant_velocity" else torch.zeros_like(prior)
 
     def _scaled(self, x: Tensor) -> Tensor:

@@ -12,11 +12,12 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from tarot.app.device import pick_device
 from torch.utils.data import Dataset
 
 from .data import MotionDataset, concat_data
 from .errors import MotionDataError, write_json
-from .featurize import AutoBotLossAdapter
+from .featurize import loss_adapter
 from .preprocess import load_cache, preprocess_database, summarize_skips
 from .train import build_model, evaluate, train_model
 
@@ -72,8 +73,9 @@ def load_split(cfg: Mapping[str, Any], key: str, progress: bool = True, log: Any
 def featurize(model_cfg: Mapping[str, Any], fcfg: Mapping[str, Any], checkpoints: Sequence[str | Path],
               datasets: Mapping[str, MotionDataset], out: str | Path,
               sources: Mapping[str, Sequence[str]] | None = None, progress: bool = True,
-              shard: tuple[int, int] | None = None, merge: bool = True) -> Any:
-    """Per-sample projected gradients of every split at every checkpoint, summed over checkpoints (tarot-core).
+              shard: tuple[int, int] | None = None, merge: bool = True, device: Any = "cpu") -> Any:
+    """Per-sample projected gradients of every split at every checkpoint, summed over checkpoints (tarot-core), computed
+    on ``device`` (:func:`tarot.app.device.pick_device`).
 
     Returns the ``tarot.FeatureStore``. Rerunning the same call resumes. ``shard=(rank, world)`` featurizes one shard
     (several processes or torchrun, see ``tarot.features.distributed``); rank 0 merges when ``merge`` and all are
@@ -92,10 +94,10 @@ def featurize(model_cfg: Mapping[str, Any], fcfg: Mapping[str, Any], checkpoints
             raise MotionDataError(p, None, "checkpoint file not found")
         state = torch.load(p, map_location="cpu", weights_only=True)
         ckpts.append(tarot.Checkpoint(name=f"c{i}_{p.stem}", state_dict=state.get("model", state)))
-    adapter = AutoBotLossAdapter(float(fcfg["loss_scale"]))
+    adapter = loss_adapter(model, float(fcfg["loss_scale"]))
     feat = tarot.gradient_featurizer(model, adapter, proj_dim=int(fcfg["proj_dim"]), seed=int(fcfg["seed"]),
                                      projector=fcfg["projector"], params=fcfg["params"], mode=fcfg["mode"],
-                                     factor_dim=int(fcfg["factor_dim"]), device="cpu")
+                                     factor_dim=int(fcfg["factor_dim"]), device=pick_device(device))
     srcs = sources or {k: ds.sources for k, ds in datasets.items()}
     return featurize_distributed(feat, dict(datasets), str(out), checkpoints=ckpts, batch_size=int(fcfg["batch_size"]),
                                  ids={k: ds.ids for k, ds in datasets.items()},
@@ -105,7 +107,7 @@ def featurize(model_cfg: Mapping[str, Any], fcfg: Mapping[str, Any], checkpoints
 
 def embed(model_cfg: Mapping[str, Any], checkpoint: str | Path, datasets: Mapping[str, MotionDataset],
           out: str | Path, sources: Mapping[str, Sequence[str]] | None = None, batch_size: int = 64,
-          progress: bool = True) -> Any:
+          progress: bool = True, device: Any = "cpu") -> Any:
     """Encoder embeddings (:func:`tarot_motion.featurize.encoder_embedding`) of every split at one checkpoint in a
     ``tarot.FeatureStore`` — the feature source of the "embeddings + selector" baselines. Resumable."""
     import tarot
@@ -116,7 +118,7 @@ def embed(model_cfg: Mapping[str, Any], checkpoint: str | Path, datasets: Mappin
     if not p.is_file():
         raise MotionDataError(p, None, "checkpoint file not found")
     model = build_model(model_cfg, init=f"checkpoint:{p}")
-    feat = tarot.EmbeddingFeaturizer(model, encoder_embedding, dim=int(model.d_k), device="cpu")
+    feat = tarot.EmbeddingFeaturizer(model, encoder_embedding, dim=int(model.d_k), device=pick_device(device))
     srcs = sources or {k: ds.sources for k, ds in datasets.items()}
     return tarot.featurize_to_store(feat, dict(datasets), str(out), checkpoints=[tarot.Checkpoint(p.stem)],
                                     batch_size=batch_size, ids={k: ds.ids for k, ds in datasets.items()},
@@ -154,12 +156,13 @@ def training_set(candidates: MotionDataset, result: Any, targets: MotionDataset 
 
 
 def train_and_evaluate(model_cfg: Mapping[str, Any], tcfg: Mapping[str, Any], train_ds: Dataset, val_ds: MotionDataset,
-                       out: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Train from the configured ``init`` (never the featurisation model object) and evaluate on ``val_ds``."""
+                       out: str | Path, progress: bool = True, device: Any = "cpu") -> dict[str, Any]:
+    """Train from the configured ``init`` (never the featurisation model object) and evaluate on ``val_ds``, both on
+    ``device``."""
     out = Path(out)
     model = build_model(model_cfg, init=str(tcfg["init"]), seed=int(tcfg["seed"]))
-    info = train_model(model, train_ds, tcfg, out, val_ds=None, progress=progress)
-    ev = evaluate(model, val_ds, batch_size=int(tcfg["eval_batch_size"]))
+    info = train_model(model, train_ds, tcfg, out, val_ds=None, progress=progress, device=device)
+    ev = evaluate(model, val_ds, batch_size=int(tcfg["eval_batch_size"]), device=device)
     result = {"init": tcfg["init"], "seed": tcfg["seed"], "train_items": len(cast(Sized, train_ds)),
               "steps": info["steps"], "metrics": ev["metrics"],
               "per_sample": {k: np.asarray(v).tolist() for k, v in ev["per_sample"].items()}}

@@ -34,10 +34,11 @@ positional KEY=VALUE) still work for one release, with a deprecation warning.
 
 
 def _common(p: argparse.ArgumentParser, name: str) -> None:
-    from tarot.app.conventions import add_legacy_overrides, add_progress, add_settings
+    from tarot.app.conventions import add_device, add_legacy_overrides, add_progress, add_settings
 
     example = {"seg": "train.iters=200", "demo": "seeds=[0,1,2,3]", "lds": "subsets.m=20"}[name]
     add_settings(p, defaults=f"the packaged {name}.yaml defaults", example=example)
+    add_device(p)
     add_progress(p)
     add_legacy_overrides(p)  # the old positional KEY=VALUE spelling
 
@@ -135,9 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve(args: argparse.Namespace, name: str, extra: dict | None = None) -> dict:
+    from tarot.app.conventions import device_override
+    from tarot.app.device import pick_device
+
     from .config import resolve_config
 
-    return resolve_config(name, args.config, args.overrides, preset=extra)
+    cfg = resolve_config(name, args.config, device_override(args), preset=extra)
+    pick_device(cfg["device"])  # a bad spelling or a missing GPU is one line, before anything is written
+    return cfg
 
 
 def _run(args: argparse.Namespace) -> int:

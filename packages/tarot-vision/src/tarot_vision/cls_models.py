@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence, Sized
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tarot.app.device import pick_device
+from tarot.features.gradients import resolve_device
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -194,6 +196,7 @@ def train_classifier(
     desc: str = "train",
     checkpoint_epochs: Sequence[int] = (),
     max_steps: int | None = None,
+    device: Any = None,
 ) -> dict[int, dict[str, torch.Tensor]]:
     """SGD (momentum 0.9, nesterov) with a one-cycle schedule; seeded shuffling and augmentation.
 
@@ -206,15 +209,21 @@ def train_classifier(
     max_steps : int, optional
         Train for exactly this many optimizer steps instead of ``epochs`` (the data set is cycled, reshuffled each
         pass), so that selections of different sizes get the same compute.
+    device : str or torch.device, optional
+        Where to train (:func:`tarot.app.device.pick_device`: ``auto | cpu | cuda[:i]``); default: where the model
+        is. The model stays there afterwards. Shuffling and augmentation draw from a CPU generator, so a seed gives
+        the same batches on every device.
 
     Returns
     -------
     dict
-        epoch → state_dict copies for ``checkpoint_epochs``.
+        epoch → state_dict copies (on the CPU) for ``checkpoint_epochs``.
     """
     n = len(cast(Sized, dataset))
     if n == 0:
         raise ValueError("cannot train on an empty dataset")
+    dev = resolve_device(model, None if device is None else pick_device(device))
+    model.to(dev)
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     if max_steps is not None:
@@ -239,13 +248,13 @@ def train_classifier(
                 x = _random_shift(x, augment_shift, gen)
             for g in opt.param_groups:
                 g["lr"] = one_cycle_lr(step, total, lr, warm_frac)
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x.to(dev)), y.to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
         if epoch in checkpoint_epochs:
-            saved[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            saved[epoch] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     model.eval()
     return saved
 
@@ -258,12 +267,13 @@ def _random_shift(x: torch.Tensor, s: int, gen: torch.Generator) -> torch.Tensor
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> torch.Tensor:
-    """Logits [N, classes] in eval mode."""
+    """Logits [N, classes] in eval mode, computed where the model is, returned on the CPU."""
     model.eval()
+    dev = resolve_device(model, None)
     out = []
     for start in range(0, len(cast(Sized, dataset)), batch_size):
         batch = [dataset[i] for i in range(start, min(len(cast(Sized, dataset)), start + batch_size))]
-        out.append(model(torch.stack([s["image"] for s in batch])))
+        out.append(model(torch.stack([s["image"] for s in batch]).to(dev)).cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 

@@ -221,6 +221,8 @@ def summarised_ot_warnings(where: str, counts: dict[str, int]) -> Iterator[None]
 
 
 def _train_eval(scn: Scenario, train_ds, cfg: dict[str, Any], seed: int, num_classes: int) -> dict[str, Any]:
+    from tarot.app.device import pick_device
+
     torch.manual_seed(seed)  # init = scratch, seeded (never the featurisation model; algorithm.md B8)
     model = build_classifier(cfg["model"]["arch"], num_classes, scn.in_channels, cfg["model"]["width"])
     tr = cfg["train"]
@@ -233,6 +235,7 @@ def _train_eval(scn: Scenario, train_ds, cfg: dict[str, Any], seed: int, num_cla
         seed=seed,
         augment_shift=int(tr["augment_shift"]),
         max_steps=int(tr["steps"]),
+        device=pick_device(cfg["device"]),
     )
     logits = predict_logits(model, scn.test)
     correct = (logits.argmax(1) == scn.test.y).numpy().astype(np.float64)
@@ -247,7 +250,9 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
     """One seed: scenario, warm-up, featurisation, all selections, retraining and evaluation."""
     import tarot
     from tarot import Checkpoint, WeightedSubset, featurize_to_store, gradient_featurizer
+    from tarot.app.device import pick_device
 
+    device = pick_device(cfg["device"])
     t0 = time.perf_counter()
     scn = build_scenario(images, labels, cfg["scenario"], seed)
     num_classes = int(labels.max()) + 1
@@ -268,6 +273,7 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
         checkpoint_epochs=range(1, epochs + 1),
         progress=progress,
         desc=f"seed {seed} warm-up",
+        device=device,
     )
     warm_acc = accuracy(model, scn.test)
     t_warm = time.perf_counter()
@@ -280,6 +286,7 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
         projector=fz["projector"],
         params=fz["params"],
         factor_dim=int(fz["factor_dim"]),
+        device=device,
     )
     ckpts = [Checkpoint(name=f"epoch{e}", state_dict=states[e]) for e in sorted(states)]
     store = featurize_to_store(
@@ -294,7 +301,7 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
     )
     emb_store = None
     if cfg["select"]["embedding_rows"]:  # the "embeddings + same selectors" baselines: final warm-up model
-        efeat = tarot.EmbeddingFeaturizer(model, penultimate, dim=embedding_dim(model))
+        efeat = tarot.EmbeddingFeaturizer(model, penultimate, dim=embedding_dim(model), device=device)
         emb_store = featurize_to_store(
             efeat, {"candidate": scn.pool, "target": scn.target}, seed_dir / "embeddings",
             checkpoints=[Checkpoint(name=f"epoch{epochs}", state_dict=states[epochs])],
@@ -385,7 +392,7 @@ def run_seed(images, labels, cfg: dict[str, Any], seed: int, out: Path, progress
         "ot_solves_not_converged": {k: v for k, v in ot_warnings.items() if v},
         "timing_s": {"warmup": t_warm - t0, "featurize": t_feat - t_warm, "select_train_eval": t_end - t_feat},
     }
-    return {"rows": rows, "info": info, "results": results, "store": store}
+    return {"rows": rows, "info": info, "results": results, "store": store, "scenario": scn}
 
 
 def _aggregate(per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -546,6 +553,52 @@ def _report_sections(table, per_seed, cfg, source_name: str, elapsed: float,
              + _comparison_html(comp))]
 
 
+def _examples_section(first: dict[str, Any], shown: str, cfg: dict[str, Any], per_row: int = 6) -> tuple[str, str]:
+    """The report's "What was selected": for the first seed, example images of every source in the shown TAROT
+    selection and in the random baseline at the same budget, beside the target set, closest to the target first."""
+    import tarot
+    from tarot.app.report import examples_by_source
+
+    from .figures import selection_examples_figure
+
+    scn: Scenario = first["scenario"]
+    pool_x = scn.pool.x.numpy()
+    labels = list(scn.pool_sources)
+    pool_n = {s: labels.count(s) for s in set(labels)}
+    sim = np.asarray(tarot.select(first["store"], method="topk_mean", ratio=1.0, progress=False).scores)
+    ratio = float(cfg["select"]["baseline_ratio"])
+    columns: dict[str, dict[str, tuple[list[np.ndarray], str]]] = {}
+    for name in (shown, f"random {ratio:.0%}"):
+        res = first["results"].get(name)
+        if res is None:
+            continue
+        picked = examples_by_source(res, sim, per_source=per_row, sources=labels)
+        taken = res.composition(labels)
+        columns[name] = {src: ([pool_x[i] for i in idx], f"{taken[src]} of {pool_n[src]} selected")
+                         for src, idx in picked.items()}
+    tsrc = np.asarray(scn.target_sources)
+    columns["target set"] = {str(src): ([scn.target.x[i].numpy() for i in np.flatnonzero(tsrc == src)[:per_row]],
+                                        f"{int((tsrc == src).sum())} target images")
+                             for src in sorted(set(scn.target_sources))}
+    for src in pool_n:
+        columns["target set"].setdefault(src, ([], "not in the target"))
+    buf = io.BytesIO()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        png = selection_examples_figure(columns, Path(tmp) / "examples.png", per_row=per_row)
+        buf.write(png.read_bytes())
+    text = (f"<p>Seed {first['info']['seed']}: up to {per_row} images of every pool source in <b>{shown}</b> and in "
+            f"the random baseline at the same budget ({ratio:.0%}), and the target set's images per target shift. "
+            "Within a source, the images closest to the target come first (tarot's topk_mean score, the mean cosine "
+            "of the whitened gradient feature to the target features). Each caption gives how many of that source's "
+            "pool images the selection took. Sources: the shift of a target-class image, or <i>other_classes</i>."
+            "</p>")
+    img = (f'<img alt="example images per source" src="data:image/png;base64,'
+           f'{base64.b64encode(buf.getvalue()).decode()}">')
+    return "What was selected", text + img
+
+
 def run_demo(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run the demo for every seed and write ``results.json``, ``results.csv`` and ``report/index.html``.
 
@@ -594,7 +647,8 @@ def run_demo(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dic
         out / "report",
         store=first["store"],
         title=f"{cfg['report']['title']} ({source_name}; plots: seed {seeds[0]}, {shown})",
-        lead_sections=_report_sections(table, per_seed, cfg, source_name, elapsed, comp),
+        lead_sections=[*_report_sections(table, per_seed, cfg, source_name, elapsed, comp),
+                       _examples_section(first, shown, cfg)],
         seed=seeds[0],
     )
     (out / "COMPLETE").write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")

@@ -175,6 +175,9 @@ def run_lds(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dict
         torch.manual_seed(s)
         return build_classifier(mc["arch"], ncls, in_ch, mc["width"])
 
+    from tarot.app.device import pick_device
+
+    device = pick_device(cfg["device"])
     # 1. features from checkpoints of a model trained on all of D
     model = fresh(seed)
     ck_epochs = [int(e) for e in cfg["featurize"]["checkpoint_epochs"]]
@@ -188,12 +191,14 @@ def run_lds(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dict
         checkpoint_epochs=ck_epochs,
         progress=progress,
         desc="LDS full model",
+        device=device,
     )
     if not states:
         raise ValueError(f"featurize.checkpoint_epochs {ck_epochs} has no epoch within train.epochs={tc['epochs']}")
     fz = cfg["featurize"]
     feat = gradient_featurizer(model, ClassificationLoss(), proj_dim=int(fz["proj_dim"]), seed=seed,
-                               params=fz["params"], projector=fz["projector"], factor_dim=int(fz["factor_dim"]))
+                               params=fz["params"], projector=fz["projector"], factor_dim=int(fz["factor_dim"]),
+                               device=device)
     t_feat = time.perf_counter()
     store = featurize_to_store(
         feat,
@@ -229,6 +234,7 @@ def run_lds(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dict
             batch_size=int(tc["batch_size"]),
             lr=float(tc["lr"]),
             seed=seed + 1000 + j,
+            device=device,
         )
         actual[j] = margins(predict_logits(sub, target_ds), target_ds.y).numpy()
     np.save(out / "masks.npy", masks)

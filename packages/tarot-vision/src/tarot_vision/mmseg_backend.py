@@ -256,6 +256,11 @@ def train_mmseg(
     init: str = "scratch",
     log_interval: int = 50,
     checkpoint_every: int = 500,
+    val_root: str | Path | None = None,
+    val_split: str = "val",
+    val_interval: int = 0,
+    val_scale: Sequence[int] | None = None,
+    device: Any = "auto",
 ) -> Path:
     """Train with mmseg's ``Runner`` on the stems of an ann_file; returns a plain state-dict file.
 
@@ -275,6 +280,16 @@ def train_mmseg(
     init : str
         ``scratch`` (seeded random initialisation) or the path of a checkpoint to start from (recorded; never the
         featurisation model object, see algorithm.md B8).
+    val_root, val_split, val_interval, val_scale
+        With ``val_interval`` > 0, mmseg's ``ValLoop`` runs ``IoUMetric`` on the Cityscapes ``val_split`` of
+        ``val_root`` every ``val_interval`` iterations (test pipeline at ``val_scale``, default ``scale``), and
+        mmengine's ``CheckpointHook`` keeps the best one by mIoU (``best_mIoU_iter_<i>.pth``, exported as
+        ``best_state_dict.pth`` too). The validation metrics land in mmengine's usual files: the text log
+        ``<work_dir>/<timestamp>/<timestamp>.log`` and ``<timestamp>/vis_data/scalars.json``.
+    device : str
+        ``auto`` or ``cuda``: mmengine's ``Runner`` trains on the GPU when one is visible, else the CPU. ``cpu``
+        where a GPU is visible, or ``cuda:<i>`` with i > 0, is refused (mmengine picks the device itself): hide the
+        GPUs with ``CUDA_VISIBLE_DEVICES``.
 
     Returns
     -------
@@ -284,8 +299,9 @@ def train_mmseg(
     import_mmseg()
     from mmengine.runner import Runner
 
-    from .segdata import resolve_ann_file
+    from .segdata import resolve_ann_file, scan_cityscapes
 
+    _check_runner_device(device)
     ann_file = Path(ann_file).resolve()
     data_root = Path(data_root).resolve()
     split = "train"
@@ -312,15 +328,28 @@ def train_mmseg(
         "sampler": {"type": "InfiniteSampler", "shuffle": True},
         "dataset": ds,
     }
-    cfg.train_cfg = {"type": "IterBasedTrainLoop", "max_iters": int(max_iters), "val_interval": int(max_iters) + 1}
+    validate = int(val_interval) > 0
+    cfg.train_cfg = {"type": "IterBasedTrainLoop", "max_iters": int(max_iters),
+                     "val_interval": int(val_interval) if validate else int(max_iters) + 1}
     for key in ("val_dataloader", "val_cfg", "val_evaluator", "test_dataloader", "test_cfg", "test_evaluator"):
         cfg[key] = None
+    if validate:
+        if not val_root:
+            raise ValueError("train.val_interval > 0 validates on Cityscapes: set target.root (or val_interval=0)")
+        vroot = Path(val_root).resolve()
+        _require_train_ids(scan_cityscapes(vroot, val_split), "Cityscapes")
+        _, val_pipe = _pipelines(cfg.crop_size, val_scale or scale)
+        cfg.val_dataloader = _cityscapes_loader(vroot, val_split, val_pipe)
+        cfg.val_evaluator = {"type": "IoUMetric", "iou_metrics": ["mIoU"]}
+        cfg.val_cfg = {"type": "ValLoop"}
     cfg.optim_wrapper.optimizer.lr = lr
     cfg.param_scheduler = [
         {"type": "PolyLR", "eta_min": 1e-4, "power": 0.9, "begin": 0, "end": int(max_iters), "by_epoch": False}
     ]
     cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "by_epoch": False, "max_keep_ckpts": 2,
                                     "interval": max(1, min(int(checkpoint_every), int(max_iters)))}
+    if validate:
+        cfg.default_hooks.checkpoint.update(save_best="mIoU", rule="greater")
     cfg.default_hooks.logger = {"type": "LoggerHook", "interval": int(log_interval), "log_metric_by_epoch": False}
     cfg.default_hooks.visualization = {"type": "SegVisualizationHook", "draw": False}
     cfg.work_dir = str(work_dir)
@@ -338,7 +367,38 @@ def train_mmseg(
     with _trusted_torch_load(cfg.resume):  # mmengine's own checkpoint, written into work_dir by this function
         runner.train()
     state = {k: v.detach().cpu() for k, v in runner.model.state_dict().items()}
-    return save_torch_atomic({"state_dict": state}, work_dir / "final_state_dict.pth")
+    final = save_torch_atomic({"state_dict": state}, work_dir / "final_state_dict.pth")
+    best = sorted(work_dir.glob("best_mIoU_iter_*.pth"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    if validate and best:  # mmengine keeps one best file; export it as tensors only, like the final weights
+        save_torch_atomic({"state_dict": load_mmseg_checkpoint(best[-1])}, work_dir / "best_state_dict.pth")
+    return final
+
+
+def _check_runner_device(device: Any) -> None:
+    """mmengine's ``Runner`` chooses the device itself (the GPU when one is visible): refuse a ``device`` setting
+    it would not honour, in one line."""
+    from tarot.app.device import pick_device
+
+    dev = pick_device(device)
+    if torch.cuda.is_available() and (dev.type == "cpu" or (dev.index or 0) != 0):
+        raise ValueError(f"device: {device!r} with the mmseg backend: mmengine's Runner uses cuda:0 whenever a GPU is "
+                         "visible; choose with CUDA_VISIBLE_DEVICES (empty for the CPU) and device=auto")
+
+
+def _cityscapes_loader(root: Path, split: str, pipeline: list) -> dict[str, Any]:
+    """An mmseg dataloader over Cityscapes ``split`` (batch 1, in order), for validation and testing."""
+    return {
+        "batch_size": 1,
+        "num_workers": 0,
+        "persistent_workers": False,
+        "sampler": {"type": "DefaultSampler", "shuffle": False},
+        "dataset": {
+            "type": "CityscapesDataset",
+            "data_root": str(root),
+            "data_prefix": {"img_path": f"leftImg8bit/{split}", "seg_map_path": f"gtFine/{split}"},
+            "pipeline": pipeline,
+        },
+    }
 
 
 @contextlib.contextmanager
@@ -375,6 +435,7 @@ def evaluate_mmseg(
     work_dir: str | Path,
     split: str = "val",
     scale: Sequence[int] = (1024, 2048),
+    device: Any = "auto",
 ) -> dict[str, Any]:
     """mIoU (%) on Cityscapes ``split`` with mmseg's ``TestLoop`` and ``IoUMetric`` (``mode='whole'``).
 
@@ -385,24 +446,14 @@ def evaluate_mmseg(
 
     from .segdata import scan_cityscapes
 
+    _check_runner_device(device)
     root = Path(cityscapes_root).resolve()
     _require_train_ids(scan_cityscapes(root, split), "Cityscapes")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     cfg = copy.deepcopy(cfg)
     _, test_pipe = _pipelines(cfg.crop_size, scale)
-    cfg.test_dataloader = {
-        "batch_size": 1,
-        "num_workers": 0,
-        "persistent_workers": False,
-        "sampler": {"type": "DefaultSampler", "shuffle": False},
-        "dataset": {
-            "type": "CityscapesDataset",
-            "data_root": str(root),
-            "data_prefix": {"img_path": f"leftImg8bit/{split}", "seg_map_path": f"gtFine/{split}"},
-            "pipeline": test_pipe,
-        },
-    }
+    cfg.test_dataloader = _cityscapes_loader(root, split, test_pipe)
     cfg.test_evaluator = {"type": "IoUMetric", "iou_metrics": ["mIoU"]}
     cfg.test_cfg = {"type": "TestLoop"}
     for key in (

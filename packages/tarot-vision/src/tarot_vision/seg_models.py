@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Callable, Iterable, Sequence, Sized
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tarot.app.device import pick_device
+from tarot.features.gradients import resolve_device
 from tarot.fileio import save_torch_atomic
 from torch import nn
 from tqdm.auto import tqdm
@@ -138,6 +140,11 @@ def train_torch_segmenter(
     progress: bool = True,
     state_file: str | Path | None = None,
     checkpoint_every: int = 100,
+    device: Any = None,
+    validate: Callable[[nn.Module], float] | None = None,
+    val_interval: int = 0,
+    val_log: list[dict[str, Any]] | None = None,
+    best_file: str | Path | None = None,
 ) -> list[float]:
     """SGD (momentum 0.9) with PolyLR for ``iters`` steps over an infinitely reshuffled, seeded loader.
 
@@ -149,9 +156,17 @@ def train_torch_segmenter(
     continues from it: a run killed at any point and restarted ends with exactly the weights of an uninterrupted
     run, having lost at most ``checkpoint_every`` steps. The caller removes the file once the final weights are
     saved.
+
+    With ``validate`` (model → score, higher is better, e.g. mIoU on Cityscapes val) and ``val_interval`` > 0, the
+    model is scored in eval mode every ``val_interval`` steps and after the last one; each ``{"iter", "score"}`` is
+    appended to ``val_log`` (kept through a resume), and the best-scoring weights are written to ``best_file``
+    (``{"state_dict", "iter", "score"}``), as mmseg's ``save_best``. ``device``: where to train (default: where the
+    model is); the model stays there.
     """
     if batch_size < 2:
         raise ValueError("batch_size must be >= 2: BatchNorm in train mode needs more than one sample")
+    dev = resolve_device(model, None if device is None else pick_device(device))
+    model.to(dev)  # before the optimizer is made (and its state loaded), so that both live on ``dev``
     n = len(cast(Sized, dataset))
     if n == 0:
         raise ValueError("cannot train on an empty dataset")
@@ -170,8 +185,12 @@ def train_torch_segmenter(
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         it, done, losses = st["it"], st["done"], list(st["losses"])
+        if val_log is not None:
+            val_log[:] = st.get("val_log", [])
         gen.set_state(st["pass_generator"])
         torch.set_rng_state(st["torch_rng"])
+        if dev.type == "cuda" and st.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(st["cuda_rng"])
         if hasattr(dataset, "epoch"):
             dataset.epoch = st["dataset_epoch"]
     model.train()
@@ -188,8 +207,8 @@ def train_torch_segmenter(
                 break
             for g in opt.param_groups:
                 g["lr"] = poly_lr(lr, it, iters)
-            out = model(batch["image"])
-            loss = seg_loss_from_outputs(out, batch["label"], aux_weight)
+            out = model(batch["image"].to(dev))
+            loss = seg_loss_from_outputs(out, batch["label"].to(dev), aux_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -198,11 +217,15 @@ def train_torch_segmenter(
             done += 1
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if validate is not None and val_interval > 0 and (it % val_interval == 0 or it == iters):
+                _validate_step(model, validate, it, val_log if val_log is not None else [], best_file)
             if state_path is not None and it % checkpoint_every == 0 and it < iters:
                 save_torch_atomic({
                     "iters": iters, "seed": seed, "batch_size": batch_size, "model": model.state_dict(),
                     "optimizer": opt.state_dict(), "it": it, "done": done, "losses": losses,
                     "pass_generator": pass_start, "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
+                    "val_log": list(val_log or []),
                     "dataset_epoch": getattr(dataset, "epoch", 0)}, state_path)
         if done == len(batches):
             done = 0
@@ -211,6 +234,19 @@ def train_torch_segmenter(
     bar.close()
     model.eval()
     return losses
+
+
+def _validate_step(model: nn.Module, validate: Callable[[nn.Module], float], it: int, val_log: list[dict[str, Any]],
+                   best_file: str | Path | None) -> None:
+    """Score the model in eval mode, log it, keep the best weights; back to train mode."""
+    model.eval()
+    score = float(validate(model))
+    model.train()
+    best = max((r["score"] for r in val_log if math.isfinite(r["score"])), default=-math.inf)
+    val_log.append({"iter": it, "score": score})
+    if best_file is not None and math.isfinite(score) and score > best:
+        save_torch_atomic({"state_dict": model.state_dict(), "iter": it, "score": score}, Path(best_file))
+    log.info("iter %d: validation score %.4f (best %.4f)", it, score, max(best, score))
 
 
 # ---------------------------------------------------------------------------------------------------- mIoU
@@ -256,11 +292,13 @@ def evaluate_torch_segmenter(
     records: Iterable,
     scale: tuple[int, int] = (512, 1024),
     progress: bool = True,
+    keep: int = 0,
 ) -> dict:
-    """mIoU of a torch segmenter on records (e.g. Cityscapes val).
+    """mIoU of a torch segmenter on records (e.g. Cityscapes val), computed where the model is.
 
     Each image is resized keeping its aspect ratio to fit ``scale`` (H, W), predicted in ``whole`` mode, and the logits
-    are resized back to the label's original size before the comparison (specs/vision.md §5).
+    are resized back to the label's original size before the comparison (specs/vision.md §5). The first ``keep``
+    images come back under ``"examples"`` as (image, ground truth, prediction, stem), for overlays.
     """
     from PIL import Image
 
@@ -268,7 +306,9 @@ def evaluate_torch_segmenter(
     from .segdata import load_train_ids, normalize
 
     model.eval()
+    dev = resolve_device(model, None)
     acc = IoUAccumulator()
+    examples: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]] = []
     records = list(records)
     for rec in tqdm(records, desc="evaluate mIoU", disable=not progress):
         img = read_rgb(rec.image)
@@ -277,14 +317,17 @@ def evaluate_torch_segmenter(
         s = min(scale[0] / h, scale[1] / w)
         size = (max(1, round(w * s)), max(1, round(h * s)))
         img_r = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BILINEAR))
-        logits = model(normalize(img_r).unsqueeze(0))["out"]
-        pred = _upsample(logits, gt.shape).argmax(1)[0].numpy()
+        logits = model(normalize(img_r).unsqueeze(0).to(dev))["out"]
+        pred = _upsample(logits, gt.shape).argmax(1)[0].cpu().numpy()
         acc.update(pred, gt)
+        if len(examples) < keep:
+            examples.append((img, gt, pred.astype(np.uint8), rec.stem))
     iou = acc.per_class_iou()
     return {
         "mIoU": acc.miou(),
         "per_class_iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(CLASSES, iou)},
         "images": len(records),
+        "examples": examples,
     }
 
 

@@ -89,6 +89,22 @@ def add_settings(parser: argparse.ArgumentParser, *, defaults: str = "the packag
                             help="print the resolved settings (defaults, --config, --set) and exit")
 
 
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device auto|cpu|cuda[:i]``: shorthand for ``--set device=...`` (into ``args.device``; None = the config's
+    ``device`` setting, whose default is ``auto``). See :mod:`tarot.app.device`."""
+    parser.add_argument("--device", default=None, metavar="DEVICE",
+                        help="auto | cpu | cuda | cuda:<index>: where models run (same as --set device=DEVICE; "
+                        "default: the config's device, auto = the first CUDA GPU when torch sees one, else the CPU)")
+
+
+def device_override(args: argparse.Namespace) -> list[str]:
+    """``args.overrides`` with ``device=<--device>`` appended when ``--device`` was given (so it wins)."""
+    overrides = list(getattr(args, "overrides", []) or [])
+    if getattr(args, "device", None) is not None:
+        overrides.append(f"device={args.device}")
+    return overrides
+
+
 def add_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,41 @@ def html_table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = Non
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
+
+
+def examples_by_source(result: SelectionResult, scores: np.ndarray | None = None, per_source: int = 3,
+                       sources: Sequence[Any] | None = None) -> dict[str, list[int]]:
+    """A few selected candidates of every source, for a report to show (instructions, images, …).
+
+    Parameters
+    ----------
+    result : SelectionResult
+        The selection; only its ``indices`` are used.
+    scores : numpy.ndarray, optional
+        Per-candidate scores (length N); each source's examples are its selected candidates with the highest scores
+        (ties: lower index). Default: ``result.scores`` when the selector kept them, else the lowest indices.
+    per_source : int
+        Largest number of examples per source.
+    sources : sequence, optional
+        Per-candidate labels (length N); default ``result.candidate_sources`` (without labels, one source ``"all"``).
+
+    Returns
+    -------
+    dict
+        ``{source: [candidate index, ...]}`` for every source with at least one selected candidate, sources sorted.
+    """
+    n = result.n_candidates
+    labels = list(sources) if sources is not None else result.candidate_sources
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"sources has {len(labels)} labels for {n} candidates")
+    s = scores if scores is not None else result.scores
+    if s is not None and np.shape(s) != (n,):
+        raise ValueError(f"scores has shape {np.shape(s)}, expected ({n},)")
+    groups: dict[str, list[int]] = {}
+    for i in result.indices.tolist():
+        groups.setdefault("all" if labels is None else str(labels[i]), []).append(int(i))
+    key = (lambda i: (-float(s[i]), i)) if s is not None else (lambda i: (0.0, i))
+    return {src: sorted(idx, key=key)[: max(0, int(per_source))] for src, idx in sorted(groups.items())}
 
 
 def _flatten(mapping: dict, prefix: str = "", skip: Sequence[str] = ()) -> list[tuple[str, Any]]:
@@ -532,6 +567,7 @@ def write_report(
     embedding: str = "pca",
     max_points: int = MAX_MAP_POINTS,
     lead_sections: Sequence[tuple[str, str]] | None = None,
+    attachments: Mapping[str, str | os.PathLike] | None = None,
 ) -> Path:
     """Write an HTML report of a selection.
 
@@ -560,6 +596,9 @@ def write_report(
         Largest number of points drawn in the map (candidates and targets together).
     lead_sections : sequence of (heading, html), optional
         Like ``extra_sections`` but placed first, before the summary (e.g. the downstream verdict of a demo).
+    attachments : mapping of file name to path, optional
+        Files copied into the report folder under the given plain names (e.g. a domain's figures that a given
+        section shows with ``<img src="name.png">``). A missing file is an error before anything is written.
 
     Returns
     -------
@@ -572,12 +611,21 @@ def write_report(
         raise ValueError(f"embedding must be 'pca' or 'tsne', got {embedding!r}")
     if max_points < 10:
         raise ValueError(f"max_points must be at least 10, got {max_points}")
+    files = {str(k): Path(v) for k, v in (attachments or {}).items()}
+    for name, src in files.items():
+        if Path(name).name != name or name in ("index.html", "report.json"):
+            raise ValueError(f"attachment name {name!r}: expected a plain file name other than index.html/report.json")
+        if not src.is_file():
+            raise FileNotFoundError(f"{src}: attachment {name!r} not found")
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.report-", dir=out.parent))
     try:
         page, meta = _render(result, tmp, store, candidates, targets, title, extra_sections, seed, embedding,
                              max_points, lead_sections)
+        for name, src in files.items():
+            shutil.copyfile(src, tmp / name)
+        meta["attachments"] = sorted(files)
         (tmp / "index.html").write_text(page, encoding="utf-8")
         (tmp / "report.json").write_text(json.dumps(plain(meta), indent=2) + "\n", encoding="utf-8")
         out.mkdir(parents=True, exist_ok=True)
