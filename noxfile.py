@@ -212,7 +212,8 @@ def lock(session: nox.Session) -> None:
         session.log(f"constraints/{name}.txt: {sum(1 for x in lines if '==' in x)} pinned distributions")
 
 
-BENCH_CASES = {"vision": ["tarot_vision.seg_models:bench_case"], "motion": ["tarot_motion.featurize:bench_case"],
+BENCH_CASES = {"vision": ["tarot_vision.seg_models:bench_case"],
+               "motion": ["tarot_motion.featurize:bench_case", "tarot_motion.featurize:bench_case_wayformer"],
                "llm": ["tarot_llm.demo:featurize_bench_case", "tarot_llm.demo:featurize_bench_case_less"]}
 BENCH_REPEAT = {"vision": "1", "motion": "3", "llm": "2"}  # the dense projection of the 16M-parameter head: ~70 s
 
@@ -223,9 +224,9 @@ def bench(session: nox.Session, package: str) -> None:
     """Benchmarks, one venv per package. core: the selection step (``-- ARGS`` go to it, e.g. ``--full``) and the
     featurization of a small CNN (gradients vmap/loop; dense, sparse JL and factorised projections) →
     benchmarks/results/bench.md and featurize.md; vision, motion and llm: featurization of the segmentation
-    pipeline's DeepLabV3 decode head, the demo's AutoBot and the demo's LoRA LLM with each projector →
-    featurize_deeplabv3.md, featurize_autobot.md, featurize_llm.md (the demo's k = 256) and featurize_llm_less.md
-    (LESS's k = 8,192)."""
+    pipeline's DeepLabV3 decode head, the demo's AutoBot and Wayformer and the demo's LoRA LLM with each projector →
+    featurize_deeplabv3.md, featurize_autobot.md, featurize_wayformer.md, featurize_llm.md (the demo's k = 256) and
+    featurize_llm_less.md (LESS's k = 8,192)."""
     _install_package(session, package)
     if package == "core":
         session.run("python", "-m", "tarot.app.bench", *session.posargs, env={"MPLBACKEND": "Agg"})

@@ -124,3 +124,19 @@ def test_model_name_is_checked():
     with pytest.raises(ValueError, match="raise it"):
         model = make_model({**TINY, "max_agents": 1})
         model(collate([_dataset()[0]]))
+
+
+def test_bench_cases_build_the_demo_models_on_real_windows():
+    from tarot_motion.convert import legacy_waymo_files
+    from tarot_motion.featurize import AutoBotLossAdapter, bench_case, bench_case_wayformer
+
+    try:
+        legacy_waymo_files()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    way, auto = bench_case_wayformer(batch_size=2), bench_case(batch_size=2)
+    assert isinstance(way.model, WayformerEgo) and isinstance(way.adapter, BatchedMotionLossAdapter)
+    assert type(auto.adapter) is AutoBotLossAdapter and way.name == "Wayformer" and auto.name == "AutoBot"
+    per = way.adapter.losses(way.model, dict(way.model.named_parameters()), dict(way.model.named_buffers()),
+                             way.batch)
+    assert per.shape == (2,) and torch.isfinite(per).all()

@@ -57,10 +57,11 @@ def encoder_embedding(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Te
     return model.encoder_embedding(batch)
 
 
-def bench_case(batch_size: int = 16) -> Any:
+def bench_case(batch_size: int = 16, model_name: str = "autobot") -> Any:
     """The featurization benchmark's AutoBot case (``python -m tarot.app.bench_featurize --case
     tarot_motion.featurize:bench_case``): the demo's model and featurizer settings on a batch of the embedded real
-    Waymo windows (converted and preprocessed into a temporary folder)."""
+    Waymo windows (converted and preprocessed into a temporary folder). ``model_name="wayformer"``: the same with
+    Wayformer-Ego (:func:`bench_case_wayformer`)."""
     import tempfile
     from pathlib import Path
 
@@ -73,7 +74,7 @@ def bench_case(batch_size: int = 16) -> Any:
     from .train import build_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = demo_config(Path(tmp) / "run")
+        cfg = demo_config(Path(tmp) / "run", overrides=[f"model.name={model_name}"])
         convert_metadrive(Path(tmp) / "db", files=legacy_waymo_files())
         data = load_cache(preprocess_database(Path(tmp) / "db", Path(tmp) / "cache", cfg["preprocess"],
                                               progress=False))
@@ -81,6 +82,12 @@ def bench_case(batch_size: int = 16) -> Any:
     batch = {k: torch.stack([ds[i][k] for i in range(batch_size)]) for k in ds[0]}
     model = build_model(cfg["model"], init="scratch", seed=0)
     fz = cfg["featurize"]
-    return BenchCase(name="AutoBot", model=model, adapter=AutoBotLossAdapter(float(fz["loss_scale"])), batch=batch,
-                     proj_dim=int(fz["proj_dim"]), params=fz["params"],
-                     note="tarot-motion's demo AutoBot-Ego on embedded real Waymo windows.")
+    title = {"autobot": "AutoBot-Ego", "wayformer": "Wayformer-Ego"}[model_name]
+    return BenchCase(name=title.split("-")[0], model=model, adapter=loss_adapter(model, float(fz["loss_scale"])),
+                     batch=batch, proj_dim=int(fz["proj_dim"]), params=fz["params"],
+                     note=f"tarot-motion's demo {title} on embedded real Waymo windows.")
+
+
+def bench_case_wayformer(batch_size: int = 16) -> Any:
+    """The featurization benchmark's Wayformer case (``--case tarot_motion.featurize:bench_case_wayformer``)."""
+    return bench_case(batch_size, model_name="wayformer")
