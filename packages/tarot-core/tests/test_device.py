@@ -48,3 +48,13 @@ def test_device_flag_is_the_last_override():
     assert device_override(p.parse_args(["--set", "device=cpu", "--device", "cuda:1"])) == ["device=cpu",
                                                                                             "device=cuda:1"]
     assert device_override(p.parse_args(["--set", "a=1"])) == ["a=1"]
+
+
+def test_device_for_defaults_to_where_the_model_is():
+    from tarot.app.device import device_for
+
+    model = torch.nn.Linear(2, 2)
+    assert device_for(model) == torch.device("cpu") and device_for(model, "cpu") == torch.device("cpu")
+    assert device_for(torch.nn.ReLU()) == torch.device("cpu")  # no parameters: the CPU
+    with pytest.raises(ValueError, match="expected auto"):
+        device_for(model, "gpu")

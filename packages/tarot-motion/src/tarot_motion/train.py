@@ -9,8 +9,8 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from tarot.app.device import pick_device
-from tarot.features.gradients import move_batch, resolve_device
+from tarot.app.device import device_for, pick_device
+from tarot.features.gradients import move_batch
 from tarot.fileio import save_torch_atomic
 from torch.utils.data import DataLoader, Dataset
 
@@ -141,7 +141,7 @@ def predict(model: MotionModel, ds: Dataset, batch_size: int = 256, device: Any 
     """Predicted trajectories ``[N, K, T, 5]`` and mode probabilities ``[N, K]`` in eval mode, on ``device``
     (default: where the model is)."""
     model.eval()
-    dev = resolve_device(model, None if device is None else pick_device(device))
+    dev = device_for(model, device)
     model.to(dev)
     trajs, probs = [], []
     for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate):

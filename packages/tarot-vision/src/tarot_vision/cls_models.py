@@ -9,8 +9,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tarot.app.device import pick_device
-from tarot.features.gradients import resolve_device
+from tarot.app.device import device_for
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -222,7 +221,7 @@ def train_classifier(
     n = len(cast(Sized, dataset))
     if n == 0:
         raise ValueError("cannot train on an empty dataset")
-    dev = resolve_device(model, None if device is None else pick_device(device))
+    dev = device_for(model, device)
     model.to(dev)
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = max(1, math.ceil(n / batch_size))
@@ -269,7 +268,7 @@ def _random_shift(x: torch.Tensor, s: int, gen: torch.Generator) -> torch.Tensor
 def predict_logits(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> torch.Tensor:
     """Logits [N, classes] in eval mode, computed where the model is, returned on the CPU."""
     model.eval()
-    dev = resolve_device(model, None)
+    dev = device_for(model)
     out = []
     for start in range(0, len(cast(Sized, dataset)), batch_size):
         batch = [dataset[i] for i in range(start, min(len(cast(Sized, dataset)), start + batch_size))]

@@ -582,12 +582,10 @@ def _examples_section(first: dict[str, Any], shown: str, cfg: dict[str, Any], pe
                              for src in sorted(set(scn.target_sources))}
     for src in pool_n:
         columns["target set"].setdefault(src, ([], "not in the target"))
-    buf = io.BytesIO()
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        png = selection_examples_figure(columns, Path(tmp) / "examples.png", per_row=per_row)
-        buf.write(png.read_bytes())
+        png_bytes = selection_examples_figure(columns, Path(tmp) / "examples.png", per_row=per_row).read_bytes()
     text = (f"<p>Seed {first['info']['seed']}: up to {per_row} images of every pool source in <b>{shown}</b> and in "
             f"the random baseline at the same budget ({ratio:.0%}), and the target set's images per target shift. "
             "Within a source, the images closest to the target come first (tarot's topk_mean score, the mean cosine "
@@ -595,7 +593,7 @@ def _examples_section(first: dict[str, Any], shown: str, cfg: dict[str, Any], pe
             "pool images the selection took. Sources: the shift of a target-class image, or <i>other_classes</i>."
             "</p>")
     img = (f'<img alt="example images per source" src="data:image/png;base64,'
-           f'{base64.b64encode(buf.getvalue()).decode()}">')
+           f'{base64.b64encode(png_bytes).decode()}">')
     return "What was selected", text + img
 
 

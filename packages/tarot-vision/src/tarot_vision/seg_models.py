@@ -15,8 +15,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tarot.app.device import pick_device
-from tarot.features.gradients import resolve_device
+from tarot.app.device import device_for
 from tarot.fileio import save_torch_atomic
 from torch import nn
 from tqdm.auto import tqdm
@@ -165,7 +164,7 @@ def train_torch_segmenter(
     """
     if batch_size < 2:
         raise ValueError("batch_size must be >= 2: BatchNorm in train mode needs more than one sample")
-    dev = resolve_device(model, None if device is None else pick_device(device))
+    dev = device_for(model, device)
     model.to(dev)  # before the optimizer is made (and its state loaded), so that both live on ``dev``
     n = len(cast(Sized, dataset))
     if n == 0:
@@ -306,7 +305,7 @@ def evaluate_torch_segmenter(
     from .segdata import load_train_ids, normalize
 
     model.eval()
-    dev = resolve_device(model, None)
+    dev = device_for(model)
     acc = IoUAccumulator()
     examples: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]] = []
     records = list(records)

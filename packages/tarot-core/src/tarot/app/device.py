@@ -56,6 +56,14 @@ def pick_device(spec: Any = "auto", *, where: str = "device") -> Any:
     return torch.device(f"cuda:{index}")
 
 
+def device_for(model: Any, spec: Any = None) -> Any:
+    """Where to run ``model``: the device ``spec`` names (:func:`pick_device`), or, without one, where the model's
+    first parameter is (the CPU for a model without parameters)."""
+    from tarot.features.gradients import resolve_device
+
+    return resolve_device(model, None if spec is None else pick_device(spec))
+
+
 def device_name(device: Any) -> str:
     """A short description for logs and results: ``"cpu"`` or ``"cuda:0 (NVIDIA H100 80GB HBM3)"``."""
     import torch
