@@ -82,3 +82,22 @@ def test_continuous_weights_are_measured_on_small_problems_only_by_default(mix, 
     assert auto["weighted_ot_continuous"] is None and "pairs >" in auto["weighted_ot_continuous_skipped"]
     always = tarot.select(m.candidates, m.targets, measure_continuous="always", **kw).diagnostics
     assert always["weighted_ot_continuous"] is not None and always["weighted_ot"] == auto["weighted_ot"]
+
+
+def test_equal_repeat_counts_reuse_the_uniform_solve(mix, monkeypatch):
+    """beta = 0 gives every selected sample the same repeat count: the realised measure is the uniform one, so its
+    OT value is the selection's, and no second solve runs; with beta > 0 the counts differ and it is solved."""
+    m, _, _ = mix
+    calls = []
+    real = tarot.api.entropic_ot
+    monkeypatch.setattr("tarot.api.entropic_ot", lambda *a, **k: calls.append(k.get("a")) or real(*a, **k))
+    kw = dict(method="fixed_size", ratio=0.1, weighting=True, progress=False, diagnose=False,
+              measure_continuous="never")
+    flat = tarot.select(m.candidates, m.targets, beta=0.0, **kw)
+    assert np.all(flat.weights == 2) and len(calls) == 1 and calls[0] is None
+    assert flat.diagnostics["weighted_ot"] == flat.ot_distance and flat.diagnostics["weighted_ot_is_uniform"]
+    calls.clear()
+    tilted = tarot.select(m.candidates, m.targets, beta=0.5, **kw)
+    assert len(set(tilted.weights.tolist())) > 1 and len(calls) == 2 and calls[1] is not None
+    assert "weighted_ot_is_uniform" not in tilted.diagnostics
+    assert tilted.diagnostics["weighted_ot"] != tilted.ot_distance

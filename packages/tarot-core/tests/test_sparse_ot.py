@@ -121,3 +121,79 @@ def test_auto_backend_and_errors(clouds):
         entropic_ot(X, Y, backend="sparse", cost="sqeuclidean")
     with pytest.raises(ValueError, match="sum to 1"):
         entropic_ot(X, Y, backend="sparse", a=np.ones(len(X)))
+
+
+# ------------------------------------------------------------------------------------------ the kernel's pieces
+def _random_support(rng, n=40, m=25, per_row=6):
+    from tarot.sparse_ot import Support
+
+    rows = np.repeat(np.arange(n), per_row)
+    cols = rng.integers(0, m, size=n * per_row)
+    sup = Support(n=n, m=m, rows=np.zeros(0, np.int64), cols=np.zeros(0, np.int64), cost=np.zeros(0),
+                  row_floor=np.zeros(n), row_ref=np.zeros(n, np.int64), g_refs=[np.zeros(m)],
+                  col_floor=np.zeros(m), f_ref=np.zeros(n))
+    sup.merge(rows, cols, rng.random(len(rows)))
+    return sup
+
+
+def test_merge_equals_a_sorted_union_and_reports_first_new_occurrences():
+    rng = np.random.default_rng(0)
+    sup = _random_support(rng)
+    before = {(int(r), int(c)): w for r, c, w in zip(sup.rows, sup.cols, sup.cost)}
+    rows, cols = rng.integers(0, 40, 300), rng.integers(0, 25, 300)  # duplicates inside and with E
+    cost = rng.random(300)
+    new = sup.merge(rows, cols, cost)
+    expect = dict(before)
+    want_new = np.zeros(300, dtype=bool)
+    for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist())):
+        if (r, c) not in expect:
+            expect[(r, c)] = cost[i]
+            want_new[i] = True
+    keys = sorted(expect)
+    assert np.array_equal(new, want_new)
+    assert np.array_equal(sup.rows, [k[0] for k in keys]) and np.array_equal(sup.cols, [k[1] for k in keys])
+    assert np.array_equal(sup.cost, [expect[k] for k in keys])  # an existing entry keeps its cost
+    assert not sup.merge(rows, cols, cost).any()  # nothing new the second time
+
+
+def test_structure_gives_the_column_order():
+    sup = _random_support(np.random.default_rng(1))
+    indptr, colptr, perm = sup.structure()
+    assert np.array_equal(perm, np.lexsort((sup.rows, sup.cols)))  # by column, then row
+    assert np.array_equal(colptr, np.searchsorted(sup.cols[perm], np.arange(sup.m + 1)))
+    assert np.array_equal(indptr, np.searchsorted(sup.rows, np.arange(sup.n + 1)))
+
+
+def test_kernel_softmins_and_absorb_equal_a_direct_computation():
+    from tarot.sparse_ot import _Kernel, _segment_softmin
+
+    rng = np.random.default_rng(2)
+    sup = _random_support(rng)
+    eps = 0.05
+    a, b = rng.dirichlet(np.ones(sup.n)), rng.dirichlet(np.ones(sup.m))
+    f, g = rng.normal(size=sup.n) * 0.1, rng.normal(size=sup.m) * 0.1
+    ker = _Kernel(sup, b)
+    dense = np.full((sup.n, sup.m), np.inf)
+    dense[sup.rows, sup.cols] = sup.cost
+    with np.errstate(divide="ignore"):
+        rows = -eps * np.log((b * np.exp((g - dense) / eps)).sum(1))
+        cols = -eps * np.log((a[:, None] * np.exp((f[:, None] - dense) / eps)).sum(0))
+    assert np.allclose(ker.softmin_rows(g, np.log(b), eps), rows, atol=1e-12)
+    assert np.allclose(ker.softmin_cols(f, np.log(a), eps), cols, atol=1e-12, equal_nan=False)
+    assert np.isinf(cols[np.bincount(sup.cols, minlength=sup.m) == 0]).all()  # empty columns: +inf on both sides
+    f_abs = ker.absorb(f, g, eps, exact=True)
+    assert np.allclose(f_abs, rows)
+    K = ker.K.toarray()
+    assert np.allclose(K[sup.rows, sup.cols], np.exp((rows[sup.rows] + g[sup.cols] - sup.cost) / eps))
+    assert np.allclose(K @ b, 1.0)  # exact absorb: every row of K·b sums to one
+    # a segment reduction with an empty segment in the middle
+    out = _segment_softmin(np.array([0.0, 1.0, 2.0]), np.array([0, 1, 1]), np.array([1, 0, 2]), 1.0)
+    assert out[0] == pytest.approx(0.0) and np.isinf(out[1]) and out[2] == pytest.approx(-np.logaddexp(1.0, 2.0))
+
+
+def test_sparse_solve_shows_a_progress_bar_when_asked(clouds, capsys):
+    X, Y = clouds
+    entropic_ot(X, Y, backend="sparse", tol=1e-5, value_tol=1e-9, progress=True)
+    assert "sparse OT 360 x 240" in capsys.readouterr().err
+    entropic_ot(X, Y, backend="sparse", tol=1e-5, value_tol=1e-9)
+    assert "sparse OT" not in capsys.readouterr().err

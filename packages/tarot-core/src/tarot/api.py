@@ -118,6 +118,8 @@ def select(
         Number of candidates to select (instead of ``ratio``).
     seed : int
         Seed of random choices (``random``, random fills).
+    progress : bool
+        Progress bars of the long loops: scoring passes, OTM folds, and the iterations of large (sparse) OT solves.
     whiten_features : bool
         Whiten (spec §4) before scoring; when False rows are only L2-normalised.
     ridge : float or {"auto", "ledoit_wolf", "oas"}
@@ -139,7 +141,9 @@ def select(
     weighting : bool
         Potential weighting (spec §10): repeat counts ``weights`` with Σ = ``total_repeats`` (default 2n) and at least
         ``min_repeats`` each; ``beta`` is the mirror step, ``max_weight_ratio`` an optional clip.
-        ``diagnostics["weighted_ot"]`` is OT_ε of the realised counts r_i/Σr (what training samples);
+        ``diagnostics["weighted_ot"]`` is OT_ε of the realised counts r_i/Σr (what training samples; when every
+        count is the same, that measure is the uniform one and its value is ``ot_distance``, marked by
+        ``diagnostics["weighted_ot_is_uniform"]``, without a second solve);
         ``weighted_ot_continuous`` that of the continuous weights before rounding, measured as
         ``measure_continuous`` says: ``"always"``, ``"never"``, or ``"auto"`` (default) = when the problem is small
         enough for the dense solver (n·M ≤ 2 million; beyond, it would cost one more full OT solve and is reported
@@ -204,7 +208,7 @@ def select(
 
     measured = _ot_and_weights(Zc[idx], Zt, sel.counts, ot=ot, weighting=wopt if weighting else None,
                                warm=_warm_rows(sel, idx, Zt.shape[0]),
-                               compute_ot=compute_ot)
+                               compute_ot=compute_ot, progress=progress)
     diagnostics.update(measured.diagnostics)
     if diagnose and len(idx):
         diagnostics["selection"] = selection_diagnostics(Zc, Zt, idx, measured.weights, seed=seed,
@@ -366,7 +370,7 @@ def _warm_rows(sel: Any, idx: np.ndarray, m: int) -> tuple[np.ndarray, Any] | No
 
 def _ot_and_weights(S: np.ndarray, T: np.ndarray, counts: np.ndarray | None, *, ot: OTOptions,
                     weighting: WeightingOptions | None, compute_ot: bool,
-                    warm: tuple[np.ndarray, Any] | None = None) -> _Measured:
+                    warm: tuple[np.ndarray, Any] | None = None, progress: bool = False) -> _Measured:
     r"""OT_ε(uniform on the selection, targets) with its potentials, and the repeat counts: the selector's own draw
     counts (``tsds``) or potential weights :math:`a_i \propto e^{-\beta \tilde f_i}` rounded to integers."""
     out = _Measured()
@@ -375,7 +379,14 @@ def _ot_and_weights(S: np.ndarray, T: np.ndarray, counts: np.ndarray | None, *, 
         # a re-weighted problem starts afresh: from the uniform problem's potentials the sparse solve wandered
         # (measured on 5,000 x 5,000: 74 s and a wrong value; cold 5.6 s), and reusing its support without them was
         # slower than a new one (20,000 x 5,000: 34 s against 25 s)
-        return entropic_ot(S, T, a=a, eps=ot.eps, tol=ot.ot_tol, value_tol=ot.ot_value_tol)
+        return entropic_ot(S, T, a=a, eps=ot.eps, tol=ot.ot_tol, value_tol=ot.ot_value_tol, progress=progress)
+
+    def weighted_value(repeats: np.ndarray) -> float:
+        """OT_ε of the measure r / Σr; equal repeat counts give the uniform measure, whose value is known."""
+        if out.value is not None and len(repeats) and np.all(repeats == repeats[0]):
+            out.diagnostics["weighted_ot_is_uniform"] = True  # one full solve fewer (the same problem)
+            return out.value
+        return solve(repeats / repeats.sum()).value
 
     if compute_ot or weighting is not None:
         if warm is None:
@@ -384,7 +395,7 @@ def _ot_and_weights(S: np.ndarray, T: np.ndarray, counts: np.ndarray | None, *, 
         else:  # the selector's last solve covers most rows: extend its potentials and support, then reorder
             pos, prev = warm
             X = S[pos]  # the selection's rows in the warm order
-            res = entropic_ot(X, T, eps=ot.eps, tol=ot.ot_tol, value_tol=ot.ot_value_tol,
+            res = entropic_ot(X, T, eps=ot.eps, tol=ot.ot_tol, value_tol=ot.ot_value_tol, progress=progress,
                               init=warm_start(prev, X, T, eps=ot.eps), support=getattr(prev, "support", None))
             out.potentials = np.empty_like(res.f)
             out.potentials[pos] = res.f
@@ -393,14 +404,14 @@ def _ot_and_weights(S: np.ndarray, T: np.ndarray, counts: np.ndarray | None, *, 
     if counts is not None:  # the selector sampled with replacement: its draw counts are the repeat counts
         out.weights = np.asarray(counts, dtype=np.int64)
         out.probabilities = out.weights / out.weights.sum()
-        out.diagnostics["weighted_ot"] = solve(out.probabilities).value
+        out.diagnostics["weighted_ot"] = weighted_value(out.weights)
     if weighting is not None:
         assert out.potentials is not None  # solved above whenever weights are asked for
         probs = potential_weights(out.potentials, beta=weighting.beta, max_ratio=weighting.max_weight_ratio)
         out.weights = repeat_counts(probs, total=weighting.total_repeats, min_repeats=weighting.min_repeats)
         out.probabilities = probs
         # the measure training really samples: realised repeat counts r_i / Σ r (not the continuous a_i)
-        out.diagnostics["weighted_ot"] = solve(out.weights / out.weights.sum()).value
+        out.diagnostics["weighted_ot"] = weighted_value(out.weights)
         pairs = S.shape[0] * T.shape[0]
         if weighting.measure_continuous == "always" or (weighting.measure_continuous == "auto"
                                                         and pairs <= SPARSE_MIN_ENTRIES):

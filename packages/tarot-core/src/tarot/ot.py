@@ -253,6 +253,7 @@ def entropic_ot(
     cache_bytes: int = 1 << 30,
     dtype: torch.dtype = torch.float64,
     eps_start: float | None = None,
+    progress: bool = False,
 ) -> OTResult:
     r"""Solve entropic OT between two point clouds and return value, potentials and diagnostics.
 
@@ -301,6 +302,9 @@ def entropic_ot(
         Arithmetic precision (float64 default; float32 halves time and memory for very large problems).
     eps_start : float, optional
         First ε of the schedule (default: squared cost bound, or ``16·eps`` with ``init``).
+    progress : bool
+        Progress bar of the sparse backend's iterations (with the certificate round and the support size); the
+        dense and blocked solves are short and show none.
 
     Returns
     -------
@@ -329,7 +333,7 @@ def entropic_ot(
     if backend == "sparse":
         return _sparse(X, Y, a_np, b_np, eps=eps, cost=cost, tol=tol, max_iter=max_iter, stage_iter=stage_iter,
                        stage_tol=stage_tol, overrelax=overrelax, value_tol=value_tol, init=init, eps_start=eps_start,
-                       support=support)
+                       support=support, progress=progress)
     Xt, Yt = _as_tensor(X, dtype), _as_tensor(Y, dtype)
     a_t, b_t = torch.from_numpy(a_np).to(dtype), torch.from_numpy(b_np).to(dtype)
     loga, logb = torch.log(a_t), torch.log(b_t)
@@ -407,7 +411,7 @@ def _checked_weights(w: np.ndarray | None, size: int, name: str) -> np.ndarray:
 
 def _sparse(X, Y, a: np.ndarray, b: np.ndarray, *, eps: float, cost: str, tol: float, max_iter: int,
             stage_iter: int, stage_tol: float, overrelax: float, value_tol: float | None, init, eps_start,
-            support) -> OTResult:
+            support, progress: bool = False) -> OTResult:
     """The ``sparse`` backend: :func:`tarot.sparse_ot.sparse_entropic_ot` packed into an :class:`OTResult`."""
     from tarot.sparse_ot import sparse_entropic_ot
 
@@ -424,7 +428,7 @@ def _sparse(X, Y, a: np.ndarray, b: np.ndarray, *, eps: float, cost: str, tol: f
                          f"({X.shape[0]},), ({Y.shape[0]},)")
     res = sparse_entropic_ot(X, Y, a, b, eps=eps, tol=tol, max_iter=max_iter, stage_iter=stage_iter,
                              stage_tol=stage_tol, overrelax=overrelax, value_tol=value_tol, init=init,
-                             eps_start=eps_start, support=support)
+                             eps_start=eps_start, support=support, progress=progress)
     stop = res.stages[-1]["stop"]
     converged, value_settled = res.violation < tol, stop == "value"
     if not res.certified:

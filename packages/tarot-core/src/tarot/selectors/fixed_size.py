@@ -117,7 +117,7 @@ def fixed_size(
         **({"neighbour_refills": refills} if layers == "unique" else {}),
         "fill_rule": fill_rule,
     }
-    ot_kw: dict[str, Any] = dict(eps=eps, tol=ot_tol, value_tol=ot_value_tol, max_iter=ot_max_iter)
+    ot_kw: dict[str, Any] = dict(eps=eps, tol=ot_tol, value_tol=ot_value_tol, max_iter=ot_max_iter, progress=progress)
     rng = np.random.default_rng(seed)
     last_ot = None
     if q == len(D):
