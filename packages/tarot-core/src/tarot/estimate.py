@@ -13,8 +13,9 @@ sparse OT, SJLT, generating projection matrices) is taken at the reference machi
   (R: GEMM flop rate): 4.0 for ``fixed_size`` / ``round_robin`` / ``tsds``, 2.8 for ``otm`` (measured 3.0–4.8 and
   1.5–4.5, the 1.5 at 1M × 10k), 1.0 for the scoring baselines;
 - **ot_and_weights**: entropic OT on the selection, :data:`OT_SECONDS_PER_PAIR` per source–target pair of the
-  selection (:math:`n M`; per-solve times measured 0.19–0.66 µs per pair: how flat the costs are decides), one solve,
-  one more with weighting (the realised weights) and one more where the continuous weights are measured too. OTM,
+  selection (:math:`n M`; measured 0.17–0.54 µs per pair and solve on the bench of 2026-12-07: how flat the costs
+  are decides), one solve, one more with weighting (the realised weights; skipped when every repeat count comes out
+  equal, so the prediction is an upper bound there) and one more where the continuous weights are measured too. OTM,
   whose size is not known in advance, is predicted at :math:`n = M/2` (measured 0.24–1.1 M).
 
 Peak memory counts the feature pages a memory-mapped store brings in (they count towards the process's resident
@@ -50,8 +51,9 @@ READ_BYTES_PER_S = 4.0e8
 #: Neighbour-list work of each selector, in passes of inner products (N × M × d).
 SELECT_PASSES = {"fixed_size": 4.0, "round_robin": 4.0, "tsds": 4.0, "otm": 2.8, "topk_mean": 1.0, "less": 1.0,
                  "random": 0.0}
-#: Seconds per source–target pair of one entropic OT solve on the selection (two CPU cores).
-OT_SECONDS_PER_PAIR = 0.4e-6
+#: Seconds per source–target pair of one entropic OT solve on the selection (two CPU cores; 0.4e-6 before the sparse
+#: kernel's numpy gathers and fewer absorbs).
+OT_SECONDS_PER_PAIR = 0.25e-6
 #: Per-pair cost of small (dense-backend) solves, which start from exact duals.
 OT_SECONDS_PER_PAIR_DENSE = 2.5e-6
 #: Pairs above which the sparse backend is used: tarot.ot.SPARSE_MIN_ENTRIES, restated so that an estimate does not
