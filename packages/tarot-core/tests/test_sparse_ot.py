@@ -4,9 +4,10 @@ import warnings
 
 import numpy as np
 import pytest
+import tarot.sparse_ot as sparse_ot
 from _tiny_models import unit_rows
 from tarot.ot import entropic_ot, exact_ot, softmin_potential, warm_start
-from tarot.sparse_ot import build_support, certify, coarse_duals
+from tarot.sparse_ot import build_support, certify, coarse_duals, multiscale_duals
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +112,33 @@ def test_coarse_duals_are_the_exact_duals_of_a_small_problem(clouds):
     assert f_sub @ a + g_sub @ b <= exact_ot(X, Y) + 1e-9  # any c-concave pair is dual feasible: a lower bound
 
 
+def test_multiscale_cold_start_recurses_and_reaches_the_dense_solution(clouds, monkeypatch):
+    # with a tiny coarse size the cold start solves 180 x 120 (sparse), whose own start solves 90 x 60 from the
+    # exact duals: two half-resolution levels, each extended to every target by the soft c-transform
+    X, Y = clouds
+    a, b = np.full(len(X), 1 / len(X)), np.full(len(Y), 1 / len(Y))
+    monkeypatch.setattr(sparse_ot, "COARSE_ENTRIES", 3000)
+    calls = []
+    real = sparse_ot.sparse_entropic_ot
+
+    def spy(Xs, Ys, *args, **kw):
+        calls.append((len(Xs), len(Ys)))
+        return real(Xs, Ys, *args, **kw)
+
+    monkeypatch.setattr(sparse_ot, "sparse_entropic_ot", spy)
+    kw = dict(tol=1e-5, value_tol=1e-11, max_iter=5000, stage_iter=30, stage_tol=1e-2, overrelax=1.8)
+    g0 = multiscale_duals(X, Y, a, b, eps=1e-4, **kw)
+    assert calls == [(180, 120), (90, 60)]
+    dense = entropic_ot(X, Y, backend="dense", tol=1e-5, value_tol=1e-11, max_iter=5000, init=None)
+    # the half-resolution potentials are an estimate: near the full problem's, up to the constant shift
+    centred = (g0 - g0.mean()) - (dense.g - dense.g.mean())
+    assert 0 < np.median(np.abs(centred)) < 0.05, np.median(np.abs(centred))
+    calls.clear()
+    res = entropic_ot(X, Y, backend="sparse", init=None, tol=1e-5, value_tol=1e-11, max_iter=5000)
+    assert calls[0] == (360, 240) and (180, 120) in calls  # the cold solve started from the coarser problem
+    assert res.certificate["certified"] and abs(res.value - dense.value) < 1e-7
+
+
 def test_auto_backend_and_errors(clouds):
     X, Y = clouds
     with warnings.catch_warnings():
@@ -197,3 +225,19 @@ def test_sparse_solve_shows_a_progress_bar_when_asked(clouds, capsys):
     assert "sparse OT 360 x 240" in capsys.readouterr().err
     entropic_ot(X, Y, backend="sparse", tol=1e-5, value_tol=1e-9)
     assert "sparse OT" not in capsys.readouterr().err
+
+
+def test_support_beyond_the_memory_budget_stops_with_a_clear_error(clouds, monkeypatch):
+    from tarot.errors import SupportTooLargeError
+    from tarot.sparse_ot import BYTES_PER_ENTRY
+
+    X, Y = clouds
+    ok = entropic_ot(X, Y, backend="sparse", value_tol=1e-7)
+    needed = ok.certificate["entries"]
+    # the budget of $TAROT_MEMORY_BUDGET bounds the support: a tenth of what this problem needs is refused
+    monkeypatch.setenv("TAROT_MEMORY_BUDGET", str(needed * BYTES_PER_ENTRY // 10))
+    with pytest.raises(SupportTooLargeError, match=r"sparse OT 360 x 240: the support holds [\d,]+ pairs .*"
+                       r"TAROT_MEMORY_BUDGET.*eps=0.0001"):
+        entropic_ot(X, Y, backend="sparse", value_tol=1e-7)
+    monkeypatch.setenv("TAROT_MEMORY_BUDGET", str(needed * BYTES_PER_ENTRY))  # exactly enough: solved as before
+    assert entropic_ot(X, Y, backend="sparse", value_tol=1e-7).value == ok.value

@@ -17,3 +17,8 @@ class MissingSplitError(StoreError, KeyError):
 
 class OutputLockedError(RuntimeError):
     """Another run is writing into the same output folder (see :func:`tarot.locking.output_lock`)."""
+
+
+class SupportTooLargeError(MemoryError):
+    """The sparse OT solver's support outgrew its memory budget: the costs are too flat at this ε for a sparse plan
+    (see :func:`tarot.sparse_ot.sparse_entropic_ot`)."""
