@@ -113,11 +113,11 @@ def test_coarse_duals_are_the_exact_duals_of_a_small_problem(clouds):
 
 
 def test_multiscale_cold_start_recurses_and_reaches_the_dense_solution(clouds, monkeypatch):
-    # with a tiny coarse size the cold start solves 180 x 120 (sparse), whose own start solves 90 x 60 from the
+    # with a tiny threshold the cold start solves 180 x 120 (sparse), whose own start solves 90 x 60 from the
     # exact duals: two half-resolution levels, each extended to every target by the soft c-transform
     X, Y = clouds
     a, b = np.full(len(X), 1 / len(X)), np.full(len(Y), 1 / len(Y))
-    monkeypatch.setattr(sparse_ot, "COARSE_ENTRIES", 3000)
+    monkeypatch.setattr(sparse_ot, "MULTISCALE_MIN_ENTRIES", 12_000)
     calls = []
     real = sparse_ot.sparse_entropic_ot
 
@@ -137,6 +137,26 @@ def test_multiscale_cold_start_recurses_and_reaches_the_dense_solution(clouds, m
     res = entropic_ot(X, Y, backend="sparse", init=None, tol=1e-5, value_tol=1e-11, max_iter=5000)
     assert calls[0] == (360, 240) and (180, 120) in calls  # the cold solve started from the coarser problem
     assert res.certificate["certified"] and abs(res.value - dense.value) < 1e-7
+
+
+def test_an_uncertified_multiscale_start_is_solved_again_from_the_coarse_one(clouds, monkeypatch):
+    X, Y = clouds
+    a, b = np.full(len(X), 1 / len(X)), np.full(len(Y), 1 / len(Y))
+    kw = dict(eps=1e-4, tol=1e-5, max_iter=5000, stage_iter=30, stage_tol=1e-2, overrelax=1.8, value_tol=1e-11,
+              init=None, eps_start=None, max_rounds=2)
+    assert sparse_ot.sparse_entropic_ot(X, Y, a, b, cold_start="coarse", **kw).cold_start == "coarse"
+    monkeypatch.setattr(sparse_ot, "MULTISCALE_MIN_ENTRIES", 0)
+    # potentials unrelated to the problem: two certificate rounds do not repair the support they key
+    monkeypatch.setattr(sparse_ot, "multiscale_duals", lambda X, Y, a, b, **_: np.random.default_rng(0).uniform(
+        0, 1, len(Y)))
+    bad = sparse_ot.sparse_entropic_ot(X, Y, a, b, cold_start="multiscale", **kw)
+    assert not bad.certified and bad.cold_start == "multiscale"
+    res = sparse_ot.sparse_entropic_ot(X, Y, a, b, cold_start="auto", **kw)
+    assert res.certified and res.cold_start.startswith("coarse (the multiscale start ended uncertified")
+    dense = entropic_ot(X, Y, backend="dense", tol=1e-5, value_tol=1e-11, max_iter=5000, init=None)
+    assert abs(float(a @ res.f + b @ res.g) - dense.value) < 1e-7
+    with pytest.raises(ValueError, match="cold_start"):
+        sparse_ot.sparse_entropic_ot(X, Y, a, b, cold_start="exact", **kw)
 
 
 def test_auto_backend_and_errors(clouds):

@@ -444,7 +444,7 @@ def _sparse(X, Y, a: np.ndarray, b: np.ndarray, *, eps: float, cost: str, tol: f
         value=float(a @ res.f + b @ res.g), value_linear=res.value_linear, f=res.f, g=res.g, eps=float(eps),
         iterations=int(sum(s["iterations"] for s in res.stages)), violation=res.violation, converged=converged,
         backend="sparse", stages=res.stages, value_settled=value_settled, tol=float(tol), support=res.support,
-        certificate={"certified": res.certified, "rounds": res.certificate_rounds,
+        certificate={"certified": res.certified, "rounds": res.certificate_rounds, "cold_start": res.cold_start,
                      "outside_mass_bound": res.outside_mass_bound, **res.support.diagnostics()})
 
 

@@ -59,9 +59,13 @@ TAU_RESOLVE = 20.0
 #: on a 20,000 × 5,000 problem (a fixed_size selection of the bench, supports of 8–16M entries): at 100, 28–33 % of
 #: the iterations absorbed, at 300, 14–16 %; solves of 102 s → 75 s and 181 s → 116 s, values equal to 3e-8.
 ABSORB_AT = 300.0
-#: Cold starts of problems with more pairs than 4 × this begin at half the resolution (:func:`multiscale_duals`);
-#: smaller ones from the exact duals of a subsample of at most this many pairs (:func:`coarse_duals`).
+#: Cold starts take the exact duals of a subsample of at most this many pairs (:func:`coarse_duals`) ...
 COARSE_ENTRIES = 4_000_000
+#: ... up to this many pairs, where the subsample keeps a quarter of each side; larger problems begin at half the
+#: resolution (:func:`multiscale_duals`). Measured on the bench's fixed-size selections: at 20,000 × 5,000 the
+#: multiscale start solved in 14 s against 35 s; at 5,000 × 5,000 the coarse one was faster (2.8 s against 24 s),
+#: and at 20,000 × 1,000 the whole fixed-size run was (17 s against 21 s).
+MULTISCALE_MIN_ENTRIES = 16 * COARSE_ENTRIES
 #: Bytes of memory one support entry takes at the peak of a solve (its row, column and cost; the column order and
 #: scaled costs; the kernel; the soft-min temporaries): the support may hold ``memory_budget() // BYTES_PER_ENTRY``.
 BYTES_PER_ENTRY = 100
@@ -545,17 +549,18 @@ def multiscale_duals(X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.ndarray,
 
     Half the sources and half the targets are drawn uniformly (weights renormalised; both sides thinned alike keep
     the balance of supply and demand between regions); that problem is solved by :func:`sparse_entropic_ot` (which
-    starts the same way while it is larger than ``4 · COARSE_ENTRIES`` pairs, and from :func:`coarse_duals` below),
+    starts the same way while it is larger than :data:`MULTISCALE_MIN_ENTRIES` pairs, from :func:`coarse_duals`
+    below),
     and its source potentials :math:`f'` are extended to every target by the soft c-transform
     :math:`g_j = -\varepsilon \log \sum_{i \in S} a'_i e^{(f'_i - C_{ij})/\varepsilon}`.
 
-    Measured on a 20,000 × 5,000 problem (a fixed-size selection of the bench, d = 1024): 17 s and a final support
+    Measured on a 20,000 × 5,000 problem (a fixed-size selection of the bench, d = 1024): 14 s and a final support
     of 1.0M entries in 2 certificate rounds, against 35 s, 4.8M entries and 5 rounds from :func:`coarse_duals`,
-    whose duals of a subsample at ε = 0 key the support too widely at this size. ``solve`` holds the keyword
-    arguments of :func:`sparse_entropic_ot` for the half problem.
+    whose duals of a 4M-pair subsample (a fifth of the sources and targets) key the support too widely at this
+    size. ``solve`` holds the keyword arguments of :func:`sparse_entropic_ot` for the half problem.
     """
     n, m = X.shape[0], Y.shape[0]
-    if n * m <= 4 * COARSE_ENTRIES or n < 2 or m < 2:
+    if n < 2 or m < 2:
         return coarse_duals(X, Y, a, b, max_entries=COARSE_ENTRIES, seed=seed)
     rng = np.random.default_rng([seed, n, m])
     src = np.sort(rng.choice(n, size=n // 2, replace=False))
@@ -584,6 +589,7 @@ class SparseOT:
     certified: bool
     certificate_rounds: int
     outside_mass_bound: float = 0.0
+    cold_start: str | None = None
 
 
 def _check_size(support: Support, limit: int, eps: float, bar: Any = None) -> None:
@@ -605,14 +611,17 @@ def sparse_entropic_ot(
     init: tuple[np.ndarray, np.ndarray] | None, eps_start: float | None, support: Support | None = None,
     k_row: int | None = None, k_col: int | None = None, k_max: int | None = None, max_rounds: int = 16,
     tau: float = TAU, explore_iter: int = 200, explore_until: float = 0.002, cold_delta: float = 31.0,
-    progress: bool = False, max_entries: int | None = None,
+    progress: bool = False, max_entries: int | None = None, cold_start: str = "auto",
 ) -> SparseOT:
     """Entropic OT (WFD cost, unit rows) on a certified sparse support; see the module docstring.
 
     ``support`` from an earlier solve with the same targets and the same first rows is reused (and extended to the
     rows added since); ``init`` potentials warm-start the solve (the schedule then starts at ``16·eps``). Without
-    ``init`` the solve starts from :func:`multiscale_duals` (also with a reused support: the same pairs matter when
-    only the weights changed, the potentials do not carry over). Until a
+    ``init`` the solve starts cold (also with a reused support: the same pairs matter when only the weights changed,
+    the potentials do not carry over), from ``cold_start``: ``"coarse"`` (:func:`coarse_duals`), ``"multiscale"``
+    (:func:`multiscale_duals`) or ``"auto"``: multiscale above :data:`MULTISCALE_MIN_ENTRIES` pairs, coarse below,
+    and coarse again when the multiscale start ends uncertified (measured once, on a 5,000 × 5,000 selection below
+    that size: 16 rounds, uncertified, where the coarse start certified in 2). Until a
     certificate round adds fewer than ``explore_until`` times the support's size, solves stop after
     ``explore_iter`` iterations; the last solve runs to the stopping rules. ``progress`` shows a bar of the
     iterations with the certificate round and the support's size (the number of iterations is not known ahead).
@@ -627,9 +636,18 @@ def sparse_entropic_ot(
     kc = min(n, k_col or default_k(m))
     if support is not None and (support.m != m or support.n > n):
         support = None
+    if cold_start not in ("auto", "multiscale", "coarse"):
+        raise ValueError(f"cold_start must be 'auto', 'multiscale' or 'coarse', got {cold_start!r}")
+    given = support
+    start_kind = None
     if init is None:  # cold start: potentials of a coarser problem start the solve (and key a new support)
-        g0 = multiscale_duals(X, Y, a, b, eps=eps, tol=tol, max_iter=max_iter, stage_iter=stage_iter,
-                              stage_tol=stage_tol, overrelax=overrelax, value_tol=value_tol, tau=tau)
+        multiscale = cold_start == "multiscale" or (cold_start == "auto" and n * m > MULTISCALE_MIN_ENTRIES)
+        start_kind = "multiscale" if multiscale else "coarse"
+        if multiscale:
+            g0 = multiscale_duals(X, Y, a, b, eps=eps, tol=tol, max_iter=max_iter, stage_iter=stage_iter,
+                                  stage_tol=stage_tol, overrelax=overrelax, value_tol=value_tol, tau=tau)
+        else:
+            g0 = coarse_duals(X, Y, a, b, max_entries=COARSE_ENTRIES)
         if support is None:
             support = build_support(X, Y, k_row=kr, k_col=kc, g_ref=g0, delta=cold_delta * eps,
                                     k_cap=k_max or 8 * kr)
@@ -676,6 +694,16 @@ def sparse_entropic_ot(
                                       max_iter=min(max_iter, explore_iter) if exploring else max_iter, **kw)
         stages += more
     bar.close()
+    if not certified and start_kind == "multiscale" and cold_start == "auto":
+        retry = sparse_entropic_ot(
+            X, Y, a, b, eps=eps, tol=tol, max_iter=max_iter, stage_iter=stage_iter, stage_tol=stage_tol,
+            overrelax=overrelax, value_tol=value_tol, init=None, eps_start=eps_start, support=given, k_row=k_row,
+            k_col=k_col, k_max=k_max, max_rounds=max_rounds, tau=tau, explore_iter=explore_iter,
+            explore_until=explore_until, cold_delta=cold_delta, progress=progress, max_entries=max_entries,
+            cold_start="coarse")
+        retry.cold_start = "coarse (the multiscale start ended uncertified)"
+        return retry
     violation, linear = plan_summary(support, a, b, f, g, eps)
     return SparseOT(f=f, g=g, stages=stages, support=support, violation=violation, value_linear=linear,
-                    certified=certified, certificate_rounds=rounds, outside_mass_bound=outside)
+                    certified=certified, certificate_rounds=rounds, outside_mass_bound=outside,
+                    cold_start=start_kind)
