@@ -48,12 +48,14 @@ from typing import Any
 REFERENCE_GFLOPS = 150.0
 #: Bytes per second of reading and normalising memory-mapped features (fitted: 0.8 GB in ~2 s).
 READ_BYTES_PER_S = 4.0e8
-#: Neighbour-list work of each selector, in passes of inner products (N × M × d).
-SELECT_PASSES = {"fixed_size": 4.0, "round_robin": 4.0, "tsds": 4.0, "otm": 2.8, "topk_mean": 1.0, "less": 1.0,
+#: Neighbour-list work of each selector, in passes of inner products (N × M × d); fixed_size measured 1.8–4.5 passes
+#: on the bench (50k/200k × 1k/5k, 2026-12-07).
+SELECT_PASSES = {"fixed_size": 3.0, "round_robin": 4.0, "tsds": 4.0, "otm": 2.8, "topk_mean": 1.0, "less": 1.0,
                  "random": 0.0}
 #: Seconds per source–target pair of one entropic OT solve on the selection (two CPU cores; 0.4e-6 before the sparse
-#: kernel's numpy gathers and fewer absorbs).
-OT_SECONDS_PER_PAIR = 0.25e-6
+#: kernel's numpy gathers and fewer absorbs, 0.25e-6 before the multiscale cold start; measured 0.13–0.24e-6 on the
+#: bench's fixed-size selections).
+OT_SECONDS_PER_PAIR = 0.18e-6
 #: Per-pair cost of small (dense-backend) solves, which start from exact duals.
 OT_SECONDS_PER_PAIR_DENSE = 2.5e-6
 #: Pairs above which the sparse backend is used: tarot.ot.SPARSE_MIN_ENTRIES, restated so that an estimate does not

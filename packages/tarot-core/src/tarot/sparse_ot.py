@@ -645,7 +645,8 @@ def sparse_entropic_ot(
         start_kind = "multiscale" if multiscale else "coarse"
         if multiscale:
             g0 = multiscale_duals(X, Y, a, b, eps=eps, tol=tol, max_iter=max_iter, stage_iter=stage_iter,
-                                  stage_tol=stage_tol, overrelax=overrelax, value_tol=value_tol, tau=tau)
+                                  stage_tol=stage_tol, overrelax=overrelax, value_tol=value_tol, tau=tau,
+                                  progress=progress)
         else:
             g0 = coarse_duals(X, Y, a, b, max_entries=COARSE_ENTRIES)
         if support is None:
