@@ -157,3 +157,30 @@ def test_auto_ridge_on_few_directions_is_tiny_and_bad_values_are_refused():
     for bad, err in (("lw", ValueError), (-1.0, ValueError), (float("nan"), ValueError), (True, TypeError)):
         with pytest.raises(err, match="ridge"):
             Whitener.fit(X, ridge=bad)
+
+
+def test_as_unit_rows_passes_unit_rows_through_and_normalises_the_rest(tmp_path):
+    import warnings
+
+    from tarot.geometry.whitening import as_tensor, as_unit_rows, unit_rows
+
+    rng = np.random.default_rng(0)
+    x = unit_rows(rng.normal(size=(300, 16)))
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    mm = np.load(path, mmap_mode="r")  # read-only, already unit rows: used where it lies, no copy
+    assert as_unit_rows(mm, block_rows=64) is mm
+    off = x.copy()
+    off[250] *= 1.0 + 1e-5  # one row off by more than atol, in the last block: a normalised copy
+    out = as_unit_rows(off, block_rows=64)
+    assert out is not off and np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    assert as_unit_rows(x.astype(np.float64)).dtype == np.float32  # other dtypes are converted
+    nan = x.copy()
+    nan[3, 0] = np.nan
+    assert as_unit_rows(nan) is not nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns about wrapping read-only memory: as_tensor copies it
+        t = as_tensor(mm[:10])
+    assert np.array_equal(t.numpy(), x[:10])
+    w = np.ones((4, 3), dtype=np.float32)
+    assert as_tensor(w).data_ptr() == w.ctypes.data  # writable memory is wrapped, not copied

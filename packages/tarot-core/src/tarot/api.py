@@ -15,7 +15,7 @@ import numpy as np
 
 from tarot._version import __version__
 from tarot.diagnostics import selection_diagnostics
-from tarot.geometry.whitening import check_finite, check_float_features, unit_rows, whiten
+from tarot.geometry.whitening import as_unit_rows, check_finite, check_float_features, unit_rows, whiten
 from tarot.options import (
     STAGE_OPTIONS,
     Options,
@@ -195,7 +195,7 @@ def select(
         Zc, Zt, whitener = whiten(candidates, targets, ridge=wh.ridge, fit_on=wh.fit_on)
         diagnostics["whitening"] = whitener.diagnostics
     else:
-        Zc, Zt = unit_rows(candidates), unit_rows(targets)
+        Zc, Zt = as_unit_rows(candidates), as_unit_rows(targets)  # no copy of rows that are unit already
     t_whiten = time.perf_counter()
 
     sel = _run_selector(method, budget, raw=raw, whitened=(Zc, Zt), whitened_space=whiten_features,

@@ -43,6 +43,8 @@ import numpy as np
 import ot as pot
 import torch
 
+from tarot.geometry.whitening import as_tensor
+
 Cost = Literal["wfd", "sqeuclidean"]
 
 #: Largest problem (N·M cost entries) warm-started from the exact duals of POT's network simplex. Measured here:
@@ -120,7 +122,7 @@ def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor
         arr = np.asarray(x)
         if arr.dtype == np.float16:
             raise TypeError("float16 features are not accepted by the OT solver (use float32 or float64)")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = as_tensor(arr)
     if t.dtype == torch.float16:
         raise TypeError("float16 features are not accepted by the OT solver (use float32 or float64)")
     return t.to(dtype)

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from tarot.errors import SupportTooLargeError
 from tarot.features.outofcore import memory_budget
+from tarot.geometry.whitening import as_tensor
 from tarot.ot import eps_schedule
 
 #: Reduced costs of at least TAU·ε outside the support are certified (e^-30 ≈ 1e-13 of a_i b_j per entry).
@@ -78,7 +79,7 @@ def _gemm_dtype(x: np.ndarray) -> torch.dtype:
 
 
 def _rows(x: np.ndarray, s: int, e: int, dtype: torch.dtype) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x[s:e])).to(dtype)
+    return as_tensor(x[s:e]).to(dtype)
 
 
 def wfd_cost(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tarot.geometry.whitening import check_float_features
+from tarot.geometry.whitening import as_tensor, check_float_features
 
 
 def _t(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return as_tensor(x, np.float32)
 
 
 def _ordered(values: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

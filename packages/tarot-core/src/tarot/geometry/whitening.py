@@ -81,6 +81,30 @@ def unit_rows(x: np.ndarray, dtype: type = np.float32) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def as_tensor(x: np.ndarray, dtype: type | None = None) -> torch.Tensor:
+    """A CPU tensor over ``x`` (cast to ``dtype`` when given): a view of it where possible, a copy of read-only
+    memory (a store memory-mapped read-only, as :func:`as_unit_rows` passes on), which torch does not wrap."""
+    arr = np.ascontiguousarray(x, dtype=dtype)
+    return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+
+
+def as_unit_rows(x: np.ndarray, dtype: type = np.float32, atol: float = 1e-6, block_rows: int = 65_536
+                 ) -> np.ndarray:
+    r"""``x`` itself when it already holds finite unit rows of ``dtype`` (every :math:`|\lVert x_i \rVert_2 - 1|
+    \le` ``atol``, checked block by block without a copy), else :func:`unit_rows` (a normalised copy).
+
+    A memory-mapped store of normalised features is then used where it lies instead of being copied into memory
+    (3.9 GB at 1M × 1024 in float32). ``atol`` = 1e-6 moves a WFD cost by at most about 1e-6 (0.01 ε at the
+    reference ε), the precision of float32 products. The array is only read downstream, never written."""
+    if getattr(x, "dtype", None) != dtype or getattr(x, "ndim", 0) != 2 or x.shape[0] == 0:
+        return unit_rows(x, dtype)
+    for block in iter_blocks(x, block_rows):
+        norms = np.linalg.norm(np.asarray(block, dtype=np.float64), axis=1)
+        if not np.all(np.abs(norms - 1.0) <= atol):  # also False for NaN
+            return unit_rows(x, dtype)
+    return x
+
+
 def iter_blocks(x: np.ndarray, block_rows: int) -> Iterable[np.ndarray]:
     """Yield consecutive row blocks of ``x`` (works on memmaps without loading them whole)."""
     for s in range(0, x.shape[0], block_rows):

@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tarot.geometry.scoring import topk_neighbors
-from tarot.geometry.whitening import check_float_features
+from tarot.geometry.whitening import as_tensor, check_float_features
 from tarot.selectors.base import NeighbourLayers
 
 #: Problems with at most this many candidate–target pairs use plain neighbour lists (no planning).
@@ -186,7 +186,7 @@ def unique_rounds(source: NeighbourLayers | RankingLists, n: int, stats: dict | 
 
 
 def _t(x) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return as_tensor(x, np.float32)
 
 
 @dataclass
