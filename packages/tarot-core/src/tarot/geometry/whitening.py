@@ -88,7 +88,7 @@ def as_tensor(x: np.ndarray, dtype: type | None = None) -> torch.Tensor:
     return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
 
 
-def as_unit_rows(x: np.ndarray, dtype: type = np.float32, atol: float = 1e-6, block_rows: int = 65_536
+def as_unit_rows(x: np.ndarray, dtype: type = np.float32, atol: float = 1e-6, block_rows: int = 8192
                  ) -> np.ndarray:
     r"""``x`` itself when it already holds finite unit rows of ``dtype`` (every :math:`|\lVert x_i \rVert_2 - 1|
     \le` ``atol``, checked block by block without a copy), else :func:`unit_rows` (a normalised copy).
@@ -99,7 +99,8 @@ def as_unit_rows(x: np.ndarray, dtype: type = np.float32, atol: float = 1e-6, bl
     if getattr(x, "dtype", None) != dtype or getattr(x, "ndim", 0) != 2 or x.shape[0] == 0:
         return unit_rows(x, dtype)
     for block in iter_blocks(x, block_rows):
-        norms = np.linalg.norm(np.asarray(block, dtype=np.float64), axis=1)
+        block = np.asarray(block)
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))  # float64 sums, no float64 copy
         if not np.all(np.abs(norms - 1.0) <= atol):  # also False for NaN
             return unit_rows(x, dtype)
     return x
