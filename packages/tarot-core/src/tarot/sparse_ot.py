@@ -531,15 +531,16 @@ def coarse_duals(X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.ndarray, *, 
 
 def _soft_ctransform(Y: np.ndarray, Xs: np.ndarray, f: np.ndarray, a: np.ndarray, eps: float) -> np.ndarray:
     r"""Target potentials from source potentials: :math:`g_j = -\varepsilon \log \sum_i a_i
-    e^{(f_i - C_{ij})/\varepsilon}` over the sources ``Xs`` (products in the features' precision, the rest in
-    float64), in blocks of targets."""
+    e^{(f_i - C_{ij})/\varepsilon}` over the sources ``Xs``, in blocks of targets. The same soft-min as
+    :func:`tarot.ot.softmin_potential`, but with the products in the features' precision (like every cost of this
+    module) instead of float64 throughout: that one's precision is part of the selectors' results."""
     dt = _gemm_dtype(Xs)
     Xt = _rows(Xs, 0, len(Xs), dt)
     shift = torch.from_numpy(np.log(a) + f / eps)[None, :]
     block = max(1, BLOCK_ENTRIES // max(1, len(Xs)))
     g = np.empty(len(Y))
     for s in range(0, len(Y), block):
-        C = _exact(_rows(Y, s, min(len(Y), s + block), dt) @ Xt.T)  # [targets, sources]
+        C = wfd_cost(_rows(Y, s, min(len(Y), s + block), dt), Xt)  # [targets, sources]
         g[s : s + C.shape[0]] = (-eps * torch.logsumexp(shift - C / eps, dim=1)).numpy()
     return g
 
@@ -551,8 +552,7 @@ def multiscale_duals(X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.ndarray,
     Half the sources and half the targets are drawn uniformly (weights renormalised; both sides thinned alike keep
     the balance of supply and demand between regions); that problem is solved by :func:`sparse_entropic_ot` (which
     starts the same way while it is larger than :data:`MULTISCALE_MIN_ENTRIES` pairs, from :func:`coarse_duals`
-    below),
-    and its source potentials :math:`f'` are extended to every target by the soft c-transform
+    below), and its source potentials :math:`f'` are extended to every target by the soft c-transform
     :math:`g_j = -\varepsilon \log \sum_{i \in S} a'_i e^{(f'_i - C_{ij})/\varepsilon}`.
 
     Measured on a 20,000 × 5,000 problem (a fixed-size selection of the bench, d = 1024): 14 s and a final support
