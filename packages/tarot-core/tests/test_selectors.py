@@ -96,15 +96,22 @@ def _walk_every_ranking(Zc, Zt, n):
     return rounds
 
 
+def _crowd(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """60 targets around one point compete for the 40 candidates near it (500 candidates, 75 targets); small integer
+    coordinates make every product exact in float32 and produce many ties."""
+    rng = np.random.default_rng(seed)
+    centre = np.array([3, 3, 0, 0, 0, 0])
+    Zc = np.concatenate([centre + rng.integers(-1, 2, (40, 6)), rng.integers(-3, 4, (460, 6))]).astype(np.float32)
+    Zt = np.concatenate([centre + rng.integers(-1, 2, (60, 6)), rng.integers(-3, 4, (15, 6))]).astype(np.float32)
+    return Zc, Zt
+
+
 @pytest.mark.parametrize("depth", [1, 2, 8])
 def test_unique_rounds_with_refills_equal_walking_every_full_ranking(depth):
     # a crowd: 60 targets around one point compete for the 40 candidates near it, so their short lists run dry
     # and are refilled (excluding taken candidates) until they reach into the rest of the pool; small integer
     # coordinates make every product exact in float32 and produce many ties (broken by the lower index)
-    rng = np.random.default_rng(7)
-    centre = np.array([3, 3, 0, 0, 0, 0])
-    Zc = np.concatenate([centre + rng.integers(-1, 2, (40, 6)), rng.integers(-3, 4, (460, 6))]).astype(np.float32)
-    Zt = np.concatenate([centre + rng.integers(-1, 2, (60, 6)), rng.integers(-3, 4, (15, 6))]).astype(np.float32)
+    Zc, Zt = _crowd(7)
     for n in (75, 160, 500):
         stats: dict = {}
         got = unique_rounds(NeighbourLayers(Zc, Zt, depth=depth), n, stats=stats)
@@ -121,10 +128,7 @@ def test_planned_threshold_lists_give_the_same_rounds(monkeypatch, simulation_pa
 
     monkeypatch.setattr(rounds_mod, "PLAN_MIN_PAIRS", 0)
     monkeypatch.setattr(rounds_mod, "SIMULATION_PAIRS", simulation_pairs)
-    rng = np.random.default_rng(11)
-    centre = np.array([3, 3, 0, 0, 0, 0])
-    Zc = np.concatenate([centre + rng.integers(-1, 2, (40, 6)), rng.integers(-3, 4, (460, 6))]).astype(np.float32)
-    Zt = np.concatenate([centre + rng.integers(-1, 2, (60, 6)), rng.integers(-3, 4, (15, 6))]).astype(np.float32)
+    Zc, Zt = _crowd(11)
     S = Zt.astype(np.float64) @ Zc.T.astype(np.float64)
     for n in (75, 160, 500):
         got = rounds_mod.distinct_rounds(Zc, Zt, n)
@@ -132,6 +136,29 @@ def test_planned_threshold_lists_give_the_same_rounds(monkeypatch, simulation_pa
         assert got.stats["plan"]["planned_entries"] > 0
         known = ~np.isnan(got.nearest)  # every target's best score, unless its planned list was empty
         assert known.any() and np.array_equal(got.nearest[known], S.max(axis=1)[known])
+
+
+@pytest.mark.parametrize("max_entries", [40, 400, 4000])
+def test_planned_lists_over_the_memory_cap_give_the_same_rounds(monkeypatch, max_entries):
+    # the plan wants more list entries than MAX_LIST_ENTRIES: the deepest targets start with empty lists (their
+    # planned depth kept as a hint) and every refill may go at most MAX_LIST_ENTRIES / (2 * batch) deeper; the depth
+    # still grows with every refill (no endless refill of a crowd that took everything above a capped depth), the
+    # number of passes stays bounded and the picks are those of walking every full ranking
+    import tarot.selectors.rounds as rounds_mod
+
+    monkeypatch.setattr(rounds_mod, "PLAN_MIN_PAIRS", 0)
+    monkeypatch.setattr(rounds_mod, "SIMULATION_PAIRS", 3000)
+    monkeypatch.setattr(rounds_mod, "MAX_LIST_ENTRIES", max_entries)
+    Zc, Zt = _crowd(11)
+    theta, planned, scale, plan = rounds_mod.plan_thresholds(Zc, Zt, 300)
+    assert planned.sum() <= max_entries and scale.deferred is not None
+    assert np.array_equal(scale.deferred > 0, np.isposinf(theta))  # deferred: no first list, a planned depth
+    for n in (160, 300, 500):
+        got = rounds_mod.distinct_rounds(Zc, Zt, n)
+        assert [r.tolist() for r in got.picks] == _walk_every_ranking(Zc, Zt, n)
+        # measured 4/6/17 passes at 4,000 entries, 29/43/135 at 400 (each refill may go only 4 ranks deeper at
+        # 40 entries: up to 325); before the hint and the growing cap this problem refilled without end
+        assert got.stats["refill_passes"] <= {40: 400, 400: 150, 4000: 20}[max_entries]
 
 
 @pytest.mark.parametrize("n", [25, 43, 60, 75])

@@ -139,6 +139,48 @@ def test_multiscale_cold_start_recurses_and_reaches_the_dense_solution(clouds, m
     assert res.certificate["certified"] and abs(res.value - dense.value) < 1e-7
 
 
+def test_products_cache_returns_the_products_and_computes_each_row_once(clouds):
+    X, Y = (np.asarray(z, dtype=np.float32) for z in clouds)
+    direct = X @ Y.T
+    P = sparse_ot.Products(X, Y, cache_bytes=X.shape[0] * Y.shape[0] * 4)
+    assert P.cached and not P.complete
+    computed = []
+    real = P._compute
+    P._compute = lambda idx: computed.append(idx) or real(idx)
+    rows = np.array([3, 4, 5, 200, 201, 359])
+    assert np.allclose(P.rows(rows).numpy(), direct[rows], atol=1e-6)
+    assert np.allclose(P.rows(slice(0, 10)).numpy(), direct[:10], atol=1e-6)  # rows 3-5 come from the cache
+    P.fill()
+    assert P.complete
+    n_calls = len(computed)
+    assert np.allclose(P.rows(slice(0, 360)).numpy(), direct, atol=1e-6) and len(computed) == n_calls
+    src, tgt = np.array([1, 7, 300]), np.array([0, 5, 239])
+    assert np.allclose(P.block(src, tgt).numpy(), direct[np.ix_(src, tgt)], atol=1e-6)
+    assert np.allclose(P.columns(src, slice(2, 9)).numpy(), direct[np.ix_(src, np.arange(2, 9))].T, atol=1e-6)
+    sub = P.subset(src, tgt)
+    assert sub.complete and np.array_equal(sub.rows(slice(0, 3)).numpy(), P.block(src, tgt).numpy())
+    assert len(computed) == n_calls  # the sub-problem and the columns came from the cache too
+    # too large for the budget: nothing kept, every request computed
+    Q = sparse_ot.Products(X, Y, cache_bytes=X.shape[0] * Y.shape[0] * 4 - 1)
+    assert not Q.cached and not Q.subset(src, tgt).cached
+    assert np.allclose(Q.columns(src, slice(2, 9), Q.sources(src)).numpy(), direct[np.ix_(src, np.arange(2, 9))].T,
+                       atol=1e-6)
+
+
+@pytest.mark.parametrize("start", ["multiscale", "coarse"])
+def test_cached_and_recomputed_products_give_the_same_solution(clouds, monkeypatch, start):
+    X, Y = (np.asarray(z, dtype=np.float32) for z in clouds)
+    monkeypatch.setattr(sparse_ot, "MULTISCALE_MIN_ENTRIES", 12_000)
+    a, b = np.full(len(X), 1 / len(X)), np.full(len(Y), 1 / len(Y))
+    kw = dict(eps=1e-4, tol=1e-5, value_tol=1e-11, max_iter=5000, stage_iter=30, stage_tol=1e-2, overrelax=1.8,
+              init=None, eps_start=None, cold_start=start)
+    cached = sparse_ot.sparse_entropic_ot(X, Y, a, b, cache_bytes=1 << 30, **kw)
+    computed = sparse_ot.sparse_entropic_ot(X, Y, a, b, cache_bytes=0, **kw)
+    assert cached.certified and computed.certified
+    assert abs(float(a @ cached.f + b @ cached.g) - float(a @ computed.f + b @ computed.g)) < 1e-9
+    assert cached.support.size == computed.support.size
+
+
 def test_an_uncertified_multiscale_start_is_solved_again_from_the_coarse_one(clouds, monkeypatch):
     X, Y = clouds
     a, b = np.full(len(X), 1 / len(X)), np.full(len(Y), 1 / len(Y))

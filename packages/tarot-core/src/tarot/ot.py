@@ -294,7 +294,8 @@ def entropic_ot(
         ``dense`` keeps the whole cost matrix; ``blocked`` recomputes row blocks of ``block_rows`` rows from the
         features unless all of them fit ``cache_bytes``; ``sparse`` (WFD cost only) solves on a sparse support of
         a few dozen entries per row and certifies that every entry outside it carries less than e^-30 of its
-        product mass (:mod:`tarot.sparse_ot`), so it returns the full problem's solution at a fraction of the cost.
+        product mass (:mod:`tarot.sparse_ot`), so it returns the full problem's solution at a fraction of the cost
+        (it keeps the N×M products it computes when they fit ``cache_bytes`` and a quarter of the memory budget).
         ``auto``: ``sparse`` for the WFD cost when N·M > ``sparse_min_entries``, else dense when N·M ≤
         ``dense_max_entries``, else blocked.
     support : tarot.sparse_ot.Support, optional
@@ -335,7 +336,7 @@ def entropic_ot(
     if backend == "sparse":
         return _sparse(X, Y, a_np, b_np, eps=eps, cost=cost, tol=tol, max_iter=max_iter, stage_iter=stage_iter,
                        stage_tol=stage_tol, overrelax=overrelax, value_tol=value_tol, init=init, eps_start=eps_start,
-                       support=support, progress=progress)
+                       support=support, progress=progress, cache_bytes=cache_bytes)
     Xt, Yt = _as_tensor(X, dtype), _as_tensor(Y, dtype)
     a_t, b_t = torch.from_numpy(a_np).to(dtype), torch.from_numpy(b_np).to(dtype)
     loga, logb = torch.log(a_t), torch.log(b_t)
@@ -413,7 +414,7 @@ def _checked_weights(w: np.ndarray | None, size: int, name: str) -> np.ndarray:
 
 def _sparse(X, Y, a: np.ndarray, b: np.ndarray, *, eps: float, cost: str, tol: float, max_iter: int,
             stage_iter: int, stage_tol: float, overrelax: float, value_tol: float | None, init, eps_start,
-            support, progress: bool = False) -> OTResult:
+            support, progress: bool = False, cache_bytes: int | None = None) -> OTResult:
     """The ``sparse`` backend: :func:`tarot.sparse_ot.sparse_entropic_ot` packed into an :class:`OTResult`."""
     from tarot.sparse_ot import sparse_entropic_ot
 
@@ -430,7 +431,7 @@ def _sparse(X, Y, a: np.ndarray, b: np.ndarray, *, eps: float, cost: str, tol: f
                          f"({X.shape[0]},), ({Y.shape[0]},)")
     res = sparse_entropic_ot(X, Y, a, b, eps=eps, tol=tol, max_iter=max_iter, stage_iter=stage_iter,
                              stage_tol=stage_tol, overrelax=overrelax, value_tol=value_tol, init=init,
-                             eps_start=eps_start, support=support, progress=progress)
+                             eps_start=eps_start, support=support, progress=progress, cache_bytes=cache_bytes)
     stop = res.stages[-1]["stop"]
     converged, value_settled = res.violation < tol, stop == "value"
     if not res.certified:

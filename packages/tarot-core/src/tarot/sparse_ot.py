@@ -72,6 +72,9 @@ MULTISCALE_MIN_ENTRIES = 16 * COARSE_ENTRIES
 BYTES_PER_ENTRY = 100
 #: Rows per GEMM block when building or checking the support (entries per block ≈ this × M).
 BLOCK_ENTRIES = 1 << 24
+#: Products of one solve are kept in memory up to this size (:class:`Products`; also at most a quarter of the memory
+#: budget): 268M float32 pairs, e.g. a 26,000 × 10,000 selection.
+CACHE_BYTES = 1 << 30
 
 
 def _gemm_dtype(x: np.ndarray) -> torch.dtype:
@@ -80,11 +83,6 @@ def _gemm_dtype(x: np.ndarray) -> torch.dtype:
 
 def _rows(x: np.ndarray, s: int, e: int, dtype: torch.dtype) -> torch.Tensor:
     return as_tensor(x[s:e]).to(dtype)
-
-
-def wfd_cost(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-    r"""Whitened feature distance :math:`\sqrt{\max(0, 2 - 2 XY^\top)}` in float64 (products in the inputs' dtype)."""
-    return _exact(X @ Y.T)
 
 
 def _exact(G: torch.Tensor) -> torch.Tensor:
@@ -97,6 +95,106 @@ def _keys(G: torch.Tensor) -> tuple[torch.Tensor, float]:
     of the float64 values (float32: rounding of the square root and of the key subtraction, ≪ 0.01 ε)."""
     C = torch.sqrt(torch.clamp(2.0 - 2.0 * G, min=0.0))
     return C, (1e-6 if G.dtype == torch.float32 else 0.0)
+
+
+class Products:
+    r"""The products :math:`XY^\top` of one solve, row by row, in the features' precision; kept when they fit.
+
+    Building the support, every certificate round and the cold start's soft c-transform each need rows of the
+    N×M products; without a cache each of them is a GEMM of those rows (measured on a 20,000 × 5,000 × 1,024
+    problem: eleven certificate rounds and four support builds, 19 s of 30 s in two solves). With ``cache_bytes``
+    at least N·M·4 (float32) the rows are kept once computed, so every later request is a copy; rows are computed
+    in blocks of :data:`BLOCK_ENTRIES` pairs either way.
+
+    Parameters
+    ----------
+    X, Y : numpy.ndarray
+        Source and target rows (memory maps are read block by block).
+    cache_bytes : int
+        Keep the products when N·M times the element size fits (0: never).
+    """
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, cache_bytes: int = 0, *,
+                 products: torch.Tensor | None = None) -> None:
+        self.X, self.Y = X, Y
+        self.n, self.m = X.shape[0], Y.shape[0]
+        self.dtype = _gemm_dtype(X)
+        self._Yt: torch.Tensor | None = None
+        size = self.n * self.m * (8 if self.dtype == torch.float64 else 4)
+        self._G = products
+        self._have: np.ndarray | None = np.ones(self.n, dtype=bool) if products is not None else None
+        if products is None and 0 < size <= cache_bytes:
+            self._G = torch.empty((self.n, self.m), dtype=self.dtype)
+            self._have = np.zeros(self.n, dtype=bool)
+
+    @property
+    def cached(self) -> bool:
+        return self._G is not None
+
+    @property
+    def targets(self) -> torch.Tensor:
+        if self._Yt is None:
+            self._Yt = _rows(self.Y, 0, self.m, self.dtype)
+        return self._Yt
+
+    def _compute(self, idx: np.ndarray | slice) -> torch.Tensor:
+        if isinstance(idx, slice):
+            return _rows(self.X, idx.start, idx.stop, self.dtype) @ self.targets.T
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(self.X)[idx])).to(self.dtype) @ self.targets.T
+
+    def rows(self, idx: np.ndarray | slice) -> torch.Tensor:
+        """Products of the rows ``idx`` (a slice ``s:e`` or sorted row indices) with every target, [rows, M]."""
+        if self._G is None or self._have is None:
+            return self._compute(idx)
+        todo = np.flatnonzero(~self._have[idx]) if isinstance(idx, slice) else idx[~self._have[idx]]
+        if isinstance(idx, slice) and len(todo):
+            todo = todo + idx.start
+        block = max(1, BLOCK_ENTRIES // max(1, self.m))
+        for s in range(0, len(todo), block):
+            part = todo[s : s + block]
+            contiguous = part[-1] - part[0] + 1 == len(part)
+            self._G[part] = self._compute(slice(int(part[0]), int(part[-1]) + 1) if contiguous else part)
+            self._have[part] = True
+        return self._G[idx]
+
+    @property
+    def complete(self) -> bool:
+        """Every row is in the cache."""
+        return self._G is not None and self._have is not None and bool(self._have.all())
+
+    def fill(self) -> None:
+        """Compute every row now (a cache only; one blocked pass)."""
+        if self._G is not None:
+            self.rows(slice(0, self.n))
+
+    def block(self, src: np.ndarray, tgt: np.ndarray) -> torch.Tensor:
+        """Products of the rows ``src`` with the targets ``tgt``, [len(src), len(tgt)]."""
+        if self.complete:
+            assert self._G is not None
+            return self._G[torch.from_numpy(src)][:, torch.from_numpy(tgt)]
+        Xs = torch.from_numpy(np.ascontiguousarray(np.asarray(self.X)[src])).to(self.dtype)
+        return Xs @ torch.from_numpy(np.ascontiguousarray(np.asarray(self.Y)[tgt])).to(self.dtype).T
+
+    def subset(self, src: np.ndarray, tgt: np.ndarray) -> Products:
+        """The sub-problem of the rows ``src`` and targets ``tgt``, with its products taken from the cache when
+        that is complete (else uncached)."""
+        Xs, Ys = np.asarray(self.X[src]), np.asarray(self.Y[tgt])
+        return Products(Xs, Ys, products=self.block(src, tgt) if self.complete else None)
+
+    def columns(self, src: np.ndarray, tgt: slice, sources: torch.Tensor | None = None) -> torch.Tensor:
+        """Products of the targets ``tgt`` with the rows ``src``, [targets, len(src)]; without a complete cache
+        they are computed from ``sources`` (the rows ``src`` as a tensor, made once by the caller)."""
+        if self.complete:
+            assert self._G is not None
+            return self._G[:, tgt][torch.from_numpy(src)].T
+        assert sources is not None, "rows of the sources are needed without a complete cache"
+        return _rows(self.Y, tgt.start, tgt.stop, self.dtype) @ sources.T
+
+    def sources(self, src: np.ndarray) -> torch.Tensor | None:
+        """The rows ``src`` as a tensor for :meth:`columns`, or None when the cache makes them unnecessary."""
+        if self.complete:
+            return None
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(self.X)[src])).to(self.dtype)
 
 
 @dataclass
@@ -218,7 +316,7 @@ def _row_lists(G: torch.Tensor, g_ref: torch.Tensor, k: int, k_cap: int, delta: 
 def build_support(
     X: np.ndarray, Y: np.ndarray, *, k_row: int = 16, k_col: int = 16, g_ref: np.ndarray | None = None,
     f_ref: np.ndarray | None = None, start: int = 0, support: Support | None = None, delta: float | None = None,
-    k_cap: int = 256,
+    k_cap: int = 256, products: Products | None = None,
 ) -> Support:
     """Row and column lists of rows ``X[start:]`` (one blocked GEMM pass); a new support, or ``support`` extended.
 
@@ -226,11 +324,11 @@ def build_support(
     reference ``g_ref`` and no column floor (the column lists stay those of the earlier rows). Lists are chosen on
     costs in the products' precision; the entries keep float64 costs. With ``delta`` a row keeps every pair whose
     key is within ``delta`` of its smallest (up to ``k_cap``): rows with many near-equal options (flat costs) get
-    them all at once instead of through certificate rounds.
+    them all at once instead of through certificate rounds. ``products`` supplies (and may keep) the products.
     """
     n, m = X.shape[0], Y.shape[0]
-    dt = _gemm_dtype(X)
-    Yt = _rows(Y, 0, m, dt)
+    P = products if products is not None else Products(X, Y)
+    dt = P.dtype
     extend = support is not None
     if support is not None:
         g = support.g_refs[-1]
@@ -249,7 +347,7 @@ def build_support(
     rr, cc, ww, floors = [], [], [], []
     for s in range(start, n, block):
         e = min(n, s + block)
-        G = _rows(X, s, e, dt) @ Yt.T
+        G = P.rows(slice(s, e))
         local, cols, cost, floor = _row_lists(G, g_t, k_row, k_cap, delta)
         C, margin = _keys(G)
         if derive_f and f_t is not None:
@@ -431,7 +529,7 @@ def plan_summary(sup: Support, a, b, f, g, eps) -> tuple[float, float]:
 # ------------------------------------------------------------------------------------------ certificate
 def certify(sup: Support, X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.ndarray, f: np.ndarray,
             g: np.ndarray, eps: float, *, k_row: int, k_max: int, tau: float = TAU,
-            tau_resolve: float = TAU_RESOLVE) -> tuple[int, float, float]:
+            tau_resolve: float = TAU_RESOLVE, products: Products | None = None) -> tuple[int, float, float]:
     """Certify the pairs outside E against ``tau``·ε, or extend E; returns how many entries below ``tau_resolve``·ε
     were added, the plan mass they carry under (f, g), and a bound of the mass of the pairs left out of rows that
     had more entries below the limit than ``k_max`` (those rows keep a floor below the limit and are checked again
@@ -456,8 +554,8 @@ def certify(sup: Support, X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.nda
     if len(rows) == 0:
         return 0, 0.0, 0
     sup.checked_rows += len(rows)
-    dt = _gemm_dtype(X)
-    Yt = _rows(Y, 0, sup.m, dt)
+    P = products if products is not None else Products(X, Y)
+    dt = P.dtype
     g_t = torch.from_numpy(g)
     new_ref = len(sup.g_refs)
     sup.g_refs.append(g.copy())
@@ -468,7 +566,7 @@ def certify(sup: Support, X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.nda
     beyond = 0.0  # bound of the mass of rows with more cheap pairs than k_max, past their last kept pair
     for s in range(0, len(rows), block):
         idx = rows[s : s + block]
-        G = torch.from_numpy(np.ascontiguousarray(np.asarray(X)[idx])).to(dt) @ Yt.T
+        G = P.rows(idx)
         C, margin = _keys(G)
         keys, cols = torch.topk(C - g_t.to(dt)[None, :], kk, dim=1, largest=False, sorted=True)
         keys = keys.double() - margin  # safe lower bounds of the float64 keys
@@ -500,7 +598,7 @@ def certify(sup: Support, X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.nda
 
 
 def coarse_duals(X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.ndarray, *, max_entries: int = 4_000_000,
-                 seed: int = 0) -> np.ndarray:
+                 seed: int = 0, products: Products | None = None) -> np.ndarray:
     r"""Target potentials for a cold start: exact duals (POT's network simplex, ``ot.emd``) of a subsampled problem
     with at most ``max_entries`` costs (the whole problem when it is that small), extended to every target by the
     c-transform :math:`g_j = \min_{i} C_{ij} - u_i` over the sampled sources. At ε = 1e-4 the entropic potentials
@@ -515,38 +613,37 @@ def coarse_duals(X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.ndarray, *, 
     p, q = max(1, min(n, round(n * thin))), max(1, min(m, round(m * thin)))
     src = np.sort(rng.choice(n, size=p, replace=False)) if p < n else np.arange(n)  # uniform draws, weights kept
     tgt = np.sort(rng.choice(m, size=q, replace=False)) if q < m else np.arange(m)
-    dt = _gemm_dtype(X)
-    Xs = torch.from_numpy(np.ascontiguousarray(np.asarray(X)[src])).to(dt)
-    Ys = torch.from_numpy(np.ascontiguousarray(np.asarray(Y)[tgt])).to(dt)
-    C = wfd_cost(Xs, Ys).numpy()
+    P = products if products is not None else Products(X, Y)
+    C = _exact(P.block(src, tgt)).numpy()
     _, log = pot.emd(a[src] / a[src].sum(), b[tgt] / b[tgt].sum(), C, numItermax=max(200_000, 20 * C.size), log=True)
     u = np.asarray(log["u"], dtype=np.float64)
     block = max(1, BLOCK_ENTRIES // max(1, p))
     g = np.empty(m)
+    sources = P.sources(src)
     for s in range(0, m, block):
-        Cb = wfd_cost(_rows(Y, s, min(m, s + block), dt), Xs)  # [targets, sampled sources]
+        Cb = _exact(P.columns(src, slice(s, min(m, s + block)), sources))  # [targets, sampled sources]
         g[s : s + Cb.shape[0]] = (Cb - torch.from_numpy(u)[None, :]).min(dim=1).values.numpy()
     return g
 
 
-def _soft_ctransform(Y: np.ndarray, Xs: np.ndarray, f: np.ndarray, a: np.ndarray, eps: float) -> np.ndarray:
+def _soft_ctransform(P: Products, src: np.ndarray, f: np.ndarray, a: np.ndarray, eps: float) -> np.ndarray:
     r"""Target potentials from source potentials: :math:`g_j = -\varepsilon \log \sum_i a_i
-    e^{(f_i - C_{ij})/\varepsilon}` over the sources ``Xs``, in blocks of targets. The same soft-min as
-    :func:`tarot.ot.softmin_potential`, but with the products in the features' precision (like every cost of this
-    module) instead of float64 throughout: that one's precision is part of the selectors' results."""
-    dt = _gemm_dtype(Xs)
-    Xt = _rows(Xs, 0, len(Xs), dt)
+    e^{(f_i - C_{ij})/\varepsilon}` over the sources ``src`` of ``P``, for every target of ``P``, in blocks of
+    targets. The same soft-min as :func:`tarot.ot.softmin_potential`, but with the products in the features'
+    precision (like every cost of this module) instead of float64 throughout: that one's precision is part of the
+    selectors' results."""
     shift = torch.from_numpy(np.log(a) + f / eps)[None, :]
-    block = max(1, BLOCK_ENTRIES // max(1, len(Xs)))
-    g = np.empty(len(Y))
-    for s in range(0, len(Y), block):
-        C = wfd_cost(_rows(Y, s, min(len(Y), s + block), dt), Xt)  # [targets, sources]
+    block = max(1, BLOCK_ENTRIES // max(1, len(src)))
+    g = np.empty(P.m)
+    sources = P.sources(src)
+    for s in range(0, P.m, block):
+        C = _exact(P.columns(src, slice(s, min(P.m, s + block)), sources))  # [targets, sources]
         g[s : s + C.shape[0]] = (-eps * torch.logsumexp(shift - C / eps, dim=1)).numpy()
     return g
 
 
 def multiscale_duals(X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.ndarray, *, eps: float, seed: int = 0,
-                     **solve: Any) -> np.ndarray:
+                     products: Products | None = None, **solve: Any) -> np.ndarray:
     r"""Target potentials for a cold start of a large problem, from the same problem at half the resolution.
 
     Half the sources and half the targets are drawn uniformly (weights renormalised; both sides thinned alike keep
@@ -558,18 +655,20 @@ def multiscale_duals(X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.ndarray,
     Measured on a 20,000 × 5,000 problem (a fixed-size selection of the bench, d = 1024): 14 s and a final support
     of 1.0M entries in 2 certificate rounds, against 35 s, 4.8M entries and 5 rounds from :func:`coarse_duals`,
     whose duals of a 4M-pair subsample (a fifth of the sources and targets) key the support too widely at this
-    size. ``solve`` holds the keyword arguments of :func:`sparse_entropic_ot` for the half problem.
+    size. ``solve`` holds the keyword arguments of :func:`sparse_entropic_ot` for the half problem; ``products``
+    supplies the products (the half problem takes its own from a complete cache).
     """
     n, m = X.shape[0], Y.shape[0]
+    P = products if products is not None else Products(X, Y)
     if n < 2 or m < 2:
-        return coarse_duals(X, Y, a, b, max_entries=COARSE_ENTRIES, seed=seed)
+        return coarse_duals(X, Y, a, b, max_entries=COARSE_ENTRIES, seed=seed, products=P)
     rng = np.random.default_rng([seed, n, m])
     src = np.sort(rng.choice(n, size=n // 2, replace=False))
     tgt = np.sort(rng.choice(m, size=m // 2, replace=False))
     a_s, b_s = a[src] / a[src].sum(), b[tgt] / b[tgt].sum()
-    Xs, Ys = np.asarray(X[src]), np.asarray(Y[tgt])
-    half = sparse_entropic_ot(Xs, Ys, a_s, b_s, eps=eps, init=None, eps_start=None, **solve)
-    return _soft_ctransform(Y, Xs, half.f, a_s, eps)
+    sub = P.subset(src, tgt)
+    half = sparse_entropic_ot(sub.X, sub.Y, a_s, b_s, eps=eps, init=None, eps_start=None, products=sub, **solve)
+    return _soft_ctransform(P, src, half.f, a_s, eps)
 
 
 def default_k(m: int) -> int:
@@ -613,6 +712,7 @@ def sparse_entropic_ot(
     k_row: int | None = None, k_col: int | None = None, k_max: int | None = None, max_rounds: int = 16,
     tau: float = TAU, explore_iter: int = 200, explore_until: float = 0.002, cold_delta: float = 31.0,
     progress: bool = False, max_entries: int | None = None, cold_start: str = "auto",
+    cache_bytes: int | None = None, products: Products | None = None,
 ) -> SparseOT:
     """Entropic OT (WFD cost, unit rows) on a certified sparse support; see the module docstring.
 
@@ -631,8 +731,15 @@ def sparse_entropic_ot(
     at ε = 1e-4) the support needed approaches all N·M pairs; once it holds more than ``max_entries`` (default: the
     memory budget of :func:`tarot.features.outofcore.memory_budget` over :data:`BYTES_PER_ENTRY`) the solve stops
     with :class:`tarot.errors.SupportTooLargeError` instead of running out of memory.
+
+    The products X·Yᵀ are kept in memory once computed (:class:`Products`) when they take at most ``cache_bytes``
+    (default :data:`CACHE_BYTES`; never more than a quarter of the memory budget); ``products`` passes such an
+    object in.
     """
     n, m = X.shape[0], Y.shape[0]
+    if products is None:
+        products = Products(X, Y, min(CACHE_BYTES if cache_bytes is None else cache_bytes, memory_budget() // 4))
+    P = products
     kr = min(m, k_row or default_k(m))
     kc = min(n, k_col or default_k(m))
     if support is not None and (support.m != m or support.n > n):
@@ -644,22 +751,24 @@ def sparse_entropic_ot(
     if init is None:  # cold start: potentials of a coarser problem start the solve (and key a new support)
         multiscale = cold_start == "multiscale" or (cold_start == "auto" and n * m > MULTISCALE_MIN_ENTRIES)
         start_kind = "multiscale" if multiscale else "coarse"
+        if support is None:  # every row is needed for the new support: with a cache, compute them first, so the
+            P.fill()  # smaller problems of the start take their products from it
         if multiscale:
             g0 = multiscale_duals(X, Y, a, b, eps=eps, tol=tol, max_iter=max_iter, stage_iter=stage_iter,
                                   stage_tol=stage_tol, overrelax=overrelax, value_tol=value_tol, tau=tau,
-                                  progress=progress)
+                                  progress=progress, products=P)
         else:
-            g0 = coarse_duals(X, Y, a, b, max_entries=COARSE_ENTRIES)
+            g0 = coarse_duals(X, Y, a, b, max_entries=COARSE_ENTRIES, products=P)
         if support is None:
             support = build_support(X, Y, k_row=kr, k_col=kc, g_ref=g0, delta=cold_delta * eps,
-                                    k_cap=k_max or 8 * kr)
+                                    k_cap=k_max or 8 * kr, products=P)
         elif support.n < n:
-            support = build_support(X, Y, k_row=kr, start=support.n, support=support)
+            support = build_support(X, Y, k_row=kr, start=support.n, support=support, products=P)
         init = (np.zeros(n), g0)
     elif support is None:
-        support = build_support(X, Y, k_row=kr, k_col=kc, g_ref=init[1], f_ref=init[0])
+        support = build_support(X, Y, k_row=kr, k_col=kc, g_ref=init[1], f_ref=init[0], products=P)
     elif support.n < n:
-        support = build_support(X, Y, k_row=kr, start=support.n, support=support)
+        support = build_support(X, Y, k_row=kr, start=support.n, support=support, products=P)
     limit = max_entries if max_entries is not None else memory_budget() // BYTES_PER_ENTRY
     _check_size(support, limit, eps)
     # the first update replaces f by the exact soft-min of g, so only g matters here
@@ -679,7 +788,7 @@ def sparse_entropic_ot(
     cap = k_max or 8 * kr
     while rounds < max_rounds:
         rounds += 1
-        added, mass, beyond = certify(support, X, Y, a, b, f, g, eps, k_row=kr, k_max=cap, tau=tau)
+        added, mass, beyond = certify(support, X, Y, a, b, f, g, eps, k_row=kr, k_max=cap, tau=tau, products=P)
         outside = math.exp(-tau) + beyond
         bar.set_postfix(round=rounds, support=f"{support.size:,}")
         _check_size(support, limit, eps, bar)
@@ -702,7 +811,7 @@ def sparse_entropic_ot(
             overrelax=overrelax, value_tol=value_tol, init=None, eps_start=eps_start, support=given, k_row=k_row,
             k_col=k_col, k_max=k_max, max_rounds=max_rounds, tau=tau, explore_iter=explore_iter,
             explore_until=explore_until, cold_delta=cold_delta, progress=progress, max_entries=max_entries,
-            cold_start="coarse")
+            cold_start="coarse", products=P)
         retry.cold_start = "coarse (the multiscale start ended uncertified)"
         return retry
     violation, linear = plan_summary(support, a, b, f, g, eps)
