@@ -94,7 +94,8 @@ class RankingLists:
         available = self.n - int(np.count_nonzero(taken))
         if self.scale is not None:
             theta = self.scale.threshold(batch, lengths)
-            new, _ = collect_above(self.candidates, self.targets, batch, theta, exclude=taken, progress=self.progress)
+            new, _ = collect_above(self.candidates, self.targets, batch, theta, exclude=taken, planned=lengths,
+                                   progress=self.progress)  # groups of bounded size: memory stays bounded
             full = np.isneginf(theta)
         else:
             _, idx = topk_neighbors(self.candidates, self.targets[batch], int(lengths.max()), exclude=taken,
@@ -145,12 +146,16 @@ def unique_rounds(source: NeighbourLayers | RankingLists, n: int, stats: dict | 
     hint = np.zeros(M, dtype=np.int64) if src.hint is None else np.asarray(src.hint, dtype=np.int64).copy()
 
     def next_untaken(j: int) -> int | None:
-        free = np.flatnonzero(~taken[lists[j][ptr[j]:]])
-        if len(free) == 0:
-            ptr[j] = len(lists[j])
-            return None
-        ptr[j] += int(free[0])
-        return int(lists[j][ptr[j]])
+        # look at a short stretch first, then longer ones: a long list need not be scanned to its end at every pick
+        lst, p, step = lists[j], int(ptr[j]), 64
+        while p < len(lst):
+            free = np.flatnonzero(~taken[lst[p : p + step]])
+            if len(free):
+                ptr[j] = p + int(free[0])
+                return int(lst[ptr[j]])
+            p, step = p + step, 4 * step
+        ptr[j] = len(lst)
+        return None
 
     def refill(j: int, rnd: int) -> None:
         nonlocal longest
