@@ -24,9 +24,9 @@ candidates plus 240 MB plus 92 kB per target for ``fixed_size``; 0.3 copies plus
 
 On the benchmark that fitted them, the predicted totals are within 2× of the measured ones (tested in
 ``tests/test_estimate.py`` against ``benchmarks/results/bench.csv`` and ``bench_full.csv``); on real features, whose
-costs are less flat than the benchmark's clusters, the OT stage is usually faster than predicted. Not covered: a
-``fixed_size`` run whose planned neighbour lists keep running dry (crowded target modes, many rounds per target), as
-at 1M × 10k, where the refill passes alone took over 35 minutes.
+costs are less flat than the benchmark's clusters, the OT stage is usually faster than predicted. A ``fixed_size``
+run whose targets crowd a few modes with a budget beyond their supply (the 1M × 10k bench) needs more passes for
+its neighbour rounds: 3.5 there (418 s).
 
 Featurization (:func:`estimate_featurization`): per-sample gradients cost about three forward passes
 (``forward_flops``; default :math:`2p`, which suits dense layers without weight sharing — give the real figure for
@@ -56,8 +56,9 @@ SELECT_PASSES = {"fixed_size": 3.0, "round_robin": 4.0, "tsds": 4.0, "otm": 2.8,
 #: kernel's numpy gathers and fewer absorbs, 0.25e-6 before the multiscale cold start; measured 0.13–0.24e-6 on the
 #: bench's fixed-size selections).
 OT_SECONDS_PER_PAIR = 0.18e-6
-#: Per-pair cost of small (dense-backend) solves, which start from exact duals.
-OT_SECONDS_PER_PAIR_DENSE = 2.5e-6
+#: Per-pair cost of small (dense-backend) solves, which start from exact duals (2.5e-6 until the bench of 2026-12-07,
+#: which measured 0.3e-6 for OTM's three solves on 739 × 1,000 pairs).
+OT_SECONDS_PER_PAIR_DENSE = 1.0e-6
 #: Pairs above which the sparse backend is used: tarot.ot.SPARSE_MIN_ENTRIES, restated so that an estimate does not
 #: load torch and POT through tarot.ot (tests/test_estimate.py checks that the two agree).
 SPARSE_PAIRS = 2_000_000
