@@ -28,7 +28,7 @@ Instead the depth is *planned*:
    start without a list and their first refill asks for their planned depth; a refill of a large batch goes at most
    ``MAX_LIST_ENTRIES / (2·batch)`` ranks deeper than before, so memory stays bounded and the depth still grows.
    (Measured on the bench's 200,000 × 5,000 problem with the list budget cut to 20M entries: 3 refill passes and
-   41 s, where doubling from a depth of 4 took 40 passes and 81 s; with a capped depth that stayed the same, a
+   37–41 s, where doubling from a depth of 4 took 40 passes and 81 s; with a capped depth that stayed the same, a
    crowd whose neighbours had taken everything above it refilled without end.)
 
 The picks are exactly those of walking every target's full ranking (tested against that brute force).
@@ -119,7 +119,8 @@ def unique_rounds(source: NeighbourLayers | RankingLists, n: int, stats: dict | 
 
     Each target walks its list past taken candidates. A target whose list runs out is refilled, together with every
     target whose list has fewer untaken entries left than it still needs (or than a quarter of its length), by one
-    pass that excludes the taken candidates and doubles those lists' length.
+    pass that excludes the taken candidates and asks those lists to go deeper: by the rate their crowd used them up
+    (at least twofold; see the module docstring, step 4).
 
     Parameters
     ----------
