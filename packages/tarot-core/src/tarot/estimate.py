@@ -26,7 +26,8 @@ On the benchmark that fitted them, the predicted totals are within 2× of the me
 ``tests/test_estimate.py`` against ``benchmarks/results/bench.csv`` and ``bench_full.csv``); on real features, whose
 costs are less flat than the benchmark's clusters, the OT stage is usually faster than predicted. A ``fixed_size``
 run whose targets crowd a few modes with a budget beyond their supply (the 1M × 10k bench) needs more passes for
-its neighbour rounds: 3.5 there (418 s).
+its neighbour rounds (4.3 there, 456 s) and more per OT pair (0.5 µs: a support of 54M pairs); the prediction was
+0.69× its 989 s.
 
 Featurization (:func:`estimate_featurization`): per-sample gradients cost about three forward passes
 (``forward_flops``; default :math:`2p`, which suits dense layers without weight sharing — give the real figure for
