@@ -487,10 +487,6 @@ def featurize_distributed(
                 except BaseException as exc:  # noqa: BLE001 - reported to every rank, then re-raised
                     error, message = exc, [f"{type(exc).__name__}: {exc}"]
             dist.broadcast_object_list(message, src=0)
-            # every rank holds the message before any rank tears its group down: a rank that destroys its process
-            # group while another still reads the broadcast closes the connection under it, and gloo aborts that
-            # reader (seen once in CI: "Connection closed by peer", then SIGABRT, on a loaded 2-core machine)
-            _barrier(dist)
             if error is not None:
                 raise error
             if message[0] != "ok":
