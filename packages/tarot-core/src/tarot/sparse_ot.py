@@ -85,6 +85,11 @@ def _rows(x: np.ndarray, s: int, e: int, dtype: torch.dtype) -> torch.Tensor:
     return as_tensor(x[s:e]).to(dtype)
 
 
+def _take(x: np.ndarray, idx: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """Rows ``idx`` of ``x`` (a gathered copy) as a tensor of ``dtype``."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x)[idx])).to(dtype)
+
+
 def _exact(G: torch.Tensor) -> torch.Tensor:
     """Float64 WFD from products (of any float dtype)."""
     return torch.sqrt(torch.clamp(2.0 - 2.0 * G.to(torch.float64), min=0.0))
@@ -142,7 +147,7 @@ class Products:
     def _compute(self, idx: np.ndarray | slice) -> torch.Tensor:
         if isinstance(idx, slice):
             return _rows(self.X, idx.start, idx.stop, self.dtype) @ self.targets.T
-        return torch.from_numpy(np.ascontiguousarray(np.asarray(self.X)[idx])).to(self.dtype) @ self.targets.T
+        return _take(self.X, idx, self.dtype) @ self.targets.T
 
     def rows(self, idx: np.ndarray | slice) -> torch.Tensor:
         """Products of the rows ``idx`` (a slice ``s:e`` or sorted row indices) with every target, [rows, M]."""
@@ -174,8 +179,7 @@ class Products:
         if self.complete:
             assert self._G is not None
             return self._G[torch.from_numpy(src)][:, torch.from_numpy(tgt)]
-        Xs = torch.from_numpy(np.ascontiguousarray(np.asarray(self.X)[src])).to(self.dtype)
-        return Xs @ torch.from_numpy(np.ascontiguousarray(np.asarray(self.Y)[tgt])).to(self.dtype).T
+        return _take(self.X, src, self.dtype) @ _take(self.Y, tgt, self.dtype).T
 
     def subset(self, src: np.ndarray, tgt: np.ndarray) -> Products:
         """The sub-problem of the rows ``src`` and targets ``tgt``, with its products taken from the cache when
@@ -194,9 +198,7 @@ class Products:
 
     def sources(self, src: np.ndarray) -> torch.Tensor | None:
         """The rows ``src`` as a tensor for :meth:`columns`, or None when the cache makes them unnecessary."""
-        if self.complete:
-            return None
-        return torch.from_numpy(np.ascontiguousarray(np.asarray(self.X)[src])).to(self.dtype)
+        return None if self.complete else _take(self.X, src, self.dtype)
 
 
 @dataclass
