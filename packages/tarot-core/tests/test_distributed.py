@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import collections
+import datetime as dt
 import faulthandler
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +27,10 @@ from _tiny_models import CELoss, Samples, TinyNet, perturbed_state
 from tarot import Checkpoint, FeatureStore, GradientFeaturizer, StoreError, featurize_to_store
 from tarot.app.argtypes import add_shard_arguments
 from tarot.features.distributed import (
+    RankFailed,
+    _coordinated,
+    _featurize_coordinated,
+    _StoreCoordinator,
     featurize_distributed,
     init_process_group_if_needed,
     merge_shards,
@@ -138,7 +146,8 @@ def _free_port() -> int:
 def _torchrun(out: Path, log_dir: Path, max_restarts: int, crash_rank: int | None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                              "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT")}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", PYTHONUNBUFFERED="1")
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", PYTHONUNBUFFERED="1",
+               PYTHONFAULTHANDLER="1")  # a fatal signal in a rank prints its Python stacks
     cmd = [
         sys.executable, "-m", "torch.distributed.run",
         "--nnodes", "1", "--nproc-per-node", "2", "--max-restarts", str(max_restarts), "--monitor-interval", "0.2",
@@ -232,7 +241,7 @@ def test_process_group_from_hand_set_env_without_torchrun(tmp_path, reference):
     logs.mkdir()
     base = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC_")}
     base.update(OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-                WORLD_SIZE="2")
+                WORLD_SIZE="2", PYTHONFAULTHANDLER="1")
     procs = [
         subprocess.Popen([sys.executable, str(HERE), "--out", str(out), "--log-dir", str(logs)],
                          env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
@@ -247,6 +256,109 @@ def test_process_group_from_hand_set_env_without_torchrun(tmp_path, reference):
     _assert_same_store(FeatureStore.open(out), reference)
 
 
+# ---------------------------------------------------------------------------------------------- coordination
+def _coordinators(world: int = 2, timeout: float = 30.0, call: str = "call_0") -> list[_StoreCoordinator]:
+    store = torch.distributed.HashStore()
+    return [_StoreCoordinator(store, r, world, dt.timedelta(seconds=timeout), call, poll=0.01) for r in range(world)]
+
+
+def _in_threads(*fns) -> list[tuple[str, object]]:
+    """Run each function in its own thread (one per rank): ("ok", result) or ("error", exception) per function."""
+    results: list[tuple[str, object]] = [("not run", None)] * len(fns)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = ("ok", fns[i]())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            results[i] = ("error", exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a rank is still waiting"
+    return results
+
+
+def test_store_coordinator_gathers_broadcasts_and_stops_waiting_when_a_rank_fails():
+    c0, c1 = _coordinators()
+    assert _in_threads(lambda: c0.gather("request", "a"), lambda: c1.gather("request", "b")) == [
+        ("ok", ["a", "b"]), ("ok", ["a", "b"])]
+    assert _in_threads(lambda: c1.broadcast("merged", None), lambda: c0.broadcast("merged", "ok")) == [
+        ("ok", "ok"), ("ok", "ok")]
+    # rank 1 reports a failure: rank 0 stops waiting at once, far within its 30 s timeout
+    c1.fail(ValueError("disk full"))
+    start = time.monotonic()
+    with pytest.raises(RankFailed, match="rank 1 failed: ValueError: disk full"):
+        c0.gather("shard done", "1")
+    assert time.monotonic() - start < 15
+    # ranks that never report: a timeout that names them
+    c0, _, _ = _coordinators(world=3, timeout=0.3, call="call_1")
+    with pytest.raises(TimeoutError, match=r"rank\(s\) \[1, 2\] did not reach 'request' within 0 s"):
+        c0.gather("request", "x")
+
+
+def test_rank_zero_leaves_the_store_last(caplog):
+    c0, c1, c2 = _coordinators(world=3)
+    gone = threading.Event()
+    t = threading.Thread(target=lambda: (c0.leave(), gone.set()))
+    t.start()
+    c1.leave()
+    assert not gone.wait(0.5)  # rank 2 has neither left nor failed: rank 0 (which may host the store) stays
+    c2.fail(RuntimeError("out of memory"))
+    assert gone.wait(30)
+    t.join()
+    # a rank that never confirms: rank 0 leaves after its patience, with a warning and no exception
+    c0, _ = _coordinators(call="call_1")
+    with caplog.at_level(logging.WARNING, logger="tarot.features.distributed"):
+        c0.leave(patience=0.2)
+    assert "rank(s) [1] did not confirm the end of featurization" in caplog.text
+
+
+class _FailingSamples(LoggedSamples):
+    def __getitem__(self, i: int):
+        if i == self.crash_row:
+            raise RuntimeError(f"cannot decode row {i}")
+        return super().__getitem__(i)
+
+
+def _coordinated_rank(coord: _StoreCoordinator, path: Path, seed: int = 0, fail_row: int | None = None):
+    feat, data, ckpts, labels = _setup(seed=seed)
+    if fail_row is not None:
+        data["candidate"] = _FailingSamples(N_CAND, 10, "candidate", None, fail_row)
+    shard = (coord.rank, coord.world)
+    return lambda: _coordinated(coord, lambda: _featurize_coordinated(
+        feat, data, path, ckpts, BATCH, shard, coord, True, True, False,
+        {k: labels.get(k) for k in ("ids", "sources", "groups")}, labels))
+
+
+def test_coordinated_ranks_merge_refuse_different_requests_and_share_a_failure(tmp_path, reference):
+    # two ranks (threads) through one store: every rank returns the merged store, identical to one process
+    results = _in_threads(*(_coordinated_rank(c, tmp_path / "ok") for c in _coordinators()))
+    assert [r[0] for r in results] == ["ok", "ok"]
+    for _, store in results:
+        assert store.path == tmp_path / "ok"
+        _assert_same_store(store, reference)
+    # rank 1 built its projector with another seed: both ranks refuse before any work
+    c0, c1 = _coordinators(call="call_1")
+    results = _in_threads(_coordinated_rank(c0, tmp_path / "odd"), _coordinated_rank(c1, tmp_path / "odd", seed=1))
+    for kind, exc in results:
+        assert kind == "error" and isinstance(exc, ValueError)
+        assert "rank(s) [1] request a different featurization than rank 0" in str(exc)
+    assert not (tmp_path / "odd").exists()
+    # rank 1 fails in its data set: it raises its own error, rank 0 is told instead of waiting out the timeout
+    c0, c1 = _coordinators(call="call_2")
+    lo1 = shard_rows(N_CAND, BATCH, 1, 2)[0]
+    results = _in_threads(_coordinated_rank(c0, tmp_path / "bad"), _coordinated_rank(c1, tmp_path / "bad",
+                                                                                     fail_row=lo1 + BATCH))
+    assert results[1][0] == "error" and str(results[1][1]) == f"cannot decode row {lo1 + BATCH}"
+    assert results[0][0] == "error" and isinstance(results[0][1], RankFailed)
+    assert f"rank 1 failed: RuntimeError: cannot decode row {lo1 + BATCH}" in str(results[0][1])
+    assert FeatureStore.open(tmp_path / "bad" / "shard-00000-of-00002").complete
+    assert not (tmp_path / "bad" / "manifest.json").exists()
+
+
 # ---------------------------------------------------------------------------------------------- in-process tests
 def test_independent_ranks_in_process_merge_verify_and_keep_shards(tmp_path, reference):
     feat, data, ckpts, labels = _setup()
@@ -259,7 +371,7 @@ def test_independent_ranks_in_process_merge_verify_and_keep_shards(tmp_path, ref
     other, _, _, _ = _setup(seed=1)
     with pytest.raises(StoreError, match="different 'projector'"):
         featurize_distributed(other, data, tmp_path / "f", ckpts, batch_size=BATCH, shard=(0, 2),
-                              use_process_group=False, progress=False, **labels)
+                              coordinate=False, progress=False, **labels)
     assert not (tmp_path / "f" / "manifest.json").exists()
     merged = featurize_distributed(feat, data, tmp_path / "f", ckpts, batch_size=BATCH, shard=(0, 2),
                                    keep_shards=False, progress=False, **labels)
@@ -339,7 +451,7 @@ def test_featurize_distributed_refuses_a_shard_that_disagrees_with_torchrun(tmp_
     feat, data, ckpts, _ = _setup()
     with pytest.raises(ValueError, match=r"disagrees with \$RANK/\$WORLD_SIZE \(0, 2\)"):
         featurize_distributed(feat, data, tmp_path / "x", ckpts, batch_size=BATCH, shard=(1, 2),
-                              use_process_group=True)
+                              coordinate=True)
     with pytest.raises(ValueError, match=r"every rank would write the same store"):
         featurize_distributed(feat, data, tmp_path / "x", ckpts, batch_size=BATCH, shard=None)
     assert not (tmp_path / "x").exists()

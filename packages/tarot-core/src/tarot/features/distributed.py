@@ -1,17 +1,23 @@
-r"""Multi-process / multi-node featurization on :mod:`torch.distributed` (launch with ``torchrun``).
+r"""Multi-process / multi-node featurization with ``torchrun`` (or any launcher that sets the ``torch.distributed``
+environment).
 
 Every rank featurizes its own deterministic, contiguous shard of every split (whole batches of the single-process
 batch grid, :func:`tarot.features.featurize.shard_rows`) into ``<path>/shard-{rank:05d}-of-{world:05d}``. The
 projector is a pure function of its seed and the parameter layout, so every rank builds the same one without
 communication. Each shard store is resumable on its own (completion masks), so a killed rank is simply started again
-with the same arguments. Once every rank is done (a ``barrier``), rank 0 checks the shards against the request and
-merges them with :meth:`tarot.features.store.FeatureStore.merge` into ``<path>`` itself: after a distributed run
+with the same arguments. Once every rank is done, rank 0 checks the shards against the request and merges them with
+:meth:`tarot.features.store.FeatureStore.merge` into ``<path>`` itself: after a distributed run
 ``FeatureStore.open(path)`` is the same store a single process would have written, byte for byte.
 
-The engine is ``torch.distributed`` (``gloo`` on CPU, ``nccl`` on CUDA) with ``torchrun`` as the launcher, restarts
-included (``torchrun --max-restarts``). Without a process group (ranks started independently, e.g. a SLURM job
-array), each process writes its shard, rank 0 merges only when it finds every shard complete, and ``tarot merge`` or
-:func:`merge_shards` merges later.
+The ranks coordinate through the job's rendezvous key-value store (``torch.distributed.TCPStore`` at
+``$MASTER_ADDR:$MASTER_PORT``, the one ``torchrun`` hosts), not through a process group: featurization needs no
+collective on tensors, only a handful of small messages (a fingerprint of each rank's request, "my shard is done",
+rank 0's merge outcome), so no ``gloo``/``nccl`` communicator is created and none has to be torn down. A rank that
+fails says so in the store and the others stop waiting at once. When the caller has already initialised a process
+group, its object collectives carry the same messages. ``torchrun --max-restarts`` restarts are supported (the keys of
+each attempt are kept apart). Without any of this (ranks started independently, e.g. a SLURM job array), each process
+writes its shard, rank 0 merges only when it finds every shard complete, and ``tarot merge`` or :func:`merge_shards`
+merges later.
 
 Domain CLIs add the same flags with :func:`tarot.app.argtypes.add_shard_arguments` and pass :func:`shard_from_args` to
 :func:`featurize_distributed`::
@@ -25,13 +31,16 @@ Domain CLIs add the same flags with :func:`tarot.app.argtypes.add_shard_argument
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as _dt
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +56,12 @@ __all__ = [
     "default_device",
     "resolve_backend",
     "init_process_group_if_needed",
+    "rendezvous_store",
     "featurize_distributed",
     "merge_shards",
     "shard_dir",
     "shard_from_args",
+    "RankFailed",
 ]
 
 log = logging.getLogger(__name__)
@@ -139,6 +150,64 @@ def _pg_active() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def _timedelta(timeout: float | _dt.timedelta | None) -> _dt.timedelta:
+    if timeout is None:
+        return _dt.timedelta(minutes=30)
+    return timeout if isinstance(timeout, _dt.timedelta) else _dt.timedelta(seconds=float(timeout))
+
+
+#: one client (or, on rank 0 without a torchrun agent, the server) per job environment and process: a second
+#: TCPStore server on the same port while the first is still up would fail, and a client made for a later call could
+#: reach a server that is about to go away
+_STORES: dict[tuple[str, int, int, int, str], Any] = {}
+atexit.register(_STORES.clear)  # close them while the interpreter is whole, not during its teardown
+
+
+def rendezvous_store(
+    environ: Mapping[str, str] | None = None, timeout: float | _dt.timedelta | None = None
+) -> Any:
+    """The job's key-value store at ``$MASTER_ADDR:$MASTER_PORT``, its keys kept apart per ``torchrun`` attempt.
+
+    Under ``torchrun`` the agent hosts the store and every rank is a client; with the variables set by hand (``srun``,
+    a custom launcher), rank 0 hosts it. The store is made once per process and environment and reused. Keys live
+    under ``tarot/attempt_{$TORCHELASTIC_RESTART_COUNT}``: torchrun keeps one agent-hosted store across worker-group
+    restarts, and without the prefix restarted ranks would read what their dead predecessors wrote.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        Environment to read (default ``os.environ``): ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` and,
+        when set, ``TORCHELASTIC_USE_AGENT_STORE`` and ``TORCHELASTIC_RESTART_COUNT``.
+    timeout : float (seconds) or timedelta, optional
+        Connection and wait timeout of the store (30 minutes when None).
+
+    Raises
+    ------
+    ValueError
+        When the rank variables are missing or inconsistent, or ``MASTER_ADDR``/``MASTER_PORT`` are not set.
+    """
+    dist = _dist()
+    env = os.environ if environ is None else environ
+    shard = shard_from_env(env)
+    if shard is None:
+        raise ValueError("cannot reach the job's rendezvous store: $RANK and $WORLD_SIZE are not set (launch with "
+                         "torchrun)")
+    missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not env.get(v)]
+    if missing:
+        raise ValueError(
+            f"cannot reach the job's rendezvous store: ${', $'.join(missing)} not set (launch with torchrun, or pass "
+            "--rank/--world-size without coordination)"
+        )
+    addr, port = env["MASTER_ADDR"], int(env["MASTER_PORT"])
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+    key = (addr, port, shard[0], shard[1], attempt)
+    if key not in _STORES:
+        agent_store = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        _STORES[key] = dist.TCPStore(addr, port, shard[1], is_master=(not agent_store and shard[0] == 0),
+                                     timeout=_timedelta(timeout))
+    return dist.PrefixStore(f"tarot/attempt_{attempt}", _STORES[key])
+
+
 def init_process_group_if_needed(
     backend: str = AUTO,
     timeout: float | _dt.timedelta | None = None,
@@ -146,18 +215,21 @@ def init_process_group_if_needed(
 ) -> bool:
     """Initialise the default process group from the ``torchrun`` environment when there is something to do.
 
-    Nothing happens (returns False) when a group is already initialised or the world size is 1 / unset. Otherwise
-    ``init_process_group(backend, init_method="env://")`` is called (``backend="auto"``: ``nccl`` on CUDA, ``gloo``
-    on CPU; with ``nccl`` the CUDA device is set to ``LOCAL_RANK`` first) and True is returned.
+    Featurization does not need this (its ranks coordinate through :func:`rendezvous_store`); it is for callers that
+    run collectives of their own, e.g. :mod:`tarot.geometry.collective`. Nothing happens (returns False) when a group
+    is already initialised or the world size is 1 / unset. Otherwise the group is initialised on
+    :func:`rendezvous_store` (``backend="auto"``: ``nccl`` on CUDA, ``gloo`` on CPU; with ``nccl`` the CUDA device is
+    set to ``LOCAL_RANK`` first) and True is returned. The caller destroys it
+    (``torch.distributed.destroy_process_group()``).
 
     Parameters
     ----------
     backend : str
         ``"auto"``, ``"gloo"``, ``"nccl"`` or any backend torch accepts.
     timeout : float (seconds) or timedelta, optional
-        Collective timeout (torch's default when None).
+        Collective timeout (30 minutes when None).
     environ : mapping, optional
-        Environment to read (default ``os.environ``; ``env://`` itself always reads ``os.environ``).
+        Environment to read (default ``os.environ``).
     """
     dist = _dist()
     if dist.is_initialized():
@@ -166,36 +238,117 @@ def init_process_group_if_needed(
     shard = shard_from_env(env)
     if shard is None or shard[1] == 1:
         return False
-    missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not env.get(v)]
-    if missing:
-        raise ValueError(
-            f"cannot initialise torch.distributed: ${', $'.join(missing)} not set (launch with torchrun, or pass "
-            "--rank/--world-size without a process group)"
-        )
+    store = rendezvous_store(env, timeout)
     name = resolve_backend(backend)
     if name == "nccl":
         torch.cuda.set_device(local_rank_from_env(env))
-    if timeout is None:
-        delta = _dt.timedelta(minutes=30)
-    else:
-        delta = timeout if isinstance(timeout, _dt.timedelta) else _dt.timedelta(seconds=float(timeout))
-    # torchrun keeps one agent-hosted store across worker-group restarts: without a per-attempt prefix the restarted
-    # ranks can read the addresses their dead predecessors published and hang connecting to them
-    agent_store = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), shard[1],
-                          is_master=(not agent_store and shard[0] == 0), timeout=delta)
-    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
-    dist.init_process_group(backend=name, store=dist.PrefixStore(f"tarot/attempt_{attempt}", store),
-                            rank=shard[0], world_size=shard[1], timeout=delta)
+    dist.init_process_group(backend=name, store=dist.PrefixStore("process_group", store), rank=shard[0],
+                            world_size=shard[1], timeout=_timedelta(timeout))
     log.info("initialised torch.distributed (%s): rank %d of %d", name, shard[0], shard[1])
     return True
 
 
-def _barrier(dist: Any) -> None:
-    if dist.get_backend() == "nccl":
-        dist.barrier(device_ids=[torch.cuda.current_device()])
-    else:
-        dist.barrier()
+_CALLS = itertools.count()  # coordinated featurize_distributed calls of this process
+
+
+class RankFailed(RuntimeError):
+    """Another rank of the same featurization reported a failure."""
+
+
+class _StoreCoordinator:
+    """The few messages of one :func:`featurize_distributed` call, exchanged through the rendezvous store.
+
+    Keys are ``{call}/{topic}/{rank}``. Every rank makes the same sequence of calls, so :func:`featurize_distributed`
+    names its calls ``call_0``, ``call_1``, ... counted per process. Waits poll :meth:`Store.check` so that a failure
+    reported by any rank (``{call}/failed/{rank}``) ends them at once instead of after the timeout.
+    """
+
+    def __init__(self, store: Any, rank: int, world: int, timeout: _dt.timedelta, call: str, poll: float = 0.05):
+        self.store, self.rank, self.world, self.poll, self.prefix = store, rank, world, poll, call
+        self.timeout = timeout.total_seconds()
+
+    def _key(self, topic: str, rank: int) -> str:
+        return f"{self.prefix}/{topic}/{rank}"
+
+    def _wait(self, topic: str, ranks: Sequence[int]) -> None:
+        keys = [self._key(topic, r) for r in ranks]
+        failed = [self._key("failed", r) for r in range(self.world) if r != self.rank]
+        deadline = time.monotonic() + self.timeout
+        delay = self.poll
+        while not self.store.check(keys):
+            for k in failed:
+                if self.store.check([k]):
+                    who = k.rsplit("/", 1)[1]
+                    raise RankFailed(f"rank {who} failed: {self.store.get(k).decode()}")
+            if time.monotonic() > deadline:
+                late = [r for r, k in zip(ranks, keys, strict=True) if not self.store.check([k])]
+                raise TimeoutError(f"rank(s) {late} did not reach {topic!r} within {self.timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(1.0, delay * 1.5)
+
+    def gather(self, topic: str, value: str) -> list[str]:
+        """Every rank's ``value`` for ``topic``, in rank order (waits for all)."""
+        self.store.set(self._key(topic, self.rank), value)
+        self._wait(topic, range(self.world))
+        return [self.store.get(self._key(topic, r)).decode() for r in range(self.world)]
+
+    def broadcast(self, topic: str, value: str | None) -> str:
+        """Rank 0's ``value`` for ``topic`` on every rank."""
+        if self.rank == 0:
+            self.store.set(self._key(topic, 0), "" if value is None else value)
+        else:
+            self._wait(topic, [0])
+        return self.store.get(self._key(topic, 0)).decode()
+
+    def fail(self, exc: BaseException) -> None:
+        """Tell the other ranks that this one stopped (best effort: the store may be gone)."""
+        try:
+            self.store.set(self._key("failed", self.rank), f"{type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - the store is unreachable: nobody is left to tell
+            log.debug("could not report the failure of rank %d", self.rank, exc_info=True)
+
+    def leave(self, patience: float | None = None) -> None:
+        """Say this rank is done with the store; rank 0 (which may host it) then waits until every rank has left or
+        failed, at most ``patience`` seconds (the timeout when None), and never raises: the work is done by now."""
+        try:
+            self.store.set(self._key("left", self.rank), "1")
+            if self.rank != 0:
+                return
+            deadline = time.monotonic() + (self.timeout if patience is None else patience)
+            waiting = set(range(1, self.world))
+            while waiting and time.monotonic() < deadline:
+                waiting = {r for r in waiting if not self.store.check([self._key("left", r)])
+                           and not self.store.check([self._key("failed", r)])}
+                if waiting:
+                    time.sleep(self.poll)
+            if waiting:
+                log.warning("rank 0: rank(s) %s did not confirm the end of featurization; leaving anyway",
+                            sorted(waiting))
+        except Exception:  # noqa: BLE001 - the store is unreachable: nobody is left to wait for
+            log.debug("rank %d could not leave the rendezvous store cleanly", self.rank, exc_info=True)
+
+
+class _GroupCoordinator:
+    """The same messages as :class:`_StoreCoordinator`, over a process group the caller initialised."""
+
+    def __init__(self, rank: int, world: int):
+        self.rank, self.world, self.dist = rank, world, _dist()
+
+    def gather(self, topic: str, value: str) -> list[str]:
+        out: list[Any] = [None] * self.world
+        self.dist.all_gather_object(out, value)
+        return [str(v) for v in out]
+
+    def broadcast(self, topic: str, value: str | None) -> str:
+        box = [value]
+        self.dist.broadcast_object_list(box, src=0)
+        return "" if box[0] is None else str(box[0])
+
+    def fail(self, exc: BaseException) -> None:
+        """Nothing to send: a collective has no way to learn that a peer is gone before its timeout."""
+
+    def leave(self, patience: float | None = None) -> None:
+        """The caller owns the group and its teardown."""
 
 
 # ---------------------------------------------------------------------------------------------- expected spec
@@ -331,10 +484,9 @@ def merge_shards(
 
 # ---------------------------------------------------------------------------------------------- featurization
 def _resolve_shard(
-    shard: tuple[int, int] | str | None, use_process_group: bool | None, backend: str,
-    timeout: float | _dt.timedelta | None,
-) -> tuple[tuple[int, int] | None, bool, bool]:
-    """(shard or None, whether a process group is used, whether this call created it)."""
+    shard: tuple[int, int] | str | None, coordinate: bool | None, timeout: float | _dt.timedelta | None,
+) -> tuple[tuple[int, int] | None, _StoreCoordinator | _GroupCoordinator | None]:
+    """(shard or None, how the ranks coordinate: through an existing process group, the rendezvous store, or not)."""
     env_shard = shard_from_env()
     if shard == AUTO:
         if _pg_active():
@@ -351,8 +503,9 @@ def _resolve_shard(
                 f"a single-process store was requested but $WORLD_SIZE={env_shard[1]}: every rank would write the same "
                 "store; pass shard='auto' (or drop --world-size) under torchrun"
             )
-        return None, False, False
-    created = False
+        return None, None
+    if coordinate is False:
+        return (rank, world), None
     if _pg_active():
         dist = _dist()
         if (dist.get_rank(), dist.get_world_size()) != (rank, world):
@@ -360,20 +513,17 @@ def _resolve_shard(
                 f"shard ({rank}, {world}) disagrees with the process group (rank {dist.get_rank()} of "
                 f"{dist.get_world_size()})"
             )
-        pg = use_process_group is not False
-    else:
-        under_torchrun = all(os.environ.get(v) for v in _TORCHRUN_VARS)
-        if use_process_group or (use_process_group is None and under_torchrun and env_shard == (rank, world)):
-            if env_shard != (rank, world):
-                raise ValueError(
-                    f"shard ({rank}, {world}) disagrees with $RANK/$WORLD_SIZE {env_shard}; drop --rank/--world-size "
-                    "under torchrun"
-                )
-            created = init_process_group_if_needed(backend, timeout)
-            pg = True
-        else:
-            pg = False
-    return (rank, world), pg, created
+        return (rank, world), _GroupCoordinator(rank, world)
+    under_torchrun = all(os.environ.get(v) for v in _TORCHRUN_VARS)
+    if coordinate or (under_torchrun and env_shard == (rank, world)):
+        if env_shard != (rank, world):
+            raise ValueError(
+                f"shard ({rank}, {world}) disagrees with $RANK/$WORLD_SIZE {env_shard}; drop --rank/--world-size "
+                "under torchrun"
+            )
+        store = rendezvous_store(timeout=timeout)
+        return (rank, world), _StoreCoordinator(store, rank, world, _timedelta(timeout), f"call_{next(_CALLS)}")
+    return (rank, world), None
 
 
 def featurize_distributed(
@@ -386,8 +536,7 @@ def featurize_distributed(
     shard: tuple[int, int] | str | None = AUTO,
     merge: bool = True,
     keep_shards: bool = True,
-    use_process_group: bool | None = None,
-    backend: str = AUTO,
+    coordinate: bool | None = None,
     timeout: float | _dt.timedelta | None = None,
     progress: bool | None = None,
     **kwargs: Any,
@@ -402,7 +551,7 @@ def featurize_distributed(
     featurizer : GradientFeaturizer
         Built identically on every rank (same seed, parameters and projector); use :func:`default_device` for its
         device. Ranks that disagree (projector, checkpoints, batch size, split sizes or labels) are refused before
-        any work when a process group is used, and at merge time otherwise.
+        any work when the ranks coordinate, and at merge time otherwise.
     datasets, checkpoints, batch_size
         As for :func:`featurize_to_store`: every rank passes the FULL data sets; the shard picks its rows.
     path : str or PathLike
@@ -411,100 +560,143 @@ def featurize_distributed(
         ``"auto"``: the process group's rank and size if one is initialised, else ``$RANK``/``$WORLD_SIZE``, else a
         single process. None: a single process (an unsharded store at ``path``). A world size of 1 is unsharded.
     merge : bool
-        Merge once every shard is complete. With a process group: all ranks meet at a barrier, rank 0 merges and
-        every rank returns the merged store. Without one: rank 0 merges if every shard is already complete, else it
-        logs which are not and returns its shard (merge later with :func:`merge_shards` or ``tarot merge``).
+        Merge once every shard is complete. Coordinated ranks: every rank reports its shard done, rank 0 merges and
+        every rank returns the merged store. Independent ranks: rank 0 merges if every shard is already complete,
+        else it logs which are not and returns its shard (merge later with :func:`merge_shards` or ``tarot merge``).
     keep_shards : bool
         Keep the shard directories after a successful merge (default; ``False`` deletes them).
-    use_process_group : bool, optional
-        None: use ``torch.distributed`` when one is initialised or the ``torchrun`` variables (``RANK``,
-        ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) are set and agree with ``shard``; False: never (independent
-        processes); True: require one.
-    backend, timeout
-        For :func:`init_process_group_if_needed` when this call initialises the group (it then destroys it before
-        returning).
+    coordinate : bool, optional
+        Whether the ranks exchange messages (a fingerprint of the request before any work, "done" after it, the merge
+        outcome). None: when a process group is initialised (its object collectives), or when the ``torchrun``
+        variables (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) are set and agree with ``shard`` (the
+        rendezvous store, :func:`rendezvous_store`); False: never (independent processes); True: require it.
+    timeout : float (seconds) or timedelta, optional
+        How long a rank waits for the others (at the fingerprint check and for the slowest shard; 30 minutes when
+        None). A rank that fails tells the others through the store, and they stop waiting at once.
     progress : bool, optional
         Progress bars; None = rank 0 only.
 
     Returns
     -------
     FeatureStore
-        The merged (or unsharded) store at ``path``; the rank's shard store when ``merge=False`` or, without a
-        process group, when other shards are not complete yet.
+        The merged (or unsharded) store at ``path``; the rank's shard store when ``merge=False`` or, for independent
+        ranks, when other shards are not complete yet.
+
+    Raises
+    ------
+    RankFailed
+        Another coordinated rank failed (its error is in the message).
+    TimeoutError
+        A coordinated rank did not report within ``timeout``.
 
     Notes
     -----
-    Restarting: run the same command again (all ranks, or only the failed one without a process group). Complete
+    Restarting: run the same command again (all ranks, or only the failed one for independent ranks). Complete
     shards return at once, incomplete ones resume at their first unfinished batch; an already merged store at
     ``path`` that matches the request is returned without any work.
     """
     spec_kwargs = {k: kwargs.get(k) for k in ("ids", "sources", "groups")}
     if "shard" in kwargs:
         raise TypeError("featurize_distributed: pass shard= as its own argument")
-    resolved, pg, created = _resolve_shard(shard, use_process_group, backend, timeout)
+    resolved, coord = _resolve_shard(shard, coordinate, timeout)
+    if resolved is None:
+        return featurize_to_store(featurizer, datasets, path, checkpoints, batch_size,
+                                  progress=True if progress is None else progress, **kwargs)
+    if coord is None:
+        return _featurize_independent(featurizer, datasets, path, checkpoints, batch_size, resolved, merge,
+                                      keep_shards, progress, spec_kwargs, kwargs)
+    return _coordinated(coord, lambda: _featurize_coordinated(
+        featurizer, datasets, path, checkpoints, batch_size, resolved, coord, merge, keep_shards, progress,
+        spec_kwargs, kwargs))
+
+
+def _coordinated(coord: _StoreCoordinator | _GroupCoordinator, work: Callable[[], FeatureStore]) -> FeatureStore:
+    """Run ``work``; a failure is reported to the other ranks; every rank leaves the store (rank 0 last)."""
     try:
-        if resolved is None:
-            return featurize_to_store(featurizer, datasets, path, checkpoints, batch_size,
-                                      progress=True if progress is None else progress, **kwargs)
-        rank, world = resolved
-        spec = _spec(featurizer, datasets, checkpoints, batch_size, spec_kwargs)
-        merged_manifest = Path(path) / MANIFEST
-        already = merged_manifest.is_file()
-        if pg:
-            dist = _dist()
-            views: list[Any] = [None] * world
-            dist.all_gather_object(views, (_fingerprint(spec), already))
-            odd = [r for r, (fp, _) in enumerate(views) if fp != views[0][0]]
-            if odd:
-                raise ValueError(
-                    f"featurize_distributed: rank(s) {odd} request a different featurization than rank 0 (projector, "
-                    "checkpoints, batch size, split sizes or labels differ); every rank must run the same command"
-                )
-            if len({a for _, a in views}) != 1:
-                raise StoreError(
-                    f"featurize_distributed: ranks disagree on whether {merged_manifest} exists; {path} must be on a "
-                    "file system shared by all ranks"
-                )
-        if already:
-            store = FeatureStore.open(path)
-            if store.manifest.get("shard") is not None or not store.complete:
-                raise StoreError(f"{path} holds a feature store that is not a merged result; use a new path")
-            _check_against(spec, store.manifest, Path(path))
-            return store
-        show = (rank == 0) if progress is None else progress
-        own = featurize_to_store(featurizer, datasets, path, checkpoints, batch_size, shard=(rank, world),
-                                 progress=show, **kwargs)
-        if not merge:
-            return own
-        if pg:
-            dist = _dist()
-            _barrier(dist)
-            error: BaseException | None = None
-            message = ["ok"]
-            if rank == 0:
-                try:
-                    merge_shards(path, world, expected=spec, keep_shards=keep_shards)
-                except BaseException as exc:  # noqa: BLE001 - reported to every rank, then re-raised
-                    error, message = exc, [f"{type(exc).__name__}: {exc}"]
-            dist.broadcast_object_list(message, src=0)
-            if error is not None:
-                raise error
-            if message[0] != "ok":
-                raise StoreError(f"rank 0 could not merge the shards under {path}: {message[0]}")
-            return FeatureStore.open(path)
-        if rank != 0:
-            return own
-        pending = {r: s for r, s in shard_status(path, world).items() if s != "complete"}
-        if pending:
-            log.warning(
-                "rank 0: shard(s) %s under %s are not complete yet; merge them later (tarot merge, merge_shards, or "
-                "rerun rank 0)", sorted(pending), path,
-            )
-            return own
-        return merge_shards(path, world, expected=spec, keep_shards=keep_shards)
-    finally:
-        if created:
-            _dist().destroy_process_group()
+        store = work()
+    except BaseException as exc:
+        if not isinstance(exc, RankFailed):
+            coord.fail(exc)
+        coord.leave(patience=10.0)
+        raise
+    coord.leave()
+    return store
+
+
+def _featurize_coordinated(
+    featurizer: GradientFeaturizer, datasets: Mapping[str, Any], path: str | os.PathLike,
+    checkpoints: Sequence[Checkpoint] | None, batch_size: int, shard: tuple[int, int],
+    coord: _StoreCoordinator | _GroupCoordinator, merge: bool, keep_shards: bool, progress: bool | None,
+    spec_kwargs: Mapping[str, Any], kwargs: Mapping[str, Any],
+) -> FeatureStore:
+    rank, world = shard
+    spec = _spec(featurizer, datasets, checkpoints, batch_size, spec_kwargs)
+    merged_manifest = Path(path) / MANIFEST
+    already = merged_manifest.is_file()
+    views = [json.loads(v) for v in coord.gather("request", json.dumps([_fingerprint(spec), already]))]
+    odd = [r for r, (fp, _) in enumerate(views) if fp != views[0][0]]
+    if odd:
+        raise ValueError(
+            f"featurize_distributed: rank(s) {odd} request a different featurization than rank 0 (projector, "
+            "checkpoints, batch size, split sizes or labels differ); every rank must run the same command"
+        )
+    if len({a for _, a in views}) != 1:
+        raise StoreError(
+            f"featurize_distributed: ranks disagree on whether {merged_manifest} exists; {path} must be on a "
+            "file system shared by all ranks"
+        )
+    if already:
+        return _merged_store(path, spec)
+    show = (rank == 0) if progress is None else progress
+    own = featurize_to_store(featurizer, datasets, path, checkpoints, batch_size, shard=(rank, world),
+                             progress=show, **kwargs)
+    if not merge:
+        return own
+    coord.gather("shard done", "1")
+    message = "ok"
+    if rank == 0:
+        try:
+            merge_shards(path, world, expected=spec, keep_shards=keep_shards)
+        except Exception as exc:
+            coord.broadcast("merged", f"{type(exc).__name__}: {exc}")
+            raise
+    message = coord.broadcast("merged", message)
+    if message != "ok":
+        raise StoreError(f"rank 0 could not merge the shards under {path}: {message}")
+    return FeatureStore.open(path)
+
+
+def _featurize_independent(
+    featurizer: GradientFeaturizer, datasets: Mapping[str, Any], path: str | os.PathLike,
+    checkpoints: Sequence[Checkpoint] | None, batch_size: int, shard: tuple[int, int], merge: bool,
+    keep_shards: bool, progress: bool | None, spec_kwargs: Mapping[str, Any], kwargs: Mapping[str, Any],
+) -> FeatureStore:
+    rank, world = shard
+    spec = _spec(featurizer, datasets, checkpoints, batch_size, spec_kwargs)
+    if (Path(path) / MANIFEST).is_file():
+        return _merged_store(path, spec)
+    show = (rank == 0) if progress is None else progress
+    own = featurize_to_store(featurizer, datasets, path, checkpoints, batch_size, shard=(rank, world),
+                             progress=show, **kwargs)
+    if not merge or rank != 0:
+        return own
+    pending = {r: s for r, s in shard_status(path, world).items() if s != "complete"}
+    if pending:
+        log.warning(
+            "rank 0: shard(s) %s under %s are not complete yet; merge them later (tarot merge, merge_shards, or "
+            "rerun rank 0)", sorted(pending), path,
+        )
+        return own
+    return merge_shards(path, world, expected=spec, keep_shards=keep_shards)
+
+
+def _merged_store(path: str | os.PathLike, spec: Mapping[str, Any]) -> FeatureStore:
+    """The merged store already at ``path``, checked against the request."""
+    store = FeatureStore.open(path)
+    if store.manifest.get("shard") is not None or not store.complete:
+        raise StoreError(f"{path} holds a feature store that is not a merged result; use a new path")
+    _check_against(spec, store.manifest, Path(path))
+    return store
 
 
 # ---------------------------------------------------------------------------------------------- argparse
