@@ -69,6 +69,41 @@ def test_certificate_finds_what_a_too_small_support_misses(clouds):
     assert abs(res.value - dense.value) < 1e-7
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_certify_keeps_every_cheap_pair_and_leaves_safe_floors(clouds, dtype):
+    """Against brute force over all pairs: each checked row gains every pair whose reduced cost is below
+    (TAU + ADD_MARGIN)·ε (its k_max cheapest when it has more, with their left-out mass bounded), at least k_row
+    pairs, and a floor that is a lower bound of the key C_ij − g_j of every pair still outside the support."""
+    X, Y = (z.astype(dtype) for z in clouds)
+    eps, k_row, k_max = 1e-3, 4, 40  # some rows have more cheap pairs than k_max, some fewer than k_row
+    sup = build_support(X, Y, k_row=1, k_col=1)
+    a, b = np.full(len(X), 1 / len(X)), np.full(len(Y), 1 / len(Y))
+    rng = np.random.default_rng(0)
+    C = np.sqrt(np.clip(2 - 2 * clouds[0] @ clouds[1].T, 0, None))
+    g = rng.normal(scale=0.01, size=len(Y))
+    f = (C - g).min(1) + rng.uniform(0, 400 * eps, size=len(X))  # rows at various distances from their minimum
+    f[:5] = (C[:5] - g).max(1)  # far-off rows: every pair is cheap
+    _, _, beyond = certify(sup, X, Y, a, b, f, g, eps, k_row=k_row, k_max=k_max)
+    checked = sup.row_ref == len(sup.g_refs) - 1
+    assert checked.mean() > 0.9  # rows whose old floor cleared the limit were rightly skipped
+    inside = np.zeros(C.shape, dtype=bool)
+    inside[sup.rows, sup.cols] = True
+    red = C - g[None, :] - f[:, None]
+    cheap = red < (sparse_ot.TAU + sparse_ot.ADD_MARGIN) * eps
+    count = cheap.sum(1)
+    assert (inside.sum(1)[checked] >= k_row).all()
+    crowded = (count > k_max) & checked
+    assert crowded[:5].all() and (count[checked] < k_row).any() and ((count >= k_row) & ~crowded & checked).any()
+    tol = 1e-5 if dtype == np.float32 else 1e-12  # the float32 keys' rounding
+    assert (inside | ~cheap)[~crowded].all()  # every cheap pair of an ordinary (or unchecked) row is in
+    for i in np.flatnonzero(crowded):  # crowded rows: their k_max cheapest are in
+        assert inside[i, np.argsort(red[i])[: k_max - 1]].all()
+    key = C - np.stack(sup.g_refs)[sup.row_ref]  # each row's floor is on the keys of its own reference g
+    assert (key[~inside] >= np.broadcast_to(sup.row_floor[:, None], C.shape)[~inside] - tol).all()
+    left = a[:, None] * b[None, :] * np.exp(-np.maximum(red, 0) / eps)
+    assert left[crowded][~inside[crowded]].sum() <= beyond * (1 + 1e-6)
+
+
 def test_grown_problem_reuses_and_extends_the_support(clouds):
     X, Y = clouds
     kw = dict(backend="sparse", tol=1e-5, value_tol=1e-11, max_iter=5000)
