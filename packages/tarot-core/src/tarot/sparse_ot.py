@@ -118,8 +118,8 @@ class Products:
     (float32) the rows are kept once computed, so every later request is a copy; rows are computed in blocks of
     :data:`BLOCK_ENTRIES` pairs either way. Measured on the bench's 20,000 × 5,000 × 1,024 fixed-size selection
     (400 MB of products): the uniform solve took 8.0 s instead of 9.9 s with the same value and support; the
-    weighted one (21–22 s), whose time goes into iterations and certificate rounds on a 4.5M-pair support, did
-    not change.
+    weighted one, whose time then went into iterations and certificate rounds on a drifting 4.5M-pair support
+    (21–22 s; see :data:`MULTISCALE_START`), did not change.
 
     Parameters
     ----------
