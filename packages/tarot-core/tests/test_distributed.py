@@ -30,6 +30,7 @@ from tarot.features.distributed import (
     RankFailed,
     _coordinated,
     _featurize_coordinated,
+    _GroupCoordinator,
     _StoreCoordinator,
     featurize_distributed,
     init_process_group_if_needed,
@@ -297,6 +298,21 @@ def test_store_coordinator_gathers_broadcasts_and_stops_waiting_when_a_rank_fail
     c0, _, _ = _coordinators(world=3, timeout=0.3, call="call_1")
     with pytest.raises(TimeoutError, match=r"rank\(s\) \[1, 2\] did not reach 'request' within 0 s"):
         c0.gather("request", "x")
+
+
+def test_a_process_group_the_caller_owns_carries_the_same_messages():
+    dist = torch.distributed
+    assert not dist.is_initialized()
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        coord = _GroupCoordinator(0, 1)
+        assert coord.gather("request", '["abc", false]') == ['["abc", false]']
+        assert coord.broadcast("merged", "ok") == "ok"
+        coord.fail(RuntimeError("x"))  # nothing to send, nothing raised
+        coord.leave()  # the caller keeps its group
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
 
 
 def test_rank_zero_leaves_the_store_last(caplog):
