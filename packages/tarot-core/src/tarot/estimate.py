@@ -26,8 +26,8 @@ On the benchmark that fitted them, the predicted totals are within 2× of the me
 ``tests/test_estimate.py`` against ``benchmarks/results/bench.csv`` and ``bench_full.csv``); on real features, whose
 costs are less flat than the benchmark's clusters, the OT stage is usually faster than predicted. A ``fixed_size``
 run whose targets crowd a few modes with a budget beyond their supply (the 1M × 10k bench) needs more passes for
-its neighbour rounds (4.3 there, 456 s) and more per OT pair (0.5 µs: a support of 54M pairs); the prediction was
-0.69× its 989 s.
+its neighbour rounds (4.7 there, 556 s); its two OT solves took 0.16 µs per pair (325 s, supports of about 7M
+pairs); the prediction was 0.82× its 882 s.
 
 Featurization (:func:`estimate_featurization`): per-sample gradients cost about three forward passes
 (``forward_flops``; default :math:`2p`, which suits dense layers without weight sharing — give the real figure for
@@ -246,7 +246,9 @@ def estimate_selection(
     solves = 1 + (1 + int(continuous) if weighting else 0)
     per_pair = OT_SECONDS_PER_PAIR if pairs > SPARSE_PAIRS else OT_SECONDS_PER_PAIR_DENSE
     t_ot = solves * pairs * per_pair  # memory-bound: taken at the reference machine's speed
-    support_mb = 0.08 * pairs * 56 / _MB if pairs > SPARSE_PAIRS else pairs * 8 * 3 / _MB
+    # sparse supports held 0.7–1 % of the pairs on the bench of 2026-12-07 at 02c43bf (5.4 % while the weighted
+    # solves drifted); 2 % leaves room for flatter costs
+    support_mb = 0.02 * pairs * 56 / _MB if pairs > SPARSE_PAIRS else pairs * 8 * 3 / _MB
     est.stages.append(StageEstimate(
         "ot_and_weights", t_ot, features_mb + copy_mb + budget * d * 4 / _MB + support_mb,
         f"{solves} OT solve{'s' if solves > 1 else ''} on {budget:,} × {M:,} pairs"
