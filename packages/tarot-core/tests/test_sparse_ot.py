@@ -27,6 +27,7 @@ def test_sparse_value_equals_dense_at_the_reference_eps(clouds):
     sparse = entropic_ot(X, Y, backend="sparse", **kw)
     assert sparse.backend == "sparse" and sparse.certificate["certified"]
     assert sparse.certificate["entries"] < 0.5 * X.shape[0] * Y.shape[0]  # it really is sparse
+    assert sparse.stages[0]["eps"] == pytest.approx(16e-4)  # from the exact duals of a thinned problem: 16·eps
     assert abs(dense.value - sparse.value) < 1e-7
     assert abs(dense.value_linear - sparse.value_linear) < 1e-6
 
@@ -172,6 +173,8 @@ def test_multiscale_cold_start_recurses_and_reaches_the_dense_solution(clouds, m
     res = entropic_ot(X, Y, backend="sparse", init=None, tol=1e-5, value_tol=1e-11, max_iter=5000)
     assert calls[0] == (360, 240) and (180, 120) in calls  # the cold solve started from the coarser problem
     assert res.certificate["certified"] and abs(res.value - dense.value) < 1e-7
+    # its duals are at eps already: the schedule begins at MULTISCALE_START·eps, not at 16·eps as after exact duals
+    assert res.stages[0]["eps"] == pytest.approx(sparse_ot.MULTISCALE_START * 1e-4)
 
 
 def test_products_cache_returns_the_products_and_computes_each_row_once(clouds):
