@@ -103,11 +103,17 @@ def _exact(G: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(torch.clamp(2.0 - 2.0 * G.to(torch.float64), min=0.0))
 
 
+def _margin(dtype: torch.dtype) -> float:
+    """What makes keys computed in ``dtype`` safe lower bounds of the float64 values (float32: rounding of the
+    square root and of one or two subtractions of potentials, ≪ 0.01 ε)."""
+    return 1e-6 if dtype == torch.float32 else 0.0
+
+
 def _keys(G: torch.Tensor) -> tuple[torch.Tensor, float]:
     """WFD in the products' dtype, for ranking and floors, and the margin that makes its floors safe lower bounds
-    of the float64 values (float32: rounding of the square root and of the key subtraction, ≪ 0.01 ε)."""
+    of the float64 values (:func:`_margin`)."""
     C = torch.sqrt(torch.clamp(2.0 - 2.0 * G, min=0.0))
-    return C, (1e-6 if G.dtype == torch.float32 else 0.0)
+    return C, _margin(G.dtype)
 
 
 class Products:
@@ -580,7 +586,7 @@ def certify(sup: Support, X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.nda
     for s in range(0, len(rows), block):
         idx = rows[s : s + block]
         G = P.rows(idx)
-        margin = 1e-6 if dt == torch.float32 else 0.0  # as in _keys, for the one more subtraction below too
+        margin = _margin(dt)
         f_blk = torch.from_numpy(f[idx])
         # reduced keys C − g − f in the products' precision, in one buffer
         red_c = G.mul(-2.0).add_(2.0).clamp_(min=0.0).sqrt_().sub_(g_t.to(dt)[None, :]).sub_(f_blk.to(dt)[:, None])

@@ -259,8 +259,9 @@ class _StoreCoordinator:
     """The few messages of one :func:`featurize_distributed` call, exchanged through the rendezvous store.
 
     Keys are ``{call}/{topic}/{rank}``. Every rank makes the same sequence of calls, so :func:`featurize_distributed`
-    names its calls ``call_0``, ``call_1``, ... counted per process. Waits poll :meth:`Store.check` so that a failure
-    reported by any rank (``{call}/failed/{rank}``) ends them at once instead of after the timeout.
+    names its calls ``call_0``, ``call_1``, ... counted per process. Waits poll :meth:`Store.check` and a failure
+    counter (``{call}/failures``, one read per poll whatever the world size), so that a failure reported by any rank
+    (``{call}/failed/{rank}``) ends them at once instead of after the timeout.
     """
 
     def __init__(self, store: Any, rank: int, world: int, timeout: _dt.timedelta, call: str, poll: float = 0.05):
@@ -270,16 +271,24 @@ class _StoreCoordinator:
     def _key(self, topic: str, rank: int) -> str:
         return f"{self.prefix}/{topic}/{rank}"
 
+    def _failed(self) -> tuple[int, str] | None:
+        """(rank, message) of another rank that reported a failure, or None: one counter read while none has."""
+        if int(self.store.add(f"{self.prefix}/failures", 0)) == 0:
+            return None
+        for r in range(self.world):
+            key = self._key("failed", r)
+            if r != self.rank and self.store.check([key]):
+                return r, self.store.get(key).decode()
+        return None
+
     def _wait(self, topic: str, ranks: Sequence[int]) -> None:
         keys = [self._key(topic, r) for r in ranks]
-        failed = [self._key("failed", r) for r in range(self.world) if r != self.rank]
         deadline = time.monotonic() + self.timeout
         delay = self.poll
         while not self.store.check(keys):
-            for k in failed:
-                if self.store.check([k]):
-                    who = k.rsplit("/", 1)[1]
-                    raise RankFailed(f"rank {who} failed: {self.store.get(k).decode()}")
+            failed = self._failed()
+            if failed is not None:
+                raise RankFailed(f"rank {failed[0]} failed: {failed[1]}")
             if time.monotonic() > deadline:
                 late = [r for r, k in zip(ranks, keys, strict=True) if not self.store.check([k])]
                 raise TimeoutError(f"rank(s) {late} did not reach {topic!r} within {self.timeout:.0f} s")
@@ -304,6 +313,7 @@ class _StoreCoordinator:
         """Tell the other ranks that this one stopped (best effort: the store may be gone)."""
         try:
             self.store.set(self._key("failed", self.rank), f"{type(exc).__name__}: {exc}")
+            self.store.add(f"{self.prefix}/failures", 1)  # after the message: a reader of the count finds it
         except Exception:  # noqa: BLE001 - the store is unreachable: nobody is left to tell
             log.debug("could not report the failure of rank %d", self.rank, exc_info=True)
 
