@@ -29,7 +29,7 @@ from tarot.app.argtypes import add_shard_arguments
 from tarot.features.distributed import (
     RankFailed,
     _coordinated,
-    _featurize_coordinated,
+    _featurize_shard,
     _GroupCoordinator,
     _StoreCoordinator,
     featurize_distributed,
@@ -344,7 +344,7 @@ def _coordinated_rank(coord: _StoreCoordinator, path: Path, seed: int = 0, fail_
     if fail_row is not None:
         data["candidate"] = _FailingSamples(N_CAND, 10, "candidate", None, fail_row)
     shard = (coord.rank, coord.world)
-    return lambda: _coordinated(coord, lambda: _featurize_coordinated(
+    return lambda: _coordinated(coord, lambda: _featurize_shard(
         feat, data, path, ckpts, BATCH, shard, coord, True, True, False,
         {k: labels.get(k) for k in ("ids", "sources", "groups")}, labels))
 

@@ -613,9 +613,9 @@ def featurize_distributed(
         return featurize_to_store(featurizer, datasets, path, checkpoints, batch_size,
                                   progress=True if progress is None else progress, **kwargs)
     if coord is None:
-        return _featurize_independent(featurizer, datasets, path, checkpoints, batch_size, resolved, merge,
-                                      keep_shards, progress, spec_kwargs, kwargs)
-    return _coordinated(coord, lambda: _featurize_coordinated(
+        return _featurize_shard(featurizer, datasets, path, checkpoints, batch_size, resolved, None, merge,
+                                keep_shards, progress, spec_kwargs, kwargs)
+    return _coordinated(coord, lambda: _featurize_shard(
         featurizer, datasets, path, checkpoints, batch_size, resolved, coord, merge, keep_shards, progress,
         spec_kwargs, kwargs))
 
@@ -633,35 +633,53 @@ def _coordinated(coord: _StoreCoordinator | _GroupCoordinator, work: Callable[[]
     return store
 
 
-def _featurize_coordinated(
+def _featurize_shard(
     featurizer: GradientFeaturizer, datasets: Mapping[str, Any], path: str | os.PathLike,
     checkpoints: Sequence[Checkpoint] | None, batch_size: int, shard: tuple[int, int],
-    coord: _StoreCoordinator | _GroupCoordinator, merge: bool, keep_shards: bool, progress: bool | None,
+    coord: _StoreCoordinator | _GroupCoordinator | None, merge: bool, keep_shards: bool, progress: bool | None,
     spec_kwargs: Mapping[str, Any], kwargs: Mapping[str, Any],
 ) -> FeatureStore:
+    """This rank's shard, then the merge: after every rank reports done (``coord``), or for independent ranks
+    (``coord`` None) by rank 0 when it finds every shard complete."""
     rank, world = shard
     spec = _spec(featurizer, datasets, checkpoints, batch_size, spec_kwargs)
     merged_manifest = Path(path) / MANIFEST
     already = merged_manifest.is_file()
-    views = [json.loads(v) for v in coord.gather("request", json.dumps([_fingerprint(spec), already]))]
-    odd = [r for r, (fp, _) in enumerate(views) if fp != views[0][0]]
-    if odd:
-        raise ValueError(
-            f"featurize_distributed: rank(s) {odd} request a different featurization than rank 0 (projector, "
-            "checkpoints, batch size, split sizes or labels differ); every rank must run the same command"
-        )
-    if len({a for _, a in views}) != 1:
-        raise StoreError(
-            f"featurize_distributed: ranks disagree on whether {merged_manifest} exists; {path} must be on a "
-            "file system shared by all ranks"
-        )
+    if coord is not None:
+        views = [json.loads(v) for v in coord.gather("request", json.dumps([_fingerprint(spec), already]))]
+        odd = [r for r, (fp, _) in enumerate(views) if fp != views[0][0]]
+        if odd:
+            raise ValueError(
+                f"featurize_distributed: rank(s) {odd} request a different featurization than rank 0 (projector, "
+                "checkpoints, batch size, split sizes or labels differ); every rank must run the same command"
+            )
+        if len({a for _, a in views}) != 1:
+            raise StoreError(
+                f"featurize_distributed: ranks disagree on whether {merged_manifest} exists; {path} must be on a "
+                "file system shared by all ranks"
+            )
     if already:
-        return _merged_store(path, spec)
+        store = FeatureStore.open(path)
+        if store.manifest.get("shard") is not None or not store.complete:
+            raise StoreError(f"{path} holds a feature store that is not a merged result; use a new path")
+        _check_against(spec, store.manifest, Path(path))
+        return store
     show = (rank == 0) if progress is None else progress
     own = featurize_to_store(featurizer, datasets, path, checkpoints, batch_size, shard=(rank, world),
                              progress=show, **kwargs)
     if not merge:
         return own
+    if coord is None:
+        if rank != 0:
+            return own
+        pending = {r: s for r, s in shard_status(path, world).items() if s != "complete"}
+        if pending:
+            log.warning(
+                "rank 0: shard(s) %s under %s are not complete yet; merge them later (tarot merge, merge_shards, or "
+                "rerun rank 0)", sorted(pending), path,
+            )
+            return own
+        return merge_shards(path, world, expected=spec, keep_shards=keep_shards)
     coord.gather("shard done", "1")
     message = "ok"
     if rank == 0:
@@ -674,39 +692,6 @@ def _featurize_coordinated(
     if message != "ok":
         raise StoreError(f"rank 0 could not merge the shards under {path}: {message}")
     return FeatureStore.open(path)
-
-
-def _featurize_independent(
-    featurizer: GradientFeaturizer, datasets: Mapping[str, Any], path: str | os.PathLike,
-    checkpoints: Sequence[Checkpoint] | None, batch_size: int, shard: tuple[int, int], merge: bool,
-    keep_shards: bool, progress: bool | None, spec_kwargs: Mapping[str, Any], kwargs: Mapping[str, Any],
-) -> FeatureStore:
-    rank, world = shard
-    spec = _spec(featurizer, datasets, checkpoints, batch_size, spec_kwargs)
-    if (Path(path) / MANIFEST).is_file():
-        return _merged_store(path, spec)
-    show = (rank == 0) if progress is None else progress
-    own = featurize_to_store(featurizer, datasets, path, checkpoints, batch_size, shard=(rank, world),
-                             progress=show, **kwargs)
-    if not merge or rank != 0:
-        return own
-    pending = {r: s for r, s in shard_status(path, world).items() if s != "complete"}
-    if pending:
-        log.warning(
-            "rank 0: shard(s) %s under %s are not complete yet; merge them later (tarot merge, merge_shards, or "
-            "rerun rank 0)", sorted(pending), path,
-        )
-        return own
-    return merge_shards(path, world, expected=spec, keep_shards=keep_shards)
-
-
-def _merged_store(path: str | os.PathLike, spec: Mapping[str, Any]) -> FeatureStore:
-    """The merged store already at ``path``, checked against the request."""
-    store = FeatureStore.open(path)
-    if store.manifest.get("shard") is not None or not store.complete:
-        raise StoreError(f"{path} holds a feature store that is not a merged result; use a new path")
-    _check_against(spec, store.manifest, Path(path))
-    return store
 
 
 # ---------------------------------------------------------------------------------------------- argparse
