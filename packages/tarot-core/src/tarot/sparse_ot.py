@@ -112,7 +112,7 @@ def _margin(dtype: torch.dtype) -> float:
 def _keys(G: torch.Tensor) -> tuple[torch.Tensor, float]:
     """WFD in the products' dtype, for ranking and floors, and the margin that makes its floors safe lower bounds
     of the float64 values (:func:`_margin`)."""
-    C = torch.sqrt(torch.clamp(2.0 - 2.0 * G, min=0.0))
+    C = G.mul(-2.0).add_(2.0).clamp_(min=0.0).sqrt_()  # sqrt(max(2 − 2G, 0)) in one new buffer
     return C, _margin(G.dtype)
 
 
@@ -583,13 +583,13 @@ def certify(sup: Support, X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.nda
     rest: list[tuple] = []
     beyond = 0.0  # bound of the mass of rows with more cheap pairs than k_max, past their last kept pair
     lo = min(k_row, kk)
+    g_dt = g_t.to(dt)[None, :]
     for s in range(0, len(rows), block):
         idx = rows[s : s + block]
         G = P.rows(idx)
-        margin = _margin(dt)
         f_blk = torch.from_numpy(f[idx])
-        # reduced keys C − g − f in the products' precision, in one buffer
-        red_c = G.mul(-2.0).add_(2.0).clamp_(min=0.0).sqrt_().sub_(g_t.to(dt)[None, :]).sub_(f_blk.to(dt)[:, None])
+        C, margin = _keys(G)
+        red_c = C.sub_(g_dt).sub_(f_blk.to(dt)[:, None])  # reduced keys C − g − f, in C's buffer
         mask = red_c < (tau + ADD_MARGIN) * eps + margin  # holds every pair whose true reduced cost is below
         below = mask.sum(1)
         # most rows keep exactly their pairs below the limit; rows with fewer than k_row keep their k_row smallest,
