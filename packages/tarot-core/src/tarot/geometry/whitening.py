@@ -61,7 +61,7 @@ def check_float_features(x: np.ndarray, name: str) -> None:
         raise TypeError(f"{name}: features must be float32 or float64, got {dt} (fp16 is not accepted for whitening)")
 
 
-def check_finite(x: np.ndarray, name: str, block_rows: int = 65536) -> None:
+def check_finite(x: np.ndarray, name: str, block_rows: int = 8192) -> None:
     """Refuse NaN or infinite features, naming the first bad row (read block by block: memmaps are not loaded whole).
 
     Raises

@@ -18,11 +18,15 @@ Instead the depth is *planned*:
    at ``slack`` times that rank (plus a few), so that its list is long enough with room to spare. Measured on a
    50k × 5k clustered problem (targets from 3 of 32 modes, the budget beyond those modes' size): slack 2 over the
    32 nearest sampled targets left no list short (no refill pass); the nearest one alone with slack 1.5 needed 13.
-3. **One pass** over the candidates keeps, for every target, all candidates with :math:`s_{ij} \ge \theta_j`
-   (a comparison, no per-block top-k sort), sorted by score (ties: lower index): each list is an exact prefix of
-   the target's full ranking.
+3. **One pass per few thousand targets** over the candidates keeps, for every target, all candidates with
+   :math:`s_{ij} \ge \theta_j` (a comparison, no per-block top-k sort), sorted by score (ties: lower index): each
+   list is an exact prefix of the target's full ranking (:func:`collect_above`).
 4. **Walk.** Each target walks its list past taken candidates; a list that still runs dry is refilled, together with
-   every list about to, by a pass that excludes the taken candidates (:meth:`RankingLists.refill`). A refill asks
+   every list that will run dry if its crowd keeps using it up at the rate it did so far, by a pass that excludes
+   the taken candidates (:meth:`RankingLists.refill`; measured on the bench's 200,000 × 5,000 problem: 1,185
+   targets refilled in 4 passes, 3.9 s, where taking every list with fewer untaken entries than a quarter of its
+   length took 1,959 targets in 2 passes, 5.9 s; every refill pass costs a read of the candidates, every refilled
+   target its products with them). A refill asks
    for a depth grown by the rate the crowd used the list up (R/(r+1) after r + 1 of R rounds, at least twofold),
    so a crowd needs few passes. When the planned lists would exceed :data:`MAX_LIST_ENTRIES`, the deepest targets
    start without a list and their first refill asks for their planned depth; a refill of a large batch goes at most
@@ -118,7 +122,8 @@ def unique_rounds(source: NeighbourLayers | RankingLists, n: int, stats: dict | 
     candidates than they have targets, and the selection under-represents dense modes.
 
     Each target walks its list past taken candidates. A target whose list runs out is refilled, together with every
-    target whose list has fewer untaken entries left than it still needs (or than a quarter of its length), by one
+    target whose list has fewer untaken entries left than it still needs plus what its crowd will use up at the
+    rate it did so far (``(len − left) · rounds to come / rounds done``), by one
     pass that excludes the taken candidates and asks those lists to go deeper: by the rate their crowd used them up
     (at least twofold; see the module docstring, step 4).
 
@@ -163,7 +168,9 @@ def unique_rounds(source: NeighbourLayers | RankingLists, n: int, stats: dict | 
         left = np.array([np.count_nonzero(~taken[lists[t][ptr[t]:]]) for t in range(M)])
         lengths = np.array([len(x) for x in lists])
         need = per_round - rnd - (np.arange(M) < j)  # picks still to come, this round included from j on
-        batch = np.flatnonzero(~complete & ((left < np.maximum(need, lengths // 4)) | (np.arange(M) == j)))
+        elapsed = rnd + j / M  # rounds done so far; a list is used up at its rate so far for the rounds to come
+        ahead = (lengths - left) * (per_round - elapsed) / max(elapsed, 1.0 / M)
+        batch = np.flatnonzero(~complete & ((left < need + ahead) | (np.arange(M) == j)))
         # the depth asked for grows with every refill of a target, whatever came back (a threshold list can be
         # shorter than asked, even empty): by the rate its crowd used the list up, at least twofold (a list emptied
         # in the first of R rounds is asked R times as deep), and at least to the planned depth of a target whose
@@ -236,6 +243,27 @@ def _sample(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.arange(n) if size >= n else np.sort(rng.choice(n, size=size, replace=False))
 
 
+def _top_sorted(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` largest scores of every row, descending: a top-k, or (all of them) a full sort when k is a large
+    part of the row (measured on 2,048 × 12,649 scores: sort 0.75 s, top-2,600 0.22 s)."""
+    if 4 * k >= scores.shape[1]:
+        return torch.sort(scores, dim=1, descending=True).values
+    return torch.topk(scores, k, dim=1).values
+
+
+def _rank_summary(scores: torch.Tensor, top: torch.Tensor, ranks: np.ndarray, stride: int = 8) -> np.ndarray:
+    """Every row's score at ``ranks`` (0-based): exact where ``top`` reaches; deeper ranks (only refills that go
+    past the planned depth read them) from the ranking of every ``stride``-th score, at rank ⌈(r + 1)/stride⌉ − 1."""
+    out = np.empty((scores.shape[0], len(ranks)), dtype=np.float32)
+    inside = ranks < top.shape[1]
+    out[:, inside] = top[:, torch.from_numpy(ranks[inside])].numpy()
+    if not inside.all():
+        thin = torch.sort(scores[:, ::stride], dim=1, descending=True).values
+        deep = np.minimum(-(-(ranks[~inside] + 1) // stride) - 1, thin.shape[1] - 1)
+        out[:, ~inside] = thin[:, torch.from_numpy(deep)].numpy()
+    return out
+
+
 def plan_thresholds(candidates, targets, n: int, *, slack: float = 2.0, neighbours: int = 32,
                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, DepthScale, dict]:
     """Score thresholds θ_j such that every target's list {i : s_ij ≥ θ_j} likely covers the depth it will reach
@@ -265,16 +293,18 @@ def plan_thresholds(candidates, targets, n: int, *, slack: float = 2.0, neighbou
     for s in range(0, M, 2048):
         Tb = _t(targets[s : s + 2048])
         near = torch.topk(Tb @ Tt.T, min(neighbours, len(ts)), dim=1).indices.numpy()
-        scores = torch.sort(Tb @ Ct.T, dim=1, descending=True).values  # [b, |cs|]
-        summary[s : s + len(scores)] = scores[:, torch.from_numpy(ranks)].numpy()
+        scores = Tb @ Ct.T  # [b, |cs|]
         lv = torch.from_numpy(level[near].min(axis=1).astype(np.float32))
         above = (scores >= lv[:, None]).sum(1).numpy()  # rank of the level among the thinned candidates
         pos = np.ceil(slack * above + 2).astype(np.int64)
         depth[s : s + len(pos)] = np.round(pos / rho)
         full = pos >= scores.shape[1]
-        pick = torch.from_numpy(np.minimum(pos, scores.shape[1]) - 1)
-        th = scores.gather(1, pick[:, None])[:, 0].numpy()
+        pick = np.minimum(pos, scores.shape[1]) - 1
+        top = _top_sorted(scores, int(pick.max()) + 1)  # the ranking down to the deepest threshold, exact
+        th = top.gather(1, torch.from_numpy(pick)[:, None])[:, 0].numpy()
         theta[s : s + len(pos)] = np.where(full, -np.inf, th)
+        summary[s : s + len(scores)] = _rank_summary(scores, top, ranks)
+    summary = np.minimum.accumulate(summary, axis=1)  # descending along the ranks, also where two sources meet
     # keep the planned lists within memory: the deepest targets start with empty lists instead (and refill later)
     planned = np.minimum(depth, N)
     deferred = np.zeros(M, dtype=np.int64)
@@ -291,35 +321,33 @@ def plan_thresholds(candidates, targets, n: int, *, slack: float = 2.0, neighbou
 
 def collect_above(candidates, targets, which: np.ndarray, theta: np.ndarray, *, exclude: np.ndarray | None = None,
                   planned: np.ndarray | None = None, block_rows: int = 8192, target_block: int = 4096,
-                  group_entries: int = 4_000_000, progress: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
+                  pass_entries: int = 24_000_000, group_entries: int = 4_000_000,
+                  progress: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
     """For every target ``which[r]`` all candidates with s ≥ ``theta[r]`` (except the excluded ones), in its
     ranking order (score descending, ties by lower index); returns those int32 lists and each list's best score
     (NaN for an empty list).
 
-    Targets go in groups whose ``planned`` list lengths sum to at most ``group_entries`` (and at most
-    ``target_block`` targets); each group is one streamed pass over the candidates and is sorted before the next
-    group starts, so memory holds one group's entries beside the lists (about 80 bytes per entry while it is
-    sorted: 4 million entries, 0.3 GB) and one score tile of ``target_block × block_rows`` floats (128 MB). Smaller
-    groups cost extra reads of the candidates, not extra inner products: every target is scored once. (Measured at
-    200,000 × 1,000, d = 1,024: 20 million entries per group and 16,384-row tiles peaked 0.6 GB higher.)
+    Targets go in *passes* whose ``planned`` list lengths sum to at most ``pass_entries`` (and at most
+    ``target_block`` targets): each pass is one streamed sweep over the candidates, scoring a tile of
+    ``targets × block_rows`` at a time (at most 128 MB) and keeping the entries above the thresholds, 12 bytes each
+    (target, candidate, score). A pass's entries are then sorted in groups of targets holding at most
+    ``group_entries`` (about 80 bytes per entry while sorted: 4 million entries, 0.3 GB). Every target is scored
+    once; larger passes mean fewer sweeps and larger, faster products (measured at 200,000 × 5,000, d = 1,024: the
+    products alone took 13.4 s in blocks of 263 targets, 11.6 s in blocks of 1,024 and 10.7 s in one block).
     """
     check_float_features(candidates, "candidate features")
     N, K = candidates.shape[0], len(which)
     planned = np.zeros(K, dtype=np.int64) if planned is None else np.minimum(planned, N)
-    groups, start, acc = [], 0, 0
-    for r in range(K):
-        if r > start and (acc + planned[r] > group_entries or r - start >= target_block):
-            groups.append((start, r))
-            start, acc = r, 0
-        acc += int(planned[r])
-    groups.append((start, K))
+    passes = _consecutive_groups(planned, pass_entries, target_block)
     lists: list[np.ndarray] = []
     best = np.full(K, np.nan)
-    bar = tqdm(total=len(groups) * -(-N // block_rows), desc="ranking lists", disable=not progress)
-    for gs, ge in groups:
-        T = _t(np.asarray(targets)[which[gs:ge]])
-        th = torch.from_numpy(theta[gs:ge].astype(np.float32))[:, None]
-        tj, cj, sj = [], [], []
+    bar = tqdm(total=len(passes) * -(-N // block_rows), desc="ranking lists", disable=not progress)
+    for ps, pe in passes:
+        T = _t(np.asarray(targets)[which[ps:pe]])
+        th = torch.from_numpy(theta[ps:pe].astype(np.float32))[:, None]
+        # per candidate block: rows (sorted), candidates, scores (an empty one first: every pass has a tile)
+        tiles = [(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))]
+        counts = np.zeros(pe - ps, dtype=np.int64)
         for cs in range(0, N, block_rows):
             block = candidates[cs : cs + block_rows]
             keep = None
@@ -328,30 +356,49 @@ def collect_above(candidates, targets, which: np.ndarray, theta: np.ndarray, *, 
                 block = np.asarray(block)[keep]
             if len(block):
                 S = T @ _t(block).T
-                rows, cols = torch.nonzero(S >= th, as_tuple=True)
+                rows, cols = torch.nonzero(S >= th, as_tuple=True)  # row-major: grouped by target, columns ascending
                 c = cols.numpy() if keep is None else keep[cols.numpy()]
-                tj.append(rows.numpy().astype(np.int64))
-                cj.append((c + cs).astype(np.int32))
-                sj.append(S[rows, cols].numpy())
+                r = rows.numpy().astype(np.int32)
+                tiles.append((r, (c + cs).astype(np.int32), S[rows, cols].numpy()))
+                counts += np.bincount(r, minlength=pe - ps)
+                del S, rows, cols
             bar.update()
-        t_all = np.concatenate(tj) if tj else np.zeros(0, np.int64)
-        c_all = np.concatenate(cj) if cj else np.zeros(0, np.int32)
-        s_all = np.concatenate(sj) if sj else np.zeros(0, np.float32)
-        del tj, cj, sj
-        # one stable sort by (target, score descending): within a target the entries arrive in candidate order,
-        # so equal scores stay ordered by the lower index
-        bits = (s_all + np.float32(0.0)).view(np.int32).astype(np.int64)  # + 0.0 turns -0.0 into 0.0
-        ascending = np.where(bits < 0, ~bits & 0x7FFFFFFF, bits | 0x80000000)  # float order as unsigned 32-bit
-        # torch's stable sort gives the same order as numpy's, 2.3x faster on 4M keys (one thread)
-        order = torch.sort(torch.from_numpy((t_all << 32) | (0xFFFFFFFF - ascending)), stable=True).indices.numpy()
-        del bits, ascending
-        c_all, t_all, s_all = c_all[order], t_all[order], s_all[order]
-        bounds = np.searchsorted(t_all, np.arange(ge - gs + 1))
-        lists.extend(c_all[bounds[r] : bounds[r + 1]].copy() for r in range(ge - gs))
-        has = bounds[1:] > bounds[:-1]
-        best[gs:ge][has] = s_all[bounds[:-1][has]]
+        for gs, ge in _consecutive_groups(counts, group_entries, pe - ps):
+            part = [(r[a:b], c[a:b], v[a:b]) for r, c, v in tiles
+                    for a, b in [np.searchsorted(r, [gs, ge])]]
+            t_all = np.concatenate([p[0] for p in part]).astype(np.int64) - gs
+            c_all = np.concatenate([p[1] for p in part])
+            s_all = np.concatenate([p[2] for p in part])
+            del part
+            # one stable sort by (target, score descending): within a target the entries arrive in candidate
+            # order, so equal scores stay ordered by the lower index
+            bits = (s_all + np.float32(0.0)).view(np.int32).astype(np.int64)  # + 0.0 turns -0.0 into 0.0
+            ascending = np.where(bits < 0, ~bits & 0x7FFFFFFF, bits | 0x80000000)  # float order as unsigned 32-bit
+            # torch's stable sort gives the same order as numpy's, 2.3x faster on 4M keys (one thread)
+            keys = torch.from_numpy((t_all << 32) | (0xFFFFFFFF - ascending))
+            order = torch.sort(keys, stable=True).indices.numpy()
+            del bits, ascending, keys
+            c_all, s_all = c_all[order], s_all[order]
+            bounds = np.concatenate([[0], np.cumsum(counts[gs:ge])])
+            lists.extend(c_all[bounds[r] : bounds[r + 1]].copy() for r in range(ge - gs))
+            has = bounds[1:] > bounds[:-1]
+            best[ps + gs : ps + ge][has] = s_all[bounds[:-1][has]]
+        del tiles
     bar.close()
     return lists, best
+
+
+def _consecutive_groups(sizes: np.ndarray, limit: int, max_count: int) -> list[tuple[int, int]]:
+    """Split positions 0..len(sizes) into consecutive (start, stop) groups whose sizes sum to at most ``limit``
+    (a single larger size makes a group of its own) and that hold at most ``max_count`` positions each."""
+    groups, start, acc = [], 0, 0
+    for r in range(len(sizes)):
+        if r > start and (acc + sizes[r] > limit or r - start >= max_count):
+            groups.append((start, r))
+            start, acc = r, 0
+        acc += int(sizes[r])
+    groups.append((start, len(sizes)))
+    return groups
 
 
 def threshold_lists(candidates, targets, theta: np.ndarray, planned: np.ndarray | None = None,
