@@ -357,3 +357,34 @@ def test_solves_sharing_one_products_cache_equal_separate_solves(clouds):
     assert shared.complete
     with pytest.raises(ValueError, match="products are for 360 x 240 points; this problem has 359 x 240"):
         entropic_ot(X[:-1], Y, products=shared, **kw)
+
+
+def test_certify_checks_only_the_hot_targets_of_rows_that_fail_by_their_drift(clouds):
+    """A few targets' potentials drift far (hot), the rest not at all: rows whose floor clears the limit except for
+    the hot targets are checked against those alone. Brute force over all pairs: every row left unrecomputed has no
+    pair outside the support below the limit, such rows exist although the largest drift fails them all, and rows
+    with a cheap pair among the hot targets are recomputed."""
+    X, Y = clouds
+    C = np.sqrt(np.clip(2 - 2 * X @ Y.T, 0, None))
+    sup = build_support(X, Y, k_row=24, k_col=1)  # keyed by g = 0: floors are costs
+    f = C.min(1)
+    gap = sup.row_floor - f
+    eps = float(np.median(gap)) / 36  # about half of the rows clear 30 ε by their floors alone
+    lim = sparse_ot.TAU * eps
+    hot = np.array([7, 100, 201])  # 3 of 240 targets, below HOT_FRACTION
+    g = np.zeros(len(Y))
+    g[hot] = 20 * eps
+    need_all = gap - g.max() < lim  # the bound through the largest drift
+    inside = np.zeros(C.shape, dtype=bool)
+    inside[sup.rows, sup.cols] = True
+    red = C - g[None, :] - f[:, None]
+    relaxed = gap >= lim
+    unsafe_hot = relaxed & (red[:, hot] < lim).any(1)
+    assert (need_all & relaxed & ~unsafe_hot).any() and (need_all & unsafe_hot).any()
+    assert (sup.col_floor - g < lim).any()  # the column floors do not certify every row at once
+    a, b = np.full(len(X), 1 / len(X)), np.full(len(Y), 1 / len(Y))
+    certify(sup, X, Y, a, b, f, g, eps, k_row=4, k_max=60)
+    kept = sup.row_ref == 0  # rows the round left as they were
+    assert np.array_equal(kept, ~need_all | (relaxed & ~unsafe_hot))
+    assert (red[kept][~inside[kept]] >= lim - 1e-12).all()
+    assert sup.checked_rows == int((~kept).sum())

@@ -10,24 +10,28 @@ sparse OT, SJLT, generating projection matrices) is taken at the reference machi
   with whitening, the float64 second moments and the transform, :math:`4(N+M)d^2 + 10 d^3` flops at
   :data:`WHITEN_EFFICIENCY` of the float32 GEMM rate;
 - **select**: the neighbour lists, a multiple of one pass of inner products :math:`t_\text{GEMM} = 2NMd / R`
-  (R: GEMM flop rate): 4.0 for ``fixed_size`` / ``round_robin`` / ``tsds``, 2.8 for ``otm`` (measured 3.0–4.8 and
-  1.5–4.5, the 1.5 at 1M × 10k), 1.0 for the scoring baselines;
+  (R: GEMM flop rate): 3.0 for ``fixed_size``, 4.0 for ``round_robin`` / ``tsds``, 2.8 for ``otm`` (measured
+  1.8–3.1 for fixed size at df4972f, 4.7 at 1M × 10k at 02c43bf, and 1.5–4.5 for OTM, the 1.5 at 1M × 10k), 1.0
+  for the scoring baselines;
 - **ot_and_weights**: entropic OT on the selection, :data:`OT_SECONDS_PER_PAIR` per source–target pair of the
-  selection (:math:`n M`; measured 0.17–0.54 µs per pair and solve on the bench of 2026-12-07: how flat the costs
-  are decides), one solve, one more with weighting (the realised weights; skipped when every repeat count comes out
-  equal, so the prediction is an upper bound there) and one more where the continuous weights are measured too. OTM,
-  whose size is not known in advance, is predicted at :math:`n = M/2` (measured 0.24–1.1 M).
+  selection (:math:`n M`; measured 0.05–0.16 µs per pair and solve on the bench of 2026-12-07 at df4972f: how flat
+  the costs are and whether the products fit the cache decide), one solve, one more with weighting (the realised
+  weights; skipped when every repeat count comes out equal, so the prediction is an upper bound there) and one more
+  where the continuous weights are measured too. OTM, whose size is not known in advance, is predicted at
+  :math:`n = M/2` (measured 0.24–1.1 M).
 
 Peak memory counts the feature pages a memory-mapped store brings in (they count towards the process's resident
-memory), an in-memory copy of the unit rows and the selector's working set (fitted: 1.3 further copies of the
-candidates plus 240 MB plus 92 kB per target for ``fixed_size``; 0.3 copies plus 480 MB for ``otm``).
+memory), with whitening the whitened in-memory copy of the rows (without it, unit float32 rows are used where they
+lie, as the bench's are; rows that need normalising add one copy, not counted), and the selector's working set
+(fitted: 1.3 copies of the candidates plus 240 MB plus 92 kB per target for ``fixed_size``; 0.3 copies plus 480 MB
+for ``otm``; predicted/measured peaks 0.9–1.8 on the bench of 2026-12-07 at df4972f).
 
 On the benchmark that fitted them, the predicted totals are within 2× of the measured ones (tested in
 ``tests/test_estimate.py`` against ``benchmarks/results/bench.csv`` and ``bench_full.csv``); on real features, whose
 costs are less flat than the benchmark's clusters, the OT stage is usually faster than predicted. A ``fixed_size``
 run whose targets crowd a few modes with a budget beyond their supply (the 1M × 10k bench) needs more passes for
-its neighbour rounds (4.7 there, 556 s); its two OT solves took 0.16 µs per pair (325 s, supports of about 7M
-pairs); the prediction was 0.82× its 882 s.
+its neighbour rounds (3.8 there at d89c2cd, 414 s); its two OT solves took 0.11 µs per pair (229 s, supports of
+about 7M pairs, products too large for the cache); the prediction was 0.83× its 644 s.
 
 Featurization (:func:`estimate_featurization`): per-sample gradients cost about three forward passes
 (``forward_flops``; default :math:`2p`, which suits dense layers without weight sharing — give the real figure for
@@ -49,14 +53,15 @@ from typing import Any
 REFERENCE_GFLOPS = 150.0
 #: Bytes per second of reading and normalising memory-mapped features (fitted: 0.8 GB in ~2 s).
 READ_BYTES_PER_S = 4.0e8
-#: Neighbour-list work of each selector, in passes of inner products (N × M × d); fixed_size measured 1.8–4.5 passes
-#: on the bench (50k/200k × 1k/5k, 2026-12-07).
+#: Neighbour-list work of each selector, in passes of inner products (N × M × d); fixed_size measured 1.8–3.1 passes
+#: on the bench (50k/200k × 1k/5k, 2026-12-07 at df4972f).
 SELECT_PASSES = {"fixed_size": 3.0, "round_robin": 4.0, "tsds": 4.0, "otm": 2.8, "topk_mean": 1.0, "less": 1.0,
                  "random": 0.0}
 #: Seconds per source–target pair of one entropic OT solve on the selection (two CPU cores; 0.4e-6 before the sparse
-#: kernel's numpy gathers and fewer absorbs, 0.25e-6 before the multiscale cold start; measured 0.13–0.24e-6 on the
-#: bench's fixed-size selections).
-OT_SECONDS_PER_PAIR = 0.18e-6
+#: kernel's numpy gathers and fewer absorbs, 0.25e-6 before the multiscale cold start, 0.18e-6 before the solves of
+#: one selection shared their products (df4972f); measured 0.05–0.07e-6 on the bench's fixed-size selections at
+#: df4972f, 0.16e-6 at 1M × 10k, whose products do not fit the cache).
+OT_SECONDS_PER_PAIR = 0.1e-6
 #: Per-pair cost of small (dense-backend) solves, which start from exact duals (2.5e-6 until the bench of 2026-12-07,
 #: which measured 0.3e-6 for OTM's three solves on 739 × 1,000 pairs).
 OT_SECONDS_PER_PAIR_DENSE = 1.0e-6
@@ -215,8 +220,10 @@ def estimate_selection(
         raise ValueError(f"unknown method {method!r}; known: {sorted(SELECT_PASSES)}")
     rate = (gflops if gflops is not None else machine_gflops()) * 1e9
     budget = _budget(N, method, ratio, n, M)
-    copy_mb = (N + M) * d * 4 / _MB
-    features_mb = copy_mb if memmapped else 0.0
+    features_mb = (N + M) * d * 4 / _MB if memmapped else 0.0
+    # whitening writes a whitened float32 copy of the rows; without it, unit float32 rows are used where they lie
+    # (others are normalised into a copy, which this does not count)
+    copy_mb = (N + M) * d * 4 / _MB if whiten else 0.0
     est = Estimate(sizes={"N": N, "M": M, "d": d, "method": method, "budget": budget, "weighting": weighting,
                           "whiten": whiten}, gflops=rate / 1e9)
     # whiten -----------------------------------------------------------------------------------------------
@@ -226,7 +233,7 @@ def estimate_selection(
         t += (4.0 * (N + M) * d * d + 10.0 * d**3) / (WHITEN_EFFICIENCY * rate)
         basis += " + float64 moments and transform 4(N+M)d² flops"
     # whitening streams float64 blocks beside the float32 result (measured 3.4 GB above baseline at 205k × 1024)
-    est.stages.append(StageEstimate("whiten", t, features_mb + (3 if whiten else 1) * copy_mb + 2 * d * d * 8 / _MB,
+    est.stages.append(StageEstimate("whiten", t, features_mb + 3 * copy_mb + 2 * d * d * 8 / _MB,
                                     basis))
     # select -----------------------------------------------------------------------------------------------
     gemm = 2.0 * N * M * d / rate
