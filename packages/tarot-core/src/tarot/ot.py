@@ -306,12 +306,12 @@ def entropic_ot(
         Arithmetic precision (float64 default; float32 halves time and memory for very large problems).
     eps_start : float, optional
         First ε of the schedule (default: squared cost bound, or ``16·eps`` with ``init``).
-    products : tarot.sparse_ot.Products, optional
-        The cached products :math:`XY^\top` of these very ``X`` and ``Y`` (sparse backend only): several solves on
-        one pair of clouds (e.g. uniform, then re-weighted) compute the products once instead of once each.
     progress : bool
         Progress bar of the sparse backend's iterations (with the certificate round and the support size); the
         dense and blocked solves are short and show none.
+    products : tarot.sparse_ot.Products, optional
+        The cached products :math:`XY^\top` of these very ``X`` and ``Y`` (sparse backend only): several solves on
+        one pair of clouds (e.g. uniform, then re-weighted) compute the products once instead of once each.
 
     Returns
     -------

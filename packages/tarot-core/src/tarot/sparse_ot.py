@@ -92,10 +92,10 @@ BLOCK_ENTRIES = 1 << 24
 CACHE_BYTES = 1 << 30
 
 
-def cache_bytes_default() -> int:
-    """How many bytes of products a solve keeps by default: :data:`CACHE_BYTES`, never more than a quarter of the
-    memory budget (:func:`tarot.features.outofcore.memory_budget`)."""
-    return min(CACHE_BYTES, memory_budget() // 4)
+def cache_bytes_default(requested: int | None = None) -> int:
+    """How many bytes of products a solve keeps: ``requested`` (default :data:`CACHE_BYTES`), never more than a
+    quarter of the memory budget (:func:`tarot.features.outofcore.memory_budget`)."""
+    return min(CACHE_BYTES if requested is None else requested, memory_budget() // 4)
 
 
 def _gemm_dtype(x: np.ndarray) -> torch.dtype:
@@ -120,6 +120,13 @@ def _margin(dtype: torch.dtype) -> float:
     """What makes keys computed in ``dtype`` safe lower bounds of the float64 values (float32: rounding of the
     square root and of one or two subtractions of potentials, ≪ 0.01 ε)."""
     return 1e-6 if dtype == torch.float32 else 0.0
+
+
+def _reduced_keys(G: torch.Tensor, g: torch.Tensor, f: np.ndarray) -> tuple[torch.Tensor, float]:
+    """Reduced keys C − g − f of a block of products ``G`` [rows, targets] (``g`` [1, targets] in G's dtype, ``f``
+    the rows' potentials) in one buffer, and the margin that makes them safe lower bounds (:func:`_keys`)."""
+    C, margin = _keys(G)
+    return C.sub_(g).sub_(torch.from_numpy(f).to(G.dtype)[:, None]), margin
 
 
 def _keys(G: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -573,8 +580,7 @@ def _clear_hot_columns(sup: Support, P: Products, need: np.ndarray, drifts: list
         g_hot = torch.from_numpy(g[hot]).to(P.dtype)[None, :]
         for s in range(0, len(rows), block):
             idx = rows[s : s + block]
-            C, margin = _keys(P.block(idx, hot))  # float32 keys: the true cost is at least the key − margin
-            red = C.sub_(g_hot).sub_(torch.from_numpy(f[idx]).to(P.dtype)[:, None])
+            red, margin = _reduced_keys(P.block(idx, hot), g_hot, f[idx])  # true values ≥ red − margin
             safe = (red >= lim + margin).all(dim=1).numpy()
             need[idx[safe]] = False
 
@@ -628,8 +634,7 @@ def certify(sup: Support, X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.nda
         idx = rows[s : s + block]
         G = P.rows(idx)
         f_blk = torch.from_numpy(f[idx])
-        C, margin = _keys(G)
-        red_c = C.sub_(g_dt).sub_(f_blk.to(dt)[:, None])  # reduced keys C − g − f, in C's buffer
+        red_c, margin = _reduced_keys(G, g_dt, f[idx])
         mask = red_c < (tau + ADD_MARGIN) * eps + margin  # holds every pair whose true reduced cost is below
         below = mask.sum(1)
         # most rows keep exactly their pairs below the limit; rows with fewer than k_row keep their k_row smallest,
@@ -817,8 +822,7 @@ def sparse_entropic_ot(
     """
     n, m = X.shape[0], Y.shape[0]
     if products is None:
-        products = Products(X, Y, cache_bytes_default() if cache_bytes is None else min(cache_bytes,
-                                                                                          memory_budget() // 4))
+        products = Products(X, Y, cache_bytes_default(cache_bytes))
     P = products
     kr = min(m, k_row or default_k(m))
     kc = min(n, k_col or default_k(m))
