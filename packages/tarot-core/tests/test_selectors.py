@@ -159,6 +159,11 @@ def test_planned_lists_over_the_memory_cap_give_the_same_rounds(monkeypatch, max
         # measured 4/6/17 passes at 4,000 entries, 29/43/135 at 400 (each refill may go only 4 ranks deeper at
         # 40 entries: up to 325); before the hint and the growing cap this problem refilled without end
         assert got.stats["refill_passes"] <= {40: 400, 400: 150, 4000: 20}[max_entries]
+        # every target's best score over the whole pool, also for those that started without a list (their refill
+        # scores the untaken candidates, the taken ones are scored apart)
+        best = (Zt @ Zc.T).max(axis=1)
+        assert not np.isnan(got.nearest).any()
+        np.testing.assert_allclose(got.nearest, best, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("n", [25, 43, 60, 75])

@@ -177,6 +177,44 @@ def test_multiscale_cold_start_recurses_and_reaches_the_dense_solution(clouds, m
     assert res.stages[0]["eps"] == pytest.approx(sparse_ot.MULTISCALE_START * 1e-4)
 
 
+def test_multiscale_start_takes_its_own_targets_potentials_from_the_half_problem(clouds, monkeypatch):
+    # the half problem's last update already set its targets' g to the soft c-transform of its f; only the other
+    # targets are computed, and the whole vector equals the soft c-transform over every sampled source
+    X, Y = clouds
+    a, b = np.full(len(X), 1 / len(X)), np.full(len(Y), 1 / len(Y))
+    seen = {}
+    real = sparse_ot.sparse_entropic_ot
+
+    def spy(Xs, Ys, *args, **kw):
+        out = real(Xs, Ys, *args, **kw)
+        seen.setdefault("half", out)
+        return out
+
+    asked = []
+    real_ct = sparse_ot._soft_ctransform
+
+    def spy_ct(P, src, f, a_s, eps, targets=None):
+        asked.append(None if targets is None else targets.copy())
+        return real_ct(P, src, f, a_s, eps, targets=targets)
+
+    monkeypatch.setattr(sparse_ot, "sparse_entropic_ot", spy)
+    monkeypatch.setattr(sparse_ot, "_soft_ctransform", spy_ct)
+    kw = dict(tol=1e-5, value_tol=1e-11, max_iter=5000, stage_iter=30, stage_tol=1e-2, overrelax=1.8)
+    g0 = multiscale_duals(X, Y, a, b, eps=1e-4, **kw)
+    rng = np.random.default_rng([0, len(X), len(Y)])  # the draws of multiscale_duals
+    src = np.sort(rng.choice(len(X), size=len(X) // 2, replace=False))
+    tgt = np.sort(rng.choice(len(Y), size=len(Y) // 2, replace=False))
+    rest = np.setdiff1d(np.arange(len(Y)), tgt)
+    assert len(asked) == 1 and np.array_equal(asked[0], rest)  # only the targets the half problem did not have
+    assert np.array_equal(g0[tgt], seen["half"].g)
+    P = sparse_ot.Products(X, Y)
+    full = real_ct(P, src, seen["half"].f, np.full(len(src), 1 / len(src)), 1e-4)
+    assert np.array_equal(real_ct(P, src, seen["half"].f, np.full(len(src), 1 / len(src)), 1e-4, targets=rest),
+                          full[rest])
+    # the half problem's soft-min runs over its certified support only: the pairs left out carry < e^-30 of the sum
+    assert np.max(np.abs(g0 - full)) < 1e-12, np.max(np.abs(g0 - full))
+
+
 def test_products_cache_returns_the_products_and_computes_each_row_once(clouds):
     X, Y = (np.asarray(z, dtype=np.float32) for z in clouds)
     direct = X @ Y.T

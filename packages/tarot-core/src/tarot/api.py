@@ -16,6 +16,7 @@ import torch
 
 from tarot._version import __version__
 from tarot.diagnostics import selection_diagnostics
+from tarot.features.outofcore import release_freed_memory
 from tarot.geometry.whitening import as_unit_rows, check_finite, check_float_features, unit_rows, whiten
 from tarot.options import (
     STAGE_OPTIONS,
@@ -206,6 +207,7 @@ def select(
                                                  target_groups=data.target_groups), options=options)
     diagnostics.update(sel.diagnostics)
     idx = np.asarray(sel.indices, dtype=np.int64)
+    release_freed_memory()  # the selector's temporaries, before the OT stage allocates its own
     t_select = time.perf_counter()
 
     measured = _ot_and_weights(Zc[idx], Zt, sel.counts, ot=ot, weighting=wopt if weighting else None,

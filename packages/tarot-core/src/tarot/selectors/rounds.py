@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tarot.features.outofcore import release_freed_memory
 from tarot.geometry.scoring import topk_neighbors
 from tarot.geometry.whitening import as_tensor, check_float_features
 from tarot.selectors.base import NeighbourLayers
@@ -99,11 +100,14 @@ class RankingLists:
         :class:`DepthScale`, every untaken candidate above the score that depth is expected at; else the top
         ``max(lengths)``."""
         available = self.n - int(np.count_nonzero(taken))
+        for t in batch.tolist():  # the lists being replaced are not read again: their memory is free for the pass
+            self.lists[t] = np.zeros(0, dtype=self.lists[t].dtype)
         if self.scale is not None:
             theta = self.scale.threshold(batch, lengths)
-            new, _ = collect_above(self.candidates, self.targets, batch, theta, exclude=taken, planned=lengths,
-                                   progress=self.progress)  # groups of bounded size: memory stays bounded
+            new, best = collect_above(self.candidates, self.targets, batch, theta, exclude=taken, planned=lengths,
+                                      progress=self.progress)  # groups of bounded size: memory stays bounded
             full = np.isneginf(theta)
+            self._learn_nearest(batch, best, taken)
         else:
             _, idx = topk_neighbors(self.candidates, self.targets[batch], int(lengths.max()), exclude=taken,
                                     progress=self.progress)
@@ -113,6 +117,24 @@ class RankingLists:
             self.complete[t] = bool(full[row]) or len(new[row]) >= available
         self.refill_passes += 1
         self.targets_refilled += int(len(batch))
+
+    def _learn_nearest(self, batch: np.ndarray, best: np.ndarray, taken: np.ndarray, block_rows: int = 8192) -> None:
+        """Best scores of targets that had none (their first list was left empty) from their refill: the refill's
+        best is that of the untaken candidates, so only the taken rows are scored (a product with a tenth of the
+        pool at most, instead of the whole pool that the diagnostics would otherwise sweep for them). Targets whose
+        refill came back empty stay unknown."""
+        if self.nearest is None:
+            return
+        todo = np.flatnonzero(np.isnan(self.nearest[batch]) & ~np.isnan(best))
+        if len(todo) == 0:
+            return
+        score = best[todo].astype(np.float64)
+        T = _t(np.asarray(self.targets)[batch[todo]])
+        rows = np.flatnonzero(taken)
+        for s in range(0, len(rows), block_rows):
+            block = _t(np.asarray(self.candidates[rows[s : s + block_rows]]))
+            score = np.maximum(score, (T @ block.T).max(dim=1).values.double().numpy())
+        self.nearest[batch[todo]] = score
 
 
 def unique_rounds(source: NeighbourLayers | RankingLists, n: int, stats: dict | None = None,
@@ -383,11 +405,14 @@ def collect_above(candidates, targets, which: np.ndarray, theta: np.ndarray, *, 
             del bits, ascending, keys
             c_all, s_all = c_all[order], s_all[order]
             bounds = np.concatenate([[0], np.cumsum(counts[gs:ge])])
+            # copies, not views of c_all: a refill replaces some targets' lists, and views would keep the whole
+            # group's array alive while any of its targets still uses its first list
             lists.extend(c_all[bounds[r] : bounds[r + 1]].copy() for r in range(ge - gs))
             has = bounds[1:] > bounds[:-1]
             best[ps + gs : ps + ge][has] = s_all[bounds[:-1][has]]
         del tiles
     bar.close()
+    release_freed_memory()  # the lists just copied out pin the pages of the pass's freed temporaries
     return lists, best
 
 
@@ -436,6 +461,6 @@ def distinct_rounds(candidates, targets, n: int, *, progress: bool = False) -> R
         theta, planned, scale, info["plan"] = plan_thresholds(candidates, targets, n)
         source = threshold_lists(candidates, targets, theta, planned, scale, progress=progress)
     assert source.nearest is not None, "ranking lists always record every target's best score"
+    picks = unique_rounds(source, n, stats=info)  # (refills complete the best scores of targets without a list)
     nearest = source.nearest.copy()
-    picks = unique_rounds(source, n, stats=info)
     return Rounds(picks=picks, nearest=nearest, stats=info)
