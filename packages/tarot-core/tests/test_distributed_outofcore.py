@@ -88,6 +88,15 @@ def test_release_freed_memory_returns_pinned_heap_pages(monkeypatch):
     outofcore.release_freed_memory()  # elsewhere: nothing to call, no error
 
 
+def test_malloc_trim_is_looked_up_on_linux_only(monkeypatch):
+    outofcore._malloc_trim.cache_clear()
+    monkeypatch.setattr(outofcore.sys, "platform", "win32")
+    try:
+        assert outofcore._malloc_trim() is None
+    finally:
+        outofcore._malloc_trim.cache_clear()
+
+
 def test_output_arrays_spill_the_large_ones_to_unlinked_memmaps(tmp_path):
     big, small = (1000, K), (10, K)
     a, b = output_arrays([big, small], memory_budget_bytes=10 * K * 4 + 1, workdir=tmp_path)

@@ -23,6 +23,7 @@ import ctypes
 import functools
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Sequence
 
@@ -84,9 +85,11 @@ def memory_budget(budget: int | float | str | None = None) -> int:
 
 @functools.cache
 def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        return ctypes.CDLL(None).malloc_trim  # glibc only
-    except (AttributeError, OSError):
+        return ctypes.CDLL(None).malloc_trim  # glibc only (not musl)
+    except (AttributeError, OSError, TypeError):
         return None
 
 
