@@ -54,6 +54,12 @@ from tarot.features.outofcore import output_arrays
 log = logging.getLogger(__name__)
 
 
+#: Rows per block when fitting and applying the whitening. Each block passes through a few float64 copies (the
+#: rows, centred, solved, normalised): at 65,536 rows of d = 1,024 those took 1.7 GB above the features and the
+#: whitened copy at 1M × 1,024 (`whiten` in 64 s); at 8,192 rows 0.24 GB (in 56 s).
+BLOCK_ROWS = 8192
+
+
 def check_float_features(x: np.ndarray, name: str) -> None:
     """Refuse half-precision or non-float arrays before whitening/scoring (reference defect B4)."""
     dt = np.asarray(x[:0]).dtype if hasattr(x, "dtype") else np.asarray(x).dtype
@@ -333,7 +339,7 @@ class Whitener:
         blocks: Iterable[np.ndarray] | np.ndarray,
         ridge: float | str = "auto",
         max_ridge_raises: int = 8,
-        block_rows: int = 65536,
+        block_rows: int = BLOCK_ROWS,
     ) -> Whitener:
         """Fit from an array or an iterable of row blocks (statistics in float64, streamed).
 
@@ -417,7 +423,7 @@ class Whitener:
                  f", df {diag['df']:.1f}" if "df" in diag else "")
         return cls(mean=mom.mean, chol=L, ridge=lam, n_fit=mom.count, diagnostics=diag)
 
-    def transform(self, x: np.ndarray, normalize: bool = True, block_rows: int = 65536,
+    def transform(self, x: np.ndarray, normalize: bool = True, block_rows: int = BLOCK_ROWS,
                   dtype: DTypeLike = np.float32, out: np.ndarray | None = None) -> np.ndarray:
         """Whiten (and L2-normalise) rows of ``x`` block by block: ``Z Lᵀ = X − μ`` solved for Z.
 
@@ -460,7 +466,7 @@ def whiten(
     targets: np.ndarray,
     ridge: float | str = "auto",
     fit_on: str = "both",
-    block_rows: int = 65536,
+    block_rows: int = BLOCK_ROWS,
     memory_budget: int | str | None = None,
     workdir: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Whitener]:
