@@ -118,23 +118,21 @@ class RankingLists:
         self.refill_passes += 1
         self.targets_refilled += int(len(batch))
 
-    def _learn_nearest(self, batch: np.ndarray, best: np.ndarray, taken: np.ndarray, block_rows: int = 8192) -> None:
+    def _learn_nearest(self, batch: np.ndarray, best: np.ndarray, taken: np.ndarray) -> None:
         """Best scores of targets that had none (their first list was left empty) from their refill: the refill's
         best is that of the untaken candidates, so only the taken rows are scored (a product with a tenth of the
         pool at most, instead of the whole pool that the diagnostics would otherwise sweep for them). Targets whose
         refill came back empty stay unknown."""
         if self.nearest is None:
             return
-        todo = np.flatnonzero(np.isnan(self.nearest[batch]) & ~np.isnan(best))
-        if len(todo) == 0:
+        learn = np.isnan(self.nearest[batch]) & ~np.isnan(best)
+        if not learn.any():
             return
-        score = best[todo].astype(np.float64)
-        T = _t(np.asarray(self.targets)[batch[todo]])
-        rows = np.flatnonzero(taken)
-        for s in range(0, len(rows), block_rows):
-            block = _t(np.asarray(self.candidates[rows[s : s + block_rows]]))
-            score = np.maximum(score, (T @ block.T).max(dim=1).values.double().numpy())
-        self.nearest[batch[todo]] = score
+        todo, score = batch[learn], best[learn].astype(np.float64)
+        if taken.any():  # the untaken rows are excluded: only the taken ones enter the products
+            top, _ = topk_neighbors(self.candidates, np.asarray(self.targets)[todo], 1, exclude=~taken)
+            score = np.maximum(score, top[:, 0])
+        self.nearest[todo] = score
 
 
 def unique_rounds(source: NeighbourLayers | RankingLists, n: int, stats: dict | None = None,
