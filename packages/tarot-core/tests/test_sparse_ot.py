@@ -236,9 +236,10 @@ def test_products_cache_returns_the_products_and_computes_each_row_once(clouds):
     sub = P.subset(src, tgt)
     assert sub.complete and np.array_equal(sub.rows(slice(0, 3)).numpy(), P.block(src, tgt).numpy())
     assert len(computed) == n_calls  # the sub-problem and the columns came from the cache too
-    # too large for the budget: nothing kept, every request computed
+    # too large for the budget: nothing kept, every request computed; a sub-problem keeps its own when they fit
     Q = sparse_ot.Products(X, Y, cache_bytes=X.shape[0] * Y.shape[0] * 4 - 1)
-    assert not Q.cached and not Q.subset(src, tgt).cached
+    assert not Q.cached and Q.subset(src, tgt).cached and not Q.subset(src, tgt).complete
+    assert not sparse_ot.Products(X, Y, cache_bytes=len(src) * len(tgt) * 4 - 1).subset(src, tgt).cached
     assert np.allclose(Q.columns(src, slice(2, 9), Q.sources(src)).numpy(), direct[np.ix_(src, np.arange(2, 9))].T,
                        atol=1e-6)
 
@@ -426,3 +427,45 @@ def test_certify_checks_only_the_hot_targets_of_rows_that_fail_by_their_drift(cl
     assert np.array_equal(kept, ~need_all | (relaxed & ~unsafe_hot))
     assert (red[kept][~inside[kept]] >= lim - 1e-12).all()
     assert sup.checked_rows == int((~kept).sum())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("block_rows", [7, 40])  # 40: the first block's column lists come from a top-k
+def test_built_lists_are_the_smallest_keys_of_brute_force(clouds, dtype, block_rows, monkeypatch):
+    """Against every pair: over several row blocks (the column lists merged block by block) each row holds its
+    k_row smallest keys C_ij − g_j, or every key within delta of its smallest up to k_cap; each column its k_col
+    smallest C_ij − f_i with f_i the row's smallest key; every floor bounds the keys left out and is the largest
+    one kept."""
+    monkeypatch.setattr(sparse_ot, "BLOCK_ENTRIES", block_rows * 240)  # several blocks: their lists are merged
+    X, Y = (z.astype(dtype) for z in clouds)
+    C = np.sqrt(np.clip(2 - 2 * clouds[0] @ clouds[1].T, 0, None))
+    rng = np.random.default_rng(5)
+    g = rng.normal(scale=0.02, size=len(Y))
+    key = C - g[None, :]
+    delta = float(np.quantile(np.sort(key, 1)[:, 5] - key.min(1), 0.7))  # 30 % of rows have > 5 keys within delta
+    k_row, k_col, k_cap = 5, 6, 12
+    sup = build_support(X, Y, k_row=k_row, k_col=k_col, g_ref=g, delta=delta, k_cap=k_cap)
+    tol = 2e-6 if dtype == np.float32 else 1e-12
+    f = key.min(1)
+    assert np.abs(sup.f_ref - f).max() < tol
+    inside = np.zeros(C.shape, dtype=bool)
+    inside[sup.rows, sup.cols] = True
+    assert np.abs(sup.cost - C[sup.rows, sup.cols]).max() < tol  # costs from the products' precision
+    within = (key <= f[:, None] + delta).sum(1)
+    wide = within > k_row
+    assert wide.any() and (~wide).any() and (within > k_cap).any()
+    kept = np.minimum(np.maximum(within, k_row), k_cap)
+    order = np.argsort(key, 1)
+    col_key = C - f[:, None]
+    col_order = np.argsort(col_key, 0)
+    col_lists = np.zeros(C.shape, dtype=bool)
+    np.put_along_axis(col_lists, col_order[:k_col], True, axis=0)
+    for i in range(len(X)):
+        own = inside[i] & ~col_lists[i]  # what the row list must have brought in
+        assert own.sum() <= kept[i]
+        assert inside[i, order[i, : kept[i] - 1]].all()  # (the kth may tie with the next one in float32)
+        assert sup.row_floor[i] == pytest.approx(np.sort(key[i])[kept[i] - 1], abs=tol)
+        assert (key[i, ~inside[i]] >= sup.row_floor[i] - tol).all()
+    assert inside[col_order[: k_col - 1], np.arange(len(Y))].all()
+    assert np.allclose(sup.col_floor, np.sort(col_key, 0)[k_col - 1], atol=tol)
+    assert (col_key[~inside] >= np.broadcast_to(sup.col_floor, C.shape)[~inside] - tol).all()

@@ -69,11 +69,12 @@ ABSORB_AT = 300.0
 HOT_FRACTION = 1 / 64
 #: Cold starts take the exact duals of a subsample of at most this many pairs (:func:`coarse_duals`) ...
 COARSE_ENTRIES = 4_000_000
-#: ... up to this many pairs, where the subsample keeps a quarter of each side; larger problems begin at half the
-#: resolution (:func:`multiscale_duals`). Measured on the bench's fixed-size selections: at 20,000 × 5,000 the
-#: multiscale start solved in 14 s against 35 s; at 5,000 × 5,000 the coarse one was faster (2.8 s against 24 s),
-#: and at 20,000 × 1,000 the whole fixed-size run was (17 s against 21 s).
-MULTISCALE_MIN_ENTRIES = 16 * COARSE_ENTRIES
+#: ... up to this many pairs, where the subsample keeps more than a third of each side; larger problems begin at
+#: half the resolution (:func:`multiscale_duals`). Measured on problems cut from the bench's fixed-size selections
+#: (d = 1024, seconds for coarse against multiscale): 20,000 × 1,000: 3.0 / 6.6; 5,000 × 5,000: 2.6 / 2.1;
+#: 8,000 × 5,000: 81 / 4.4; 20,000 × 2,500: 9.4 / 3.6; 12,000 × 5,000: 5.8 / 3.7; the 25,000 × 2,500 level of a
+#: 100,000 × 10,000 solve: 18 / 7.2. Earlier, at 20,000 × 5,000, 14 s against 35 s.
+MULTISCALE_MIN_ENTRIES = 8 * COARSE_ENTRIES
 #: first ε of the schedule after a multiscale cold start, in units of the target ε. Its duals are already at ε;
 #: from 16 ε (as after exact EMD duals) the first stages run on a support built for ε, where the plan is wider
 #: than the support. Measured on the bench's 20,000 × 5,000 fixed-size selection with its potential weights:
@@ -122,17 +123,37 @@ def _margin(dtype: torch.dtype) -> float:
     return 1e-6 if dtype == torch.float32 else 0.0
 
 
-def _reduced_keys(G: torch.Tensor, g: torch.Tensor, f: np.ndarray) -> tuple[torch.Tensor, float]:
+class _Scratch:
+    """Buffers reused by the blocks of one pass (the products of a block, its keys, ...).
+
+    A fresh tensor of a block's size (1,677 × 10,000 float32, 67 MB) is mapped anew by the allocator and costs its
+    page faults and zeroing each time: measured, the block's keys took 24 ms in a new tensor and 9 ms in a reused
+    one, its GEMM 188 and 175 ms. Nothing that outlives a block may be a view of these buffers."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        size = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < size or buf.dtype != dtype:
+            buf = self._buffers[name] = torch.empty(size, dtype=dtype)
+        return buf[:size].view(shape)
+
+
+def _reduced_keys(G: torch.Tensor, g: torch.Tensor, f: np.ndarray, out: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, float]:
     """Reduced keys C − g − f of a block of products ``G`` [rows, targets] (``g`` [1, targets] in G's dtype, ``f``
-    the rows' potentials) in one buffer, and the margin that makes them safe lower bounds (:func:`_keys`)."""
-    C, margin = _keys(G)
+    the rows' potentials) in one buffer (``out`` when given), and the margin that makes them safe lower bounds
+    (:func:`_keys`)."""
+    C, margin = _keys(G, out)
     return C.sub_(g).sub_(torch.from_numpy(f).to(G.dtype)[:, None]), margin
 
 
-def _keys(G: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """WFD in the products' dtype, for ranking and floors, and the margin that makes its floors safe lower bounds
-    of the float64 values (:func:`_margin`)."""
-    C = G.mul(-2.0).add_(2.0).clamp_(min=0.0).sqrt_()  # sqrt(max(2 − 2G, 0)) in one new buffer
+def _keys(G: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """WFD in the products' dtype, for ranking and floors (in ``out`` when given, else in a new buffer), and the
+    margin that makes its floors safe lower bounds of the float64 values (:func:`_margin`)."""
+    C = (G.mul(-2.0) if out is None else torch.mul(G, -2.0, out=out)).add_(2.0).clamp_(min=0.0).sqrt_()
     return C, _margin(G.dtype)
 
 
@@ -159,6 +180,7 @@ class Products:
                  products: torch.Tensor | None = None) -> None:
         self.X, self.Y = X, Y
         self.n, self.m = X.shape[0], Y.shape[0]
+        self.cache_bytes = cache_bytes
         self.dtype = _gemm_dtype(X)
         self._Yt: torch.Tensor | None = None
         size = self.n * self.m * (8 if self.dtype == torch.float64 else 4)
@@ -178,15 +200,17 @@ class Products:
             self._Yt = _rows(self.Y, 0, self.m, self.dtype)
         return self._Yt
 
-    def _compute(self, idx: np.ndarray | slice) -> torch.Tensor:
-        if isinstance(idx, slice):
-            return _rows(self.X, idx.start, idx.stop, self.dtype) @ self.targets.T
-        return _take(self.X, idx, self.dtype) @ self.targets.T
+    def _compute(self, idx: np.ndarray | slice, out: torch.Tensor | None = None) -> torch.Tensor:
+        A = _rows(self.X, idx.start, idx.stop, self.dtype) if isinstance(idx, slice) else _take(self.X, idx, self.dtype)
+        return A @ self.targets.T if out is None else torch.matmul(A, self.targets.T, out=out)
 
-    def rows(self, idx: np.ndarray | slice) -> torch.Tensor:
-        """Products of the rows ``idx`` (a slice ``s:e`` or sorted row indices) with every target, [rows, M]."""
+    def rows(self, idx: np.ndarray | slice, scratch: _Scratch | None = None) -> torch.Tensor:
+        """Products of the rows ``idx`` (a slice ``s:e`` or sorted row indices) with every target, [rows, M]; without
+        a cache they are computed into ``scratch``'s buffer ``"products"`` when given (valid until its next use)."""
         if self._G is None or self._have is None:
-            return self._compute(idx)
+            count = (idx.stop - idx.start) if isinstance(idx, slice) else len(idx)
+            out = None if scratch is None else scratch.get("products", (count, self.m), self.dtype)
+            return self._compute(idx, out)
         todo = np.flatnonzero(~self._have[idx]) if isinstance(idx, slice) else idx[~self._have[idx]]
         if isinstance(idx, slice) and len(todo):
             todo = todo + idx.start
@@ -217,9 +241,11 @@ class Products:
 
     def subset(self, src: np.ndarray, tgt: np.ndarray) -> Products:
         """The sub-problem of the rows ``src`` and targets ``tgt``, with its products taken from the cache when
-        that is complete (else uncached)."""
+        that is complete, else kept by the sub-problem itself when they fit the same ``cache_bytes`` (the half
+        problem of a multiscale start is a quarter of the size: at 100,000 × 10,000, 1 GB of products kept
+        made its support build and certificate rounds copies instead of GEMMs, 60.3 s instead of 65.2 s)."""
         Xs, Ys = np.asarray(self.X[src]), np.asarray(self.Y[tgt])
-        return Products(Xs, Ys, products=self.block(src, tgt) if self.complete else None)
+        return Products(Xs, Ys, self.cache_bytes, products=self.block(src, tgt) if self.complete else None)
 
     def columns(self, src: np.ndarray, tgt: slice | np.ndarray, sources: torch.Tensor | None = None
                 ) -> torch.Tensor:
@@ -332,27 +358,94 @@ def _smallest_k(key: torch.Tensor, k: int, dim: int) -> tuple[torch.Tensor, torc
     return torch.topk(key, k, dim=dim, largest=False, sorted=False)
 
 
-def _row_lists(G: torch.Tensor, g_ref: torch.Tensor, k: int, k_cap: int, delta: float | None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Row lists of one block of products keyed by C − g_ref: the ``k`` smallest keys, or with ``delta`` every key
-    within ``delta`` of the row's smallest (at least ``k``, at most ``k_cap``). Returns (local row, column, float64
-    cost) of the kept entries and the row floors [B]."""
+def _row_lists(G: torch.Tensor, C: torch.Tensor, g_ref: torch.Tensor, k: int, k_cap: int, delta: float | None,
+               scratch: _Scratch | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, torch.Tensor]:
+    """Row lists of one block of products ``G`` (costs ``C`` in the products' precision) keyed by C − g_ref: the
+    ``k`` smallest keys, or with ``delta`` every key within ``delta`` of the row's smallest (at least ``k``, at
+    most ``k_cap``). Returns (local row, column, float64 cost) of the kept entries, the row floors [B] and every
+    row's smallest key [B].
+
+    The ``k`` smallest keys of every row come from one unsorted top-k; only rows whose ``k``-th smallest lies within
+    ``delta`` of their smallest (they may have more such keys) take the wider, sorted one of ``k_cap``. Measured on
+    a block of 1,677 × 10,000 float32 products: 46 ms against 124 ms for the wide top-k of every row (the GEMM of
+    the block takes 187 ms)."""
     B, m = G.shape
+    margin = _margin(G.dtype)
+    g_row = g_ref.to(C.dtype)[None, :]
+    key = C - g_row if scratch is None else torch.sub(C, g_row, out=scratch.get("keys", tuple(C.shape), C.dtype))
     if k >= m:
         cols = torch.arange(m).expand(B, m)
-        return np.repeat(np.arange(B), m), cols.numpy().ravel(), _exact(G).numpy().ravel(), np.full(B, np.inf)
-    C, margin = _keys(G)
-    kk = min(m, max(k, k_cap if delta is not None else k))
-    keys, cols = torch.topk(C - g_ref.to(C.dtype)[None, :], kk, dim=1, largest=False, sorted=True)
-    if delta is None:
-        keep = torch.full((B,), kk)
-    else:
-        keep = torch.clamp((keys <= keys[:, :1] + delta).sum(1), min=k, max=kk)
-    kept = torch.arange(kk)[None, :] < keep[:, None]
-    floor = keys.gather(1, (keep - 1)[:, None])[:, 0].double().numpy() - margin
-    floor = np.where(keep.numpy() >= m, np.inf, floor)
-    local = np.repeat(np.arange(B), kk).reshape(B, kk)[kept.numpy()]
-    return local, cols[kept].numpy(), _exact(G.gather(1, cols))[kept].numpy(), floor
+        return (np.repeat(np.arange(B), m), cols.numpy().ravel(), _exact(G).numpy().ravel(), np.full(B, np.inf),
+                key.min(dim=1).values)
+    vals, cols = _smallest_k(key, k, dim=1)
+    lowest, kth = vals.min(dim=1).values, vals.max(dim=1).values
+    floor = kth.double().numpy() - margin
+    if delta is None or k_cap <= k or not bool((kth <= lowest + delta).any()):
+        return np.repeat(np.arange(B), k), cols.numpy().ravel(), _exact(G.gather(1, cols)).numpy().ravel(), floor, \
+            lowest
+    wide = torch.nonzero(kth <= lowest + delta).ravel()
+    narrow = np.ones(B, dtype=bool)
+    narrow[wide.numpy()] = False
+    kk = min(m, k_cap)
+    w_keys, w_cols = torch.topk(key[wide], kk, dim=1, largest=False, sorted=True)
+    keep = torch.clamp((w_keys <= w_keys[:, :1] + delta).sum(1), min=k, max=kk)
+    kept = (torch.arange(kk)[None, :] < keep[:, None]).numpy()
+    w_floor = w_keys.gather(1, (keep - 1)[:, None])[:, 0].double().numpy() - margin
+    floor[wide.numpy()] = np.where(keep.numpy() >= m, np.inf, w_floor)
+    n_cols, w_cols_np = cols[torch.from_numpy(narrow)], w_cols.numpy()
+    local = np.concatenate([np.repeat(np.flatnonzero(narrow), k), np.repeat(wide.numpy(), kk).reshape(-1, kk)[kept]])
+    picked = np.concatenate([n_cols.numpy().ravel(), w_cols_np[kept]])
+    cost = np.concatenate([_exact(G[torch.from_numpy(narrow)].gather(1, n_cols)).numpy().ravel(),
+                           _exact(G[wide].gather(1, w_cols)).numpy()[kept]])
+    return local, picked, cost, floor, lowest
+
+
+class _ColumnLists:
+    """For every target, the ``kc`` rows with the smallest keys :math:`C_{ij} - f_i` among the row blocks seen so
+    far (their row, key and float64 cost), merged block by block.
+
+    A block's key enters only where it is below its column's current ``kc``-th smallest (which only falls as rows
+    come in), so after the first blocks a few entries per column are merged instead of a top-k over every column
+    of every block. Measured on a block of 1,677 × 10,000 keys after 800 rows: the comparison and its non-zeros
+    took 11 ms against 68 ms for the block's top-50 of every column."""
+
+    def __init__(self, m: int, kc: int, dtype: torch.dtype) -> None:
+        self.kc = kc
+        self.key = torch.full((m, kc), math.inf, dtype=dtype)
+        self.idx = torch.zeros((m, kc), dtype=torch.int64)
+        self.cost = torch.full((m, kc), math.inf, dtype=torch.float64)
+
+    def add(self, key: torch.Tensor, G: torch.Tensor, start: int) -> None:
+        """Merge the keys [B, m] (and products ``G``) of rows ``start`` … ``start + B − 1``."""
+        B, m = key.shape
+        hit = key < self.key.max(dim=1).values[None, :]
+        # the first blocks: every column takes the block's kc smallest (count_nonzero: a bool sum takes 20× as long)
+        if int(hit.count_nonzero()) > 2 * m * self.kc:
+            vals, pos = _smallest_k(key.T, min(self.kc, B), dim=1)
+            self._merge(slice(None), vals, pos + start, _exact(G.T.gather(1, pos)))
+            return
+        r, j = hit.nonzero(as_tuple=True)
+        if len(r) == 0:
+            return
+        order = torch.argsort(j, stable=True)
+        r, j = r[order], j[order]
+        touched, counts = torch.unique_consecutive(j, return_counts=True)
+        at = torch.repeat_interleave(torch.arange(len(touched)), counts)  # the touched column of each entry
+        slot = torch.arange(len(j)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        shape = (len(touched), int(counts.max()))
+        vals = torch.full(shape, math.inf, dtype=key.dtype)
+        rows = torch.zeros(shape, dtype=torch.int64)
+        cost = torch.full(shape, math.inf, dtype=torch.float64)
+        vals[at, slot], rows[at, slot], cost[at, slot] = key[r, j], r + start, _exact(G[r, j])
+        self._merge(touched, vals, rows, cost)
+
+    def _merge(self, cols: slice | torch.Tensor, vals: torch.Tensor, rows: torch.Tensor, cost: torch.Tensor
+               ) -> None:
+        keys = torch.cat([self.key[cols], vals], 1)
+        best, pos = _smallest_k(keys, self.kc, dim=1)
+        self.idx[cols] = torch.cat([self.idx[cols], rows], 1).gather(1, pos)
+        self.cost[cols] = torch.cat([self.cost[cols], cost], 1).gather(1, pos)
+        self.key[cols] = best
 
 
 def build_support(
@@ -382,32 +475,23 @@ def build_support(
     # column lists are keyed with f_ref; without one, rows take the c-transform of g_ref: f_i = min_j C_ij − g_ref_j
     derive_f = not extend and f_ref is None
     f_t = None if extend else torch.from_numpy(np.zeros(n) if f_ref is None else np.asarray(f_ref, np.float64).copy())
-    best_key = torch.empty((m, 0), dtype=dt)
-    best_idx = torch.empty((m, 0), dtype=torch.int64)
-    best_cost = torch.empty((m, 0), dtype=torch.float64)
-    margin = 0.0
+    columns = None if f_t is None else _ColumnLists(m, kc, dt)
+    margin = _margin(dt)
     rr, cc, ww, floors = [], [], [], []
+    scratch = _Scratch()
     for s in range(start, n, block):
         e = min(n, s + block)
-        G = P.rows(slice(s, e))
-        local, cols, cost, floor = _row_lists(G, g_t, k_row, k_cap, delta)
-        C, margin = _keys(G)
+        G = P.rows(slice(s, e), scratch)
+        C, _ = _keys(G, scratch.get("costs", tuple(G.shape), dt))
+        local, cols, cost, floor, lowest = _row_lists(G, C, g_t, k_row, k_cap, delta, scratch)
         if derive_f and f_t is not None:
-            f_t[s:e] = (C - g_t.to(dt)[None, :]).min(dim=1).values.double()
+            f_t[s:e] = lowest.double()
         rr.append(local + s)
         cc.append(cols)
         ww.append(cost)
         floors.append(floor)
-        if f_t is not None:  # running column lists over the rows
-            key = C.T - f_t[s:e].to(dt)[None, :]
-            kk = min(kc, e - s)
-            k_vals, k_idx = _smallest_k(key, kk, dim=1)
-            best_key = torch.cat([best_key, k_vals], 1)
-            best_idx = torch.cat([best_idx, k_idx + s], 1)
-            best_cost = torch.cat([best_cost, _exact(G.T.gather(1, k_idx))], 1)
-            if best_key.shape[1] > kc:
-                best_key, pos = _smallest_k(best_key, kc, dim=1)
-                best_idx, best_cost = best_idx.gather(1, pos), best_cost.gather(1, pos)
+        if columns is not None and f_t is not None:  # running column lists over the rows, keyed C − f
+            columns.add(C.sub_(f_t[s:e].to(dt)[:, None]), G, s)
     rows = np.concatenate(rr) if rr else np.zeros(0, np.int64)
     cols = np.concatenate(cc) if cc else np.zeros(0, np.int64)
     cost = np.concatenate(ww) if ww else np.zeros(0)
@@ -418,8 +502,9 @@ def build_support(
         support.n = n
         support.merge(rows, cols, cost)
         return support
-    assert f_t is not None  # set whenever no support is extended
+    assert f_t is not None and columns is not None  # set whenever no support is extended
     f = f_t.numpy()
+    best_key, best_idx, best_cost = columns.key, columns.idx, columns.cost
     c_rows = best_idx.numpy().T.ravel()  # [kc, m] → entries
     c_cols = np.tile(np.arange(m), best_idx.shape[1])
     c_cost = best_cost.numpy().T.ravel()
@@ -631,22 +716,27 @@ def certify(sup: Support, X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.nda
     block = max(1, BLOCK_ENTRIES // max(1, sup.m))
     sig: list[tuple] = []
     rest: list[tuple] = []
+    scratch = _Scratch()
     beyond = 0.0  # bound of the mass of rows with more cheap pairs than k_max, past their last kept pair
     lo = min(k_row, kk)
     g_dt = g_t.to(dt)[None, :]
     for s in range(0, len(rows), block):
         idx = rows[s : s + block]
-        G = P.rows(idx)
+        G = P.rows(idx, scratch)
         f_blk = torch.from_numpy(f[idx])
-        red_c, margin = _reduced_keys(G, g_dt, f[idx])
-        mask = red_c < (tau + ADD_MARGIN) * eps + margin  # holds every pair whose true reduced cost is below
-        below = mask.sum(1)
+        red_c, margin = _reduced_keys(G, g_dt, f[idx], scratch.get("keys", tuple(G.shape), dt))
+        # every pair whose true reduced cost is below the limit (row-major; counted per row from the non-zeros, a
+        # bool tensor's sum over rows takes several times as long)
+        local, cols = (red_c < (tau + ADD_MARGIN) * eps + margin).nonzero(as_tuple=True)
+        below = torch.bincount(local, minlength=len(idx))
         # most rows keep exactly their pairs below the limit; rows with fewer than k_row keep their k_row smallest,
         # rows with more than k_max their k_max smallest (and a bound of the mass past them)
         few = below < lo
         full = (below > kk) & (kk < sup.m)
-        mask &= ~(few | full)[:, None]
-        local, cols = mask.nonzero(as_tuple=True)
+        other = few | full
+        if bool(other.any()):
+            ordinary = ~other[local]
+            local, cols = local[ordinary], cols[ordinary]
         floor = torch.full((len(idx),), (tau + ADD_MARGIN) * eps, dtype=torch.float64) + f_blk
         floor[below >= sup.m] = np.inf
         for past, part, k in ((False, few, lo), (True, full, kk)):
