@@ -6,6 +6,7 @@ Timings are never asserted; only that the benchmark runs end to end and writes c
 from __future__ import annotations
 
 import csv
+import re
 import warnings
 
 import numpy as np
@@ -40,6 +41,7 @@ def test_tiny_benchmark_end_to_end_writes_all_columns(tmp_path, capsys):
     for row in rows[1:]:
         assert int(row["selected"]) > 0 and 0 < float(row["ot_distance"]) < 2
         assert 0 < float(row["ot_common"]) < 2 and float(row["vs_dense"]) > 0
+        assert re.search(rf"common OT {int(row['selected']):,} x 40 \d+\.\d s", row["note"]), row["note"]
     assert float(rows[3]["vs_dense"]) == 1.0 and rows[0]["vs_dense"] == ""
     # the common solver scores fixed_size's selection as its own result does (same call, same selection)
     assert abs(float(rows[1]["ot_common"]) - float(rows[1]["ot_distance"])) < 1e-6
