@@ -14,7 +14,7 @@ sparse OT, SJLT, generating projection matrices) is taken at the reference machi
   1.8–3.1 for fixed size at df4972f, 4.7 at 1M × 10k at 02c43bf, and 1.5–4.5 for OTM, the 1.5 at 1M × 10k), 1.0
   for the scoring baselines;
 - **ot_and_weights**: entropic OT on the selection, :data:`OT_SECONDS_PER_PAIR` per source–target pair of the
-  selection (:math:`n M`; measured 0.05–0.16 µs per pair and solve on the bench of 2026-12-07 at df4972f: how flat
+  selection (:math:`n M`; measured 0.04–0.1 µs per pair and solve on the bench of 2026-12-07 at 87eb4ea: how flat
   the costs are and whether the products fit the cache decide), one solve, one more with weighting (the realised
   weights; skipped when every repeat count comes out equal, so the prediction is an upper bound there) and one more
   where the continuous weights are measured too. OTM, whose size is not known in advance, is predicted at
@@ -30,8 +30,8 @@ On the benchmark that fitted them, the predicted totals are within 2× of the me
 ``tests/test_estimate.py`` against ``benchmarks/results/bench.csv`` and ``bench_full.csv``); on real features, whose
 costs are less flat than the benchmark's clusters, the OT stage is usually faster than predicted. A ``fixed_size``
 run whose targets crowd a few modes with a budget beyond their supply (the 1M × 10k bench) needs more passes for
-its neighbour rounds (3.8 there at d89c2cd, 414 s); its two OT solves took 0.11 µs per pair (229 s, supports of
-about 7M pairs, products too large for the cache); the prediction was 0.83× its 644 s.
+its neighbour rounds (3.7 there at 87eb4ea, 396 s); its two OT solves and the diagnostics took 0.058 µs per pair
+(115 s, supports of about 7M pairs, products too large for the cache); the prediction is 0.89× its 513 s.
 
 Featurization (:func:`estimate_featurization`): per-sample gradients cost about three forward passes
 (``forward_flops``; default :math:`2p`, which suits dense layers without weight sharing — give the real figure for
@@ -59,9 +59,10 @@ SELECT_PASSES = {"fixed_size": 3.0, "round_robin": 4.0, "tsds": 4.0, "otm": 2.8,
                  "random": 0.0}
 #: Seconds per source–target pair of one entropic OT solve on the selection (two CPU cores; 0.4e-6 before the sparse
 #: kernel's numpy gathers and fewer absorbs, 0.25e-6 before the multiscale cold start, 0.18e-6 before the solves of
-#: one selection shared their products (df4972f); measured 0.05–0.07e-6 on the bench's fixed-size selections at
-#: df4972f, 0.16e-6 at 1M × 10k, whose products do not fit the cache).
-OT_SECONDS_PER_PAIR = 0.1e-6
+#: one selection shared their products (df4972f), 0.1e-6 before the faster support lists and certificate rounds of
+#: 5c08f69; measured at 87eb4ea, OT, weights and diagnostics over two solves: 0.044e-6 at 200k × 5k, 0.06–0.1e-6 on
+#: the bench's smaller selections, 0.058e-6 at 1M × 10k, whose products do not fit the cache).
+OT_SECONDS_PER_PAIR = 0.06e-6
 #: Per-pair cost of small (dense-backend) solves, which start from exact duals (2.5e-6 until the bench of 2026-12-07,
 #: which measured 0.3e-6 for OTM's three solves on 739 × 1,000 pairs).
 OT_SECONDS_PER_PAIR_DENSE = 1.0e-6
