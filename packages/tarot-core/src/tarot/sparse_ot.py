@@ -112,6 +112,11 @@ def _take(x: np.ndarray, idx: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.asarray(x)[idx])).to(dtype)
 
 
+def _select(x: np.ndarray, idx: np.ndarray | slice, dtype: torch.dtype) -> torch.Tensor:
+    """Rows ``idx`` of ``x`` (a slice ``s:e``, read as a range, or indices, gathered) as a tensor of ``dtype``."""
+    return _rows(x, idx.start, idx.stop, dtype) if isinstance(idx, slice) else _take(x, idx, dtype)
+
+
 def _exact(G: torch.Tensor) -> torch.Tensor:
     """Float64 WFD from products (of any float dtype)."""
     return torch.sqrt(torch.clamp(2.0 - 2.0 * G.to(torch.float64), min=0.0))
@@ -201,7 +206,7 @@ class Products:
         return self._Yt
 
     def _compute(self, idx: np.ndarray | slice, out: torch.Tensor | None = None) -> torch.Tensor:
-        A = _rows(self.X, idx.start, idx.stop, self.dtype) if isinstance(idx, slice) else _take(self.X, idx, self.dtype)
+        A = _select(self.X, idx, self.dtype)
         return A @ self.targets.T if out is None else torch.matmul(A, self.targets.T, out=out)
 
     def rows(self, idx: np.ndarray | slice, scratch: _Scratch | None = None) -> torch.Tensor:
@@ -256,9 +261,7 @@ class Products:
             assert self._G is not None
             return self._G[:, tgt if isinstance(tgt, slice) else torch.from_numpy(tgt)][torch.from_numpy(src)].T
         assert sources is not None, "rows of the sources are needed without a complete cache"
-        if isinstance(tgt, slice):
-            return _rows(self.Y, tgt.start, tgt.stop, self.dtype) @ sources.T
-        return _take(self.Y, tgt, self.dtype) @ sources.T
+        return _select(self.Y, tgt, self.dtype) @ sources.T
 
     def sources(self, src: np.ndarray) -> torch.Tensor | None:
         """The rows ``src`` as a tensor for :meth:`columns`, or None when the cache makes them unnecessary."""
@@ -380,10 +383,13 @@ def _row_lists(G: torch.Tensor, C: torch.Tensor, g_ref: torch.Tensor, k: int, k_
     vals, cols = _smallest_k(key, k, dim=1)
     lowest, kth = vals.min(dim=1).values, vals.max(dim=1).values
     floor = kth.double().numpy() - margin
-    if delta is None or k_cap <= k or not bool((kth <= lowest + delta).any()):
+    wide = torch.zeros(0, dtype=torch.int64)
+    if delta is not None and k_cap > k:
+        wide = torch.nonzero(kth <= lowest + delta).ravel()
+    if len(wide) == 0:
         return np.repeat(np.arange(B), k), cols.numpy().ravel(), _exact(G.gather(1, cols)).numpy().ravel(), floor, \
             lowest
-    wide = torch.nonzero(kth <= lowest + delta).ravel()
+    assert delta is not None  # rows are wide only with a delta
     narrow = np.ones(B, dtype=bool)
     narrow[wide.numpy()] = False
     kk = min(m, k_cap)

@@ -27,7 +27,14 @@ import numpy as np
 import torch
 
 from tarot.geometry.scoring import _ordered, topk_neighbors
-from tarot.geometry.whitening import RunningMoments, Whitener, check_fit_on, check_float_features, iter_blocks
+from tarot.geometry.whitening import (
+    BLOCK_ROWS,
+    RunningMoments,
+    Whitener,
+    check_fit_on,
+    check_float_features,
+    iter_blocks,
+)
 
 __all__ = ["allgather_moments", "fit_whitener_across_ranks", "row_offset", "topk_across_ranks"]
 
@@ -86,7 +93,7 @@ def fit_whitener_across_ranks(
     *,
     ridge: float | str = "auto",
     fit_on: str = "both",
-    block_rows: int = 65536,
+    block_rows: int = BLOCK_ROWS,
     group: Any = None,
 ) -> Whitener:
     """The :class:`~tarot.geometry.whitening.Whitener` of all ranks' candidates (and the targets, which every rank
