@@ -64,39 +64,6 @@ def test_parse_bytes_and_budget(monkeypatch):
     assert memory_budget() > 0
 
 
-def _anon_mb() -> float:
-    import os
-
-    with open("/proc/self/statm") as fh:
-        _, resident, shared = (int(v) for v in fh.read().split()[:3])
-    return (resident - shared) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def test_release_freed_memory_returns_pinned_heap_pages(monkeypatch):
-    if outofcore._malloc_trim() is None:
-        pytest.skip("no malloc_trim (not glibc)")
-    # 256 MB of 32 KB arrays (below any mmap threshold: heap memory); every 64th stays alive and pins the heap, so
-    # freeing the others alone leaves their pages resident
-    arrays = [np.ones(4096) for _ in range(8192)]
-    kept = arrays[::64]
-    del arrays
-    before = _anon_mb()
-    outofcore.release_freed_memory()
-    assert before - _anon_mb() > 128, (before, _anon_mb())
-    assert all(float(a.sum()) == 4096 for a in kept)  # the live arrays are untouched
-    monkeypatch.setattr(outofcore, "_malloc_trim", lambda: None)
-    outofcore.release_freed_memory()  # elsewhere: nothing to call, no error
-
-
-def test_malloc_trim_is_looked_up_on_linux_only(monkeypatch):
-    outofcore._malloc_trim.cache_clear()
-    monkeypatch.setattr(outofcore.sys, "platform", "win32")
-    try:
-        assert outofcore._malloc_trim() is None
-    finally:
-        outofcore._malloc_trim.cache_clear()
-
-
 def test_output_arrays_spill_the_large_ones_to_unlinked_memmaps(tmp_path):
     big, small = (1000, K), (10, K)
     a, b = output_arrays([big, small], memory_budget_bytes=10 * K * 4 + 1, workdir=tmp_path)

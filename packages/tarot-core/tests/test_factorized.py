@@ -275,3 +275,16 @@ def test_featurization_benchmark_case_reports_every_projector(tmp_path):
                 "featurize_batch, factorized, batch mode"):
         assert f"| {row} |" in text, row
     assert "- factorized is " in text and "left out" in text and "- vmap / loop gradients:" in text
+
+
+def test_featurization_benchmark_cnn_report_times_both_allocator_settings(tmp_path):
+    from tarot.app.bench_featurize import main
+
+    assert main(["--repeat", "1", "--batch", "4", "--proj-dim", "64", "--skip-lora", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "featurize.md").read_text()
+    for row in ("per-sample gradients, vmap (allocator default)", "per-sample gradients, loop (allocator default)",
+                "featurize_batch, sjlt (allocator default)", "per-sample gradients, vmap", "per-sample gradients, loop",
+                "featurize_batch, sjlt", "featurize_batch, factorized (factor_dim=32, batch mode)"):
+        assert f"| {row} |" in text, row
+    assert "- with the allocator's default (every large array mapped afresh)" in text
+    assert "LoRA-size" not in text

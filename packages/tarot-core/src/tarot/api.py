@@ -16,7 +16,7 @@ import torch
 
 from tarot._version import __version__
 from tarot.diagnostics import selection_diagnostics
-from tarot.features.outofcore import release_freed_memory
+from tarot.features.allocator import release_freed_memory
 from tarot.geometry.whitening import as_unit_rows, check_finite, check_float_features, unit_rows, whiten
 from tarot.options import (
     STAGE_OPTIONS,

@@ -43,7 +43,8 @@ import torch
 from tqdm.auto import tqdm
 
 from tarot.errors import SupportTooLargeError
-from tarot.features.outofcore import memory_budget, release_freed_memory
+from tarot.features.allocator import release_freed_memory
+from tarot.features.outofcore import memory_budget
 from tarot.geometry.whitening import as_tensor
 from tarot.ot import eps_schedule
 

@@ -9,8 +9,10 @@ small CNN, and the projection alone at the LoRA size of the LLM package, side by
 ``--case MODULE:FUNCTION`` measures a domain package's model instead (the function returns a :class:`BenchCase`)
 and writes ``featurize_<name>.md``: gradients alone, then ``featurize_batch`` with each projector, side by side.
 
-Timings are medians of ``--repeat`` runs of one batch; ratios between rows of one run are what to compare (these
-machines are noisy).
+Timings are medians of ``--repeat`` runs of one batch after one untimed run; ratios between rows of one run are what
+to compare (these machines are noisy). Rows run as :func:`tarot.featurize_to_store` runs a featurizer, with freed
+arrays kept for the next batch (:func:`tarot.features.allocator.keep_freed_memory`); the CNN rows marked "allocator
+default" run without it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tarot.features.allocator import keep_freed_memory
 from tarot.features.factorized import FactorizedGradientFeaturizer
 from tarot.features.gradients import GradientFeaturizer, leading_size
 from tarot.features.projection import Projector
@@ -78,7 +81,11 @@ class BenchCase:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _median(fn: Callable[[], Any], repeat: int) -> float:
+def _median(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> float:
+    """Median seconds of ``repeat`` calls after ``warmup`` untimed ones (the allocator settles on a batch's arrays
+    in the first calls)."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -95,10 +102,24 @@ def cnn_rows(batch: int, proj_dim: int, repeat: int) -> list[tuple[str, float, i
     rows = []
     feats = {kind: GradientFeaturizer(model, _CE(), proj_dim=proj_dim, seed=0, projector=kind, mode="vmap")
              for kind in ("rademacher", "sjlt")}
+    loop = GradientFeaturizer(model, _CE(), proj_dim=proj_dim, seed=0, mode="loop")
+    default = " (allocator default)"  # each large array mapped afresh; featurize_to_store keeps freed memory instead
+    rows.append(("per-sample gradients, vmap" + default,
+                 _median(lambda: feats["rademacher"].per_sample_grads(data), repeat), batch))
+    rows.append(("per-sample gradients, loop" + default, _median(lambda: loop.per_sample_grads(data), repeat), batch))
+    rows.append(("featurize_batch, sjlt" + default, _median(partial(feats["sjlt"].featurize_batch, data), repeat),
+                 batch))
+    with keep_freed_memory():
+        return rows + _kept_memory_rows(model, data, feats, loop, batch, proj_dim, repeat)
+
+
+def _kept_memory_rows(model: nn.Module, data: dict[str, torch.Tensor], feats: dict[str, GradientFeaturizer],
+                      loop: GradientFeaturizer, batch: int, proj_dim: int, repeat: int) -> list[tuple[str, float, int]]:
+    """The CNN rows timed as featurize_to_store runs them: freed arrays kept for the next batch."""
+    rows = []
     grads = feats["rademacher"].per_sample_grads(data)
     rows.append(("per-sample gradients, vmap", _median(lambda: feats["rademacher"].per_sample_grads(data), repeat),
                  batch))
-    loop = GradientFeaturizer(model, _CE(), proj_dim=proj_dim, seed=0, mode="loop")
     rows.append(("per-sample gradients, loop", _median(lambda: loop.per_sample_grads(data), repeat), batch))
     dense = feats["rademacher"].projector
     cold = Projector(dense.chunk_sizes, proj_dim, seed=0, cache_bytes=0)
@@ -172,7 +193,8 @@ def lora_rows(batch: int, proj_dim: int, repeat: int) -> list[tuple[str, float, 
     chunks = [torch.randn(batch, s) for s in sizes]
     dense = Projector(sizes, proj_dim, seed=0, cache_bytes=0)
     sparse = Projector(sizes, proj_dim, seed=0, kind="sjlt", cache_bytes=0)
-    return [("LoRA-size projection, dense (regenerated)", _median(lambda: dense.project_chunks(chunks), 1), batch),
+    return [("LoRA-size projection, dense (regenerated)", _median(lambda: dense.project_chunks(chunks), 1, warmup=0),
+             batch),
             (f"LoRA-size projection, sjlt (nnz={sparse.nnz}, regenerated)",
              _median(lambda: sparse.project_chunks(chunks), repeat), batch)]
 
@@ -196,7 +218,8 @@ def _header(what: str, repeat: int) -> str:
 def cnn_report(args: argparse.Namespace) -> str:
     rows = cnn_rows(args.batch, args.proj_dim, args.repeat)
     if not args.skip_lora:
-        rows += lora_rows(8, 8192, args.repeat)
+        with keep_freed_memory():
+            rows += lora_rows(8, 8192, args.repeat)
     by = {label: s for label, s, _ in rows}
     lines = ["# Featurization", "", _header("", args.repeat) + f" Small CNN: "
              f"{sum(p.numel() for p in SmallCNN().parameters()):,} parameters, batch {args.batch}, k = "
@@ -212,8 +235,15 @@ def cnn_report(args: argparse.Namespace) -> str:
     lines.append(f"- featurize_batch, factorized: {fact / backward:.2f}x the time of one batched forward + backward "
                  "(it differentiates the layer outputs only, not the weights); its mixing projection is "
                  f"{by['projection, factorized mix of the per-layer blocks'] / fact:.0%} of its time")
+    default = {k[: -len(" (allocator default)")]: v for k, v in by.items() if k.endswith(" (allocator default)")}
+    vmap0, loop0 = default["per-sample gradients, vmap"], default["per-sample gradients, loop"]
     lines.append(f"- vmap / loop gradients: {by['per-sample gradients, loop'] / grads:.1f}x faster; one batched "
                  f"forward + backward is {grads / backward:.1f}x faster than the vmap gradients")
+    lines.append(f"- with the allocator's default (every large array mapped afresh) instead of featurize_to_store's "
+                 f"kept memory: vmap {vmap0 / grads:.1f}x slower, loop {loop0 / by['per-sample gradients, loop']:.1f}x "
+                 f"slower, featurize_batch with sjlt "
+                 f"{default['featurize_batch, sjlt'] / by['featurize_batch, sjlt']:.1f}x slower; vmap / loop "
+                 f"{loop0 / vmap0:.1f}x there")
     dense = by["featurize_batch, dense, cached"]
     lines.append(f"- featurize_batch with sjlt is {dense / by['featurize_batch, sjlt']:.1f}x faster than with the "
                  f"cached dense projection; factorized is {dense / fact:.1f}x faster than dense and "
@@ -228,7 +258,8 @@ def cnn_report(args: argparse.Namespace) -> str:
 def case_report(args: argparse.Namespace) -> tuple[str, str]:
     module, _, fn = args.case.partition(":")
     case: BenchCase = getattr(importlib.import_module(module), fn or "bench_case")()
-    rows = case_rows(case, args.repeat)
+    with keep_freed_memory():  # as featurize_to_store runs the featurizer
+        rows = case_rows(case, args.repeat)
     by = {label: s for label, s, _ in rows}
     n = rows[0][2]
     p = sum(prm.numel() for name, prm in case.model.named_parameters() if prm.requires_grad

@@ -19,11 +19,8 @@ Temporary files go to ``workdir``, else ``TAROT_TMPDIR``, else :func:`tempfile.g
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
 import re
-import sys
 import tempfile
 from collections.abc import Sequence
 
@@ -81,33 +78,6 @@ def memory_budget(budget: int | float | str | None = None) -> int:
         except ValueError as exc:
             raise ValueError(f"${BUDGET_ENV}: {exc}") from None
     return available_bytes() // 2
-
-
-@functools.cache
-def _malloc_trim():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None).malloc_trim  # glibc only (not musl)
-    except (AttributeError, OSError, TypeError):
-        return None
-
-
-def release_freed_memory() -> None:
-    """Hand memory that the C allocator keeps after frees back to the operating system (glibc's ``malloc_trim``;
-    nothing elsewhere).
-
-    glibc serves allocations below its mmap threshold (which rises to 32 MB after a large array is freed) from heaps
-    that it returns to the system only from their top; arrays that outlive a step (ranking lists, supports) pin the
-    pages of the freed temporaries around them. Measured on the bench's fixed-size selection at 200,000 × 5,000: 0.9
-    GB of freed memory was still resident when the selector returned (0.02 GB after this call), and with this call
-    after the ranking lists and every refill, support build and certificate round the selection peaked at 2.3–2.4 GB
-    instead of 2.8 GB, in the same time. The call itself took 0.1–0.2 ms after 0.8 GB of 1.6 MB arrays had been
-    freed (the pages it returns are faulted in again when the next step allocates).
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def temp_memmap(shape: Sequence[int], dtype: np.dtype | type = np.float32,

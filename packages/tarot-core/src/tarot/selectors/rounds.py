@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tarot.features.outofcore import release_freed_memory
+from tarot.features.allocator import release_freed_memory
 from tarot.geometry.scoring import topk_neighbors
 from tarot.geometry.whitening import as_tensor, check_float_features
 from tarot.selectors.base import NeighbourLayers
