@@ -38,7 +38,8 @@ Featurization (:func:`estimate_featurization`): per-sample gradients cost about 
 convolutions or sequences), at :data:`GRADIENT_EFFICIENCY` of the GEMM rate; a dense projection costs :math:`2pk`
 flops per sample at :data:`PROJECTION_EFFICIENCY` of the rate plus :data:`GENERATE_SECONDS` per generated matrix
 entry when the matrix does not fit the cache; a sparse (SJLT) projection :data:`SJLT_SECONDS` per input coordinate
-and nonzero.
+and nonzero, plus :data:`SJLT_GENERATE_SECONDS` per coordinate and nonzero generated (once when its blocks fit the
+cache, every batch otherwise).
 """
 
 from __future__ import annotations
@@ -72,12 +73,17 @@ SPARSE_PAIRS = 2_000_000
 #: Fraction of the float32 GEMM rate reached by whitening's float64 moments and transform (measured: 19.4 s for
 #: 205,000 × 1,024 at 123 GFLOP/s).
 WHITEN_EFFICIENCY = 0.35
-#: Fraction of the GEMM rate reached by per-sample gradients (vmap) and by the dense projection.
-GRADIENT_EFFICIENCY = 0.45
+#: Fraction of the GEMM rate reached by per-sample gradients (vmap) and by the dense projection. Gradients: 0.45
+#: until a3be6f2, which keeps freed memory while featurizing; measured there, the bench's small CNN reaches 1.35 of
+#: the 150 GFLOP/s reference rate with vmap (oneDNN's convolutions run above the GEMM rate), 0.6 with the loop.
+GRADIENT_EFFICIENCY = 1.0
 PROJECTION_EFFICIENCY = 0.4
-#: Seconds per generated entry of a dense projection matrix, and per coordinate × nonzero of an SJLT projection.
+#: Seconds per generated entry of a dense projection matrix, and per coordinate × nonzero of an SJLT projection:
+#: its scatter-adds (1.0e-9 until a3be6f2; 0.56e-9 measured there on the CNN, blocks cached) and generating its blocks
+#: when they are not cached (the LoRA-size row of the featurization bench: 14e-9).
 GENERATE_SECONDS = 2.2e-9
-SJLT_SECONDS = 1.0e-9
+SJLT_SECONDS = 0.6e-9
+SJLT_GENERATE_SECONDS = 14e-9
 
 _MB = 2.0**20
 _GFLOPS_CACHE: dict[int, float] = {}
@@ -309,9 +315,12 @@ def estimate_featurization(
     est.stages.append(StageEstimate("gradients", grads, 2 * grad_mb, "3 forward passes per sample "
                                     f"({fwd:.3g} flops each)"))
     if projector == "sjlt":
-        t = S * p * nnz * SJLT_SECONDS * checkpoints  # memory-bound, as SJLT_SECONDS was measured
-        est.stages.append(StageEstimate("projection", t, grad_mb + batch_size * k * 4 / _MB,
-                                        f"SJLT: p × {nnz} scatter-adds per sample"))
+        cached = p * 2 * nnz * 4 <= cache_bytes  # a block row holds nnz indices and nnz values, fp32
+        t = S * p * nnz * SJLT_SECONDS  # memory-bound, as SJLT_SECONDS was measured
+        t += p * nnz * SJLT_GENERATE_SECONDS * (1 if cached else math.ceil(S / batch_size))
+        est.stages.append(StageEstimate("projection", t * checkpoints, grad_mb + batch_size * k * 4 / _MB,
+                                        f"SJLT: p × {nnz} scatter-adds per sample, blocks "
+                                        + ("generated once (cached)" if cached else "regenerated every batch")))
     else:
         t = 2.0 * p * k / (PROJECTION_EFFICIENCY * rate) * S
         cached = p * k * 4 <= cache_bytes
