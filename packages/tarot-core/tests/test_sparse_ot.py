@@ -469,3 +469,25 @@ def test_built_lists_are_the_smallest_keys_of_brute_force(clouds, dtype, block_r
     assert inside[col_order[: k_col - 1], np.arange(len(Y))].all()
     assert np.allclose(sup.col_floor, np.sort(col_key, 0)[k_col - 1], atol=tol)
     assert (col_key[~inside] >= np.broadcast_to(sup.col_floor, C.shape)[~inside] - tol).all()
+
+
+def test_large_solves_keep_freed_memory_and_small_ones_do_not(clouds, monkeypatch):
+    from tarot.features import allocator
+
+    X, Y = clouds
+    a, b = np.full(len(X), 1 / len(X)), np.full(len(Y), 1 / len(Y))
+    depths = []
+    real = sparse_ot._sparse_entropic_ot
+
+    def spy(*args, **kw):
+        depths.append(allocator._depth)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(sparse_ot, "_sparse_entropic_ot", spy)
+    kw = dict(eps=1e-3, tol=1e-5, max_iter=5000, stage_iter=500, stage_tol=1e-3, overrelax=1.0, value_tol=None,
+              init=None, eps_start=None, cold_start="coarse")
+    small = sparse_ot.sparse_entropic_ot(X, Y, a, b, **kw)
+    monkeypatch.setattr(sparse_ot, "MULTISCALE_MIN_ENTRIES", len(X) * len(Y) - 1)
+    large = sparse_ot.sparse_entropic_ot(X, Y, a, b, **kw)
+    assert depths == [0, 1] and allocator._depth == 0
+    assert np.array_equal(large.f, small.f) and np.array_equal(large.g, small.g)  # where arrays live, not what

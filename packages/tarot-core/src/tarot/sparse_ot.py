@@ -33,6 +33,7 @@ cost ≤ 1e-6 = 0.01 ε on unit rows in d = 1024), costs, potentials and sums in
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tarot.errors import SupportTooLargeError
-from tarot.features.allocator import release_freed_memory
+from tarot.features.allocator import keep_freed_memory, release_freed_memory
 from tarot.features.outofcore import memory_budget
 from tarot.geometry.whitening import as_tensor
 from tarot.ot import eps_schedule
@@ -931,7 +932,31 @@ def sparse_entropic_ot(
     The products X·Yᵀ are kept in memory once computed (:class:`Products`) when they take at most ``cache_bytes``
     (default :data:`CACHE_BYTES`; never more than a quarter of the memory budget); ``products`` passes such an
     object in.
+
+    Above :data:`MULTISCALE_MIN_ENTRIES` pairs the solve keeps freed memory for its next blocks
+    (:func:`tarot.features.allocator.keep_freed_memory`): the OT of 100,000 × 10,000 points (d = 1,024) took 52 s
+    with it against 55–60 s without, holding about 0.1 GB more at its peak.
     """
+    big = X.shape[0] * Y.shape[0] > MULTISCALE_MIN_ENTRIES
+    with keep_freed_memory() if big else contextlib.nullcontext():
+        return _sparse_entropic_ot(
+            X, Y, a, b, eps=eps, tol=tol, max_iter=max_iter, stage_iter=stage_iter, stage_tol=stage_tol,
+            overrelax=overrelax, value_tol=value_tol, init=init, eps_start=eps_start, support=support, k_row=k_row,
+            k_col=k_col, k_max=k_max, max_rounds=max_rounds, tau=tau, explore_iter=explore_iter,
+            explore_until=explore_until, cold_delta=cold_delta, progress=progress, max_entries=max_entries,
+            cold_start=cold_start, cache_bytes=cache_bytes, products=products)
+
+
+def _sparse_entropic_ot(
+    X: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.ndarray, *, eps: float, tol: float, max_iter: int,
+    stage_iter: int, stage_tol: float, overrelax: float, value_tol: float | None,
+    init: tuple[np.ndarray, np.ndarray] | None, eps_start: float | None, support: Support | None = None,
+    k_row: int | None = None, k_col: int | None = None, k_max: int | None = None, max_rounds: int = 16,
+    tau: float = TAU, explore_iter: int = 200, explore_until: float = 0.002, cold_delta: float = 31.0,
+    progress: bool = False, max_entries: int | None = None, cold_start: str = "auto",
+    cache_bytes: int | None = None, products: Products | None = None,
+) -> SparseOT:
+    """The solve of :func:`sparse_entropic_ot`, without its allocator setting."""
     n, m = X.shape[0], Y.shape[0]
     if products is None:
         products = Products(X, Y, cache_bytes_default(cache_bytes))
