@@ -156,14 +156,40 @@ def test_planned_lists_over_the_memory_cap_give_the_same_rounds(monkeypatch, max
     for n in (160, 300, 500):
         got = rounds_mod.distinct_rounds(Zc, Zt, n)
         assert [r.tolist() for r in got.picks] == _walk_every_ranking(Zc, Zt, n)
-        # measured 4/6/17 passes at 4,000 entries, 29/43/135 at 400 (each refill may go only 4 ranks deeper at
-        # 40 entries: up to 325); before the hint and the growing cap this problem refilled without end
-        assert got.stats["refill_passes"] <= {40: 400, 400: 150, 4000: 20}[max_entries]
+        # measured 3/3/7 passes at 4,000 entries, 9/10/22 at 400 and 9/11/25 at 40, since a refill's threshold goes
+        # the asked depth (less the old list's untaken rest) below where the old one reached (4/6/15, 29/41/132 and
+        # 57/78/315 when it was set at the
+        # asked depth from the top, above the old threshold for a crowd that took most of its list); before the
+        # hint and the growing cap this problem refilled without end
+        assert got.stats["refill_passes"] <= {40: 30, 400: 30, 4000: 10}[max_entries]
         # every target's best score over the whole pool, also for those that started without a list (their refill
         # scores the untaken candidates, the taken ones are scored apart)
         best = (Zt @ Zc.T).max(axis=1)
         assert not np.isnan(got.nearest).any()
         np.testing.assert_allclose(got.nearest, best, rtol=0, atol=1e-6)
+
+
+def test_refills_start_from_lists_without_taken_entries(monkeypatch):
+    # before every refill the lists drop their walked-past and taken entries (their walk skips exactly those), so
+    # the memory of entries taken by a crowd is free for the refill pass
+    import tarot.selectors.rounds as rounds_mod
+
+    monkeypatch.setattr(rounds_mod, "PLAN_MIN_PAIRS", 0)
+    monkeypatch.setattr(rounds_mod, "SIMULATION_PAIRS", 3000)
+    monkeypatch.setattr(rounds_mod, "MAX_LIST_ENTRIES", 400)
+    seen = []
+    real = rounds_mod.RankingLists.refill
+
+    def refill(self, batch, lengths, taken, left=None):
+        seen.append((int(taken.sum()), sum(int(taken[x].sum()) for x in self.lists)))
+        return real(self, batch, lengths, taken, left)
+
+    monkeypatch.setattr(rounds_mod.RankingLists, "refill", refill)
+    Zc, Zt = _crowd(11)
+    got = rounds_mod.distinct_rounds(Zc, Zt, 300)
+    assert [r.tolist() for r in got.picks] == _walk_every_ranking(Zc, Zt, 300)
+    assert len(seen) >= 3 and any(taken > 0 for taken, _ in seen)
+    assert all(in_lists == 0 for _, in_lists in seen), seen
 
 
 @pytest.mark.parametrize("n", [25, 43, 60, 75])

@@ -31,7 +31,12 @@ Instead the depth is *planned*:
    length took 1,959 targets in 2 passes, 5.9 s; every refill pass costs a read of the candidates, every refilled
    target its products with them). A refill asks
    for a depth grown by the rate the crowd used the list up (R/(r+1) after r + 1 of R rounds, at least twofold),
-   so a crowd needs few passes. When the planned lists would exceed :data:`MAX_LIST_ENTRIES`, the deepest targets
+   so a crowd needs few passes. Its threshold lies that many ranks *below the depth the old threshold reached* in
+   the whole pool: the candidates above the old threshold are taken or still in the new list, so a threshold at
+   the asked depth counted from the top would, for a crowd that took most of its list, sit above the old one and
+   bring back less than asked. Before each refill every list drops its walked-past and taken entries (a crowd's
+   lists are mostly taken entries by then), so their memory serves the refill pass.
+   When the planned lists would exceed :data:`MAX_LIST_ENTRIES`, the deepest targets
    start without a list and their first refill asks for their planned depth; a refill of a large batch goes at most
    ``MAX_LIST_ENTRIES / (2·batch)`` ranks deeper than before, so memory stays bounded and the depth still grows.
    (Measured on the bench's 200,000 × 5,000 problem with the list budget cut to 20M entries: 3 refill passes and
@@ -78,12 +83,15 @@ class RankingLists:
 
     def __init__(self, candidates, targets, lists: list[np.ndarray], complete: np.ndarray,
                  progress: bool = False, nearest: np.ndarray | None = None, scale: DepthScale | None = None,
-                 hint: np.ndarray | None = None) -> None:
+                 hint: np.ndarray | None = None, reach: np.ndarray | None = None) -> None:
         self.candidates, self.targets = candidates, targets
         self.lists, self.complete = lists, complete
         self.nearest = nearest  # every target's best score (NaN where its first list was empty)
         self.scale = scale  # score thresholds for a wanted depth (planned lists), else refills use top-k
         self.hint = hint  # planned depths of targets whose lists were left empty (0 elsewhere): their first refill
+        # with a scale: the depth in the whole pool (taken candidates included) that each list's threshold reaches
+        self.reach = None if scale is None else (np.zeros(len(lists), np.int64) if reach is None
+                                                 else np.asarray(reach, dtype=np.int64).copy())
         self.n = candidates.shape[0]
         self.progress = progress
         self.refill_passes = 0
@@ -95,15 +103,25 @@ class RankingLists:
         return cls(layers.candidates, layers.targets, [layers.index[j] for j in range(m)],
                    np.full(m, layers.exhausted), layers.progress, nearest=layers.scores[:, 0].astype(np.float64))
 
-    def refill(self, batch: np.ndarray, lengths: np.ndarray, taken: np.ndarray) -> None:
+    def refill(self, batch: np.ndarray, lengths: np.ndarray, taken: np.ndarray,
+               left: np.ndarray | None = None) -> None:
         """New lists of about ``lengths`` untaken candidates for the targets in ``batch`` (one pass): with a
-        :class:`DepthScale`, every untaken candidate above the score that depth is expected at; else the top
+        :class:`DepthScale`, every untaken candidate above the score expected ``lengths − left`` ranks below the
+        depth the old list's threshold reached in the whole pool (``left``: the old lists' untaken entries, which
+        the new lists hold again; what lies above the old threshold is taken or among them); else the top
         ``max(lengths)``."""
         available = self.n - int(np.count_nonzero(taken))
         for t in batch.tolist():  # the lists being replaced are not read again: their memory is free for the pass
             self.lists[t] = np.zeros(0, dtype=self.lists[t].dtype)
         if self.scale is not None:
-            theta = self.scale.threshold(batch, lengths)
+            assert self.reach is not None, "a scale comes with the depths its thresholds reach"
+            # a threshold at only `lengths` pool ranks would sit above the old one for a target whose crowd took
+            # most of its list: the new list would hold less than the old one's untaken rest (measured at 1M × 10k:
+            # 222M entries asked, 56M collected, and a second refill pass at once)
+            more = np.asarray(lengths, dtype=np.int64) - (0 if left is None else np.asarray(left, dtype=np.int64))
+            depth = self.reach[batch] + np.maximum(more, 4)
+            theta = self.scale.threshold(batch, depth)
+            self.reach[batch] = depth
             new, best = collect_above(self.candidates, self.targets, batch, theta, exclude=taken, planned=lengths,
                                       progress=self.progress)  # groups of bounded size: memory stays bounded
             full = np.isneginf(theta)
@@ -172,6 +190,7 @@ def unique_rounds(source: NeighbourLayers | RankingLists, n: int, stats: dict | 
     per_round = -(-min(n, N) // M)  # rounds needed when no target runs dry
     longest = max((len(x) for x in lists), default=0)
     asked = np.array([len(x) for x in lists], dtype=np.int64)
+    made = asked.copy()  # every list's length when it was made (compaction shortens the lists themselves)
     hint = np.zeros(M, dtype=np.int64) if src.hint is None else np.asarray(src.hint, dtype=np.int64).copy()
 
     def next_untaken(j: int) -> int | None:
@@ -186,10 +205,23 @@ def unique_rounds(source: NeighbourLayers | RankingLists, n: int, stats: dict | 
         ptr[j] = len(lst)
         return None
 
+    def compact() -> np.ndarray:
+        """Drop the walked-past and taken entries of every list (its walk is unchanged: it skips exactly those);
+        returns how many entries each list has left. Measured at 1M × 10k: 180M of the 311M list entries were taken
+        at the second refill, 249M of 361M at the fourth."""
+        left = np.empty(M, dtype=np.int64)
+        for t in range(M):
+            rest = lists[t][ptr[t]:]
+            alive = rest[~taken[rest]]
+            if len(alive) < len(lists[t]):
+                lists[t], ptr[t] = alive, 0
+            left[t] = len(alive)
+        return left
+
     def refill(j: int, rnd: int) -> None:
         nonlocal longest
-        left = np.array([np.count_nonzero(~taken[lists[t][ptr[t]:]]) for t in range(M)])
-        lengths = np.array([len(x) for x in lists])
+        left = compact()
+        lengths = made
         need = per_round - rnd - (np.arange(M) < j)  # picks still to come, this round included from j on
         elapsed = rnd + j / M  # rounds done so far; a list is used up at its rate so far for the rounds to come
         ahead = (lengths - left) * (per_round - elapsed) / max(elapsed, 1.0 / M)
@@ -206,8 +238,9 @@ def unique_rounds(source: NeighbourLayers | RankingLists, n: int, stats: dict | 
         want = np.minimum(want, before + max(4, MAX_LIST_ENTRIES // (2 * len(batch))))
         asked[batch] = want
         hint[batch] = 0
-        src.refill(batch, want, taken)
+        src.refill(batch, want, taken, left[batch])
         ptr[batch] = 0
+        made[batch] = [len(lists[t]) for t in batch.tolist()]
         longest = max(longest, max(len(lists[t]) for t in batch.tolist()))
 
     rounds: list[np.ndarray] = []
@@ -433,8 +466,9 @@ def threshold_lists(candidates, targets, theta: np.ndarray, planned: np.ndarray 
     M = targets.shape[0]
     lists, nearest = collect_above(candidates, targets, np.arange(M), theta, planned=planned, progress=progress)
     complete = np.isneginf(theta) | np.array([len(x) >= candidates.shape[0] for x in lists])
+    reach = np.where(np.isneginf(theta), candidates.shape[0], 0 if planned is None else planned)
     return RankingLists(candidates, targets, lists, complete, progress, nearest=nearest, scale=scale,
-                        hint=None if scale is None else scale.deferred)
+                        hint=None if scale is None else scale.deferred, reach=reach)
 
 
 @dataclass
