@@ -30,8 +30,9 @@ On the benchmark that fitted them, the predicted totals are within 2× of the me
 ``tests/test_estimate.py`` against ``benchmarks/results/bench.csv`` and ``bench_full.csv``); on real features, whose
 costs are less flat than the benchmark's clusters, the OT stage is usually faster than predicted. A ``fixed_size``
 run whose targets crowd a few modes with a budget beyond their supply (the 1M × 10k bench) needs more passes for
-its neighbour rounds (3.7 there at 87eb4ea, 396 s); its two OT solves and the diagnostics took 0.058 µs per pair
-(115 s, supports of about 7M pairs, products too large for the cache); the prediction is 0.89× its 513 s.
+its neighbour rounds (3.7 there at 87eb4ea, 396 s; 2.9 at ee37c6a, 318 s); its two OT solves and the diagnostics
+took 0.054 µs per pair at ee37c6a (108 s, supports of about 7M pairs, products too large for the cache); the
+prediction is 1.06× its 427 s.
 
 Featurization (:func:`estimate_featurization`): per-sample gradients cost about three forward passes
 (``forward_flops``; default :math:`2p`, which suits dense layers without weight sharing — give the real figure for
